@@ -1,0 +1,31 @@
+"""fastdl: fused Numba (CPU) and CuPy (GPU) kernels for dense deep-learning building blocks.
+
+>>> import fastdl, numpy as np
+>>> model = fastdl.Sequential(fastdl.Dense(2, 16, activation="tanh", seed=0), fastdl.Dense(16, 2, seed=1))
+>>> loss, grad = fastdl.losses.softmax_cross_entropy(model(np.zeros((4, 2), np.float32)), np.array([0, 1, 1, 0]))
+>>> _ = model.backward(grad, input_grad=False)
+"""
+
+from . import activations
+from . import init
+from . import losses
+from . import testing
+from .activations import ActivationSpec
+from .backend import asarray
+from .backend import available_backends
+from .backend import get_backend
+from .backend import set_backend
+from .backend import to_numpy
+from .backend import use_backend
+from .layers import APL
+from .layers import Activation
+from .layers import Dense
+from .layers import Module
+from .layers import Parameter
+from .layers import PReLU
+from .layers import Sequential
+from .layers import SoftExponential
+from .threads import get_num_threads
+from .threads import set_num_threads
+
+__version__ = "0.1.0"

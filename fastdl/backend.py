@@ -1,0 +1,126 @@
+"""Backend registry: which kernel set the layers call, and where arrays live.
+
+``"numpy"`` is the reference (plain formulas), ``"cpu"`` the Numba kernels (the default) and ``"gpu"`` the
+CuPy kernels. Every backend's ``kernels`` module offers the same functions with the same signatures, so the
+layers never branch on the backend. The active backend is a context variable: ``use_backend`` changes it
+for a ``with`` block (and its thread), ``set_backend`` for good; ``FASTDL_BACKEND`` sets the starting one.
+"""
+
+import contextlib
+import contextvars
+import os
+
+import numpy as np
+
+BACKEND_NAMES = ("numpy", "cpu", "gpu")
+DEFAULT_BACKEND = "cpu"
+
+
+class Backend:
+    """A kernel set plus the array module it works on. ``name``, ``kernels``, ``xp``, ``array_type``."""
+
+    def __init__(self, name, kernels, xp):
+        self.name = name
+        self.kernels = kernels
+        self.xp = xp
+        self.array_type = xp.ndarray
+
+    def asarray(self, x, dtype=None):
+        if self.xp is np:
+            get = getattr(x, "get", None)  # a CuPy array coming back to the host
+            return np.asarray(get() if callable(get) and not isinstance(x, np.ndarray) else x, dtype=dtype)
+        return self.xp.asarray(x, dtype=dtype)
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+
+_loaded = {}
+
+
+def _load(name):
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown fastdl backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if name not in _loaded:
+        if name == "numpy":
+            from .kernels import reference
+
+            _loaded[name] = Backend("numpy", reference, np)
+        elif name == "cpu":
+            from .kernels import cpu
+
+            _loaded[name] = Backend("cpu", cpu, np)
+        else:
+            _loaded[name] = _load_gpu()
+    return _loaded[name]
+
+
+def _load_gpu():
+    try:
+        import cupy
+    except ImportError as error:
+        raise RuntimeError(
+            "the 'gpu' backend needs CuPy and an NVIDIA GPU: CuPy is not installed "
+            f"({error}); install it with `pip install fastdl[gpu]`"
+        ) from error
+    try:
+        devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CuPy raises its own CUDARuntimeError when no driver is present
+        raise RuntimeError(f"the 'gpu' backend needs an NVIDIA GPU, but CUDA found none: {error}") from error
+    if devices == 0:
+        raise RuntimeError("the 'gpu' backend needs an NVIDIA GPU, but CUDA reports 0 devices")
+    raise RuntimeError("the 'gpu' backend's kernels are not available in this version of fastdl yet")
+
+
+_active = contextvars.ContextVar("fastdl_backend", default=None)
+
+
+def get_backend():
+    """The active backend (an object with ``.name``, ``.kernels`` and ``.xp``)."""
+    backend = _active.get()
+    if backend is None:
+        backend = _load(os.environ.get("FASTDL_BACKEND", DEFAULT_BACKEND).strip().lower())
+        _active.set(backend)
+    return backend
+
+
+def set_backend(name):
+    """Make ``name`` ("numpy", "cpu" or "gpu") the active backend; returns it."""
+    backend = _load(name)
+    _active.set(backend)
+    return backend
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """``with fastdl.use_backend("numpy"): ...`` runs the block on another backend."""
+    token = _active.set(_load(name))
+    try:
+        yield _active.get()
+    finally:
+        _active.reset(token)
+
+
+def available_backends():
+    """The backends that load on this machine, in order of preference for testing."""
+    names = []
+    for name in BACKEND_NAMES:
+        try:
+            _load(name)
+        except RuntimeError:
+            continue
+        names.append(name)
+    return names
+
+
+def asarray(x, dtype=None):
+    """Put ``x`` on the active backend (a numpy array for "numpy" and "cpu")."""
+    return get_backend().asarray(x, dtype=dtype)
+
+
+def to_numpy(x):
+    """Bring an array of any backend back to a numpy array."""
+    get = getattr(x, "get", None)
+    if callable(get) and not isinstance(x, np.ndarray):
+        return get()
+    return np.asarray(x)

@@ -1,0 +1,375 @@
+"""The thin layer API: Parameter, Module, Dense, Activation, PReLU, APL, SoftExponential, Sequential.
+
+Layers check their inputs, own their workspaces and call the active backend's kernels; they hold no maths.
+Outputs are the layer's workspaces: ``forward`` returns an array that the next ``forward`` overwrites (the
+hot path allocates nothing), so copy it if you keep it. ``backward`` uses what the last ``forward`` saw.
+"""
+
+import numpy as np
+
+from . import _checks
+from . import init as initializers
+from .activations import ActivationSpec, resolve
+from .backend import get_backend, to_numpy
+
+
+class Parameter:
+    """A learnable array ``data`` and its gradient ``grad`` (same shape and dtype).
+
+    Kernels write ``grad`` in place and never rebind it, so an optimizer may turn both into views of one flat
+    buffer.
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: ``forward``/``__call__``, ``backward``, parameters, train/eval, state dicts."""
+
+    training = True
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        """dL/d(input) from dL/d(output); writes (or, with ``accumulate``, adds) the parameter gradients."""
+        raise NotImplementedError
+
+    def children(self):
+        return []
+
+    def modules(self):
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix=""):
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+        for index, child in enumerate(self.children()):
+            yield from child.named_parameters(f"{prefix}{index}.")
+
+    def parameters(self):
+        return [parameter for _, parameter in self.named_parameters()]
+
+    def train(self, mode=True):
+        for module in self.modules():
+            module.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for parameter in self.parameters():
+            parameter.grad[...] = 0
+
+    def state_dict(self):
+        """Copies of every parameter's values, by dotted name (``"0.weight"``)."""
+        return {name: np.array(to_numpy(p.data)) for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy values in place (views into flat buffers stay valid); all names and shapes are checked first."""
+        named = dict(self.named_parameters())
+        missing, unexpected = set(named) - set(state), set(state) - set(named)
+        if missing or unexpected:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        for name, parameter in named.items():
+            if tuple(np.shape(state[name])) != parameter.data.shape:
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: {name} has shape {tuple(np.shape(state[name]))}, "
+                    f"the model's is {parameter.data.shape}"
+                )
+        for name, parameter in named.items():
+            parameter.data[...] = get_backend().asarray(state[name], dtype=parameter.data.dtype)
+
+    def _workspace(self, key, shape, dtype):
+        """A buffer kept between calls, reallocated only when the shape changes."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        buffer = buffers.get(key)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = get_backend().xp.empty(shape, dtype=dtype)
+            buffers[key] = buffer
+        return buffer
+
+    def _saved(self, owner):
+        saved = getattr(self, "_forward_input", None)
+        if saved is None:
+            raise RuntimeError(f"{owner}: backward called before forward")
+        return saved
+
+    def _check_grad_out(self, grad_out, owner, expected_shape, dtype):
+        _checks.array(grad_out, owner, "grad_out", dtype=dtype)
+        if grad_out.shape != expected_shape:
+            raise ValueError(f"{owner}: grad_out has shape {tuple(grad_out.shape)}, the forward output had {expected_shape}")
+        return get_backend().xp.ascontiguousarray(grad_out)
+
+
+class _RandomCounter:
+    """Randomized layers draw from (seed, counter): each training forward advances the counter."""
+
+    def _init_random(self, seed):
+        self.seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]) if seed is None else int(seed)
+        self._counter = 0
+
+
+class Dense(Module, _RandomCounter):
+    """y = act(x @ weight + bias), with the activation fused into the layer's kernels.
+
+    Args:
+        in_features, out_features: sizes; ``weight`` has shape (in_features, out_features), ``bias`` (out,).
+        activation: a name from ``fastdl.activations`` or an ``fastdl.Activation`` (for constants, e.g.
+            ``fastdl.Activation("leaky_relu", alpha=0.2)``).
+        bias: learn a bias (initialized to zero).
+        init: initializer name or function; default He (Kaiming) uniform for ReLU-like activations,
+            Xavier (Glorot) uniform otherwise.
+        seed: makes the initialization (and RReLU's draws) reproducible.
+        dtype: "float32" or "float64".
+
+    >>> layer = Dense(4, 3, activation="relu", seed=0)
+    >>> y = layer(np.ones((2, 4), dtype=np.float32))
+    """
+
+    def __init__(self, in_features, out_features, activation="identity", bias=True, init=None, seed=None,
+                 dtype="float32"):
+        self.in_features = _checks.positive_int(in_features, "Dense", "in_features")
+        self.out_features = _checks.positive_int(out_features, "Dense", "out_features")
+        self.dtype = _checks.float_dtype(dtype, "Dense")
+        self.activation = resolve(activation)
+        if init is None:
+            init = "kaiming_uniform" if self.activation.relu_like else "xavier_uniform"
+        rng = np.random.default_rng(seed)
+        shape = (self.in_features, self.out_features)
+        self.weight = Parameter(get_backend().asarray(initializers.get(init)(shape, seed=rng, dtype=self.dtype)))
+        self.bias = Parameter(get_backend().xp.zeros(self.out_features, dtype=self.dtype)) if bias else None
+        self._no_bias = get_backend().xp.zeros(0, dtype=self.dtype)
+        self._init_random(seed)
+
+    @property
+    def name(self):
+        return f"Dense({self.in_features}->{self.out_features}, {self.activation.name})"
+
+    def forward(self, x):
+        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features, finite=True)
+        batch = x.shape[0]
+        y = self._workspace("y", (batch, self.out_features), self.dtype)
+        z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
+        if self.training:
+            self._counter += 1
+        code, params = self.activation.kernel_args(self.dtype, self.training)
+        bias = self.bias.data if self.bias is not None else self._no_bias
+        backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, self._counter, z, y)
+        self._forward_input, self._forward_z, self._forward_y = x, z, y
+        self._forward_training = self.training
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, self._forward_y.shape, self.dtype)
+        grad_z = self._workspace("grad_z", grad_out.shape, self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, self.dtype) if input_grad else None
+        code, params = self.activation.kernel_args(self.dtype, self._forward_training)
+        grad_bias = self.bias.grad if self.bias is not None else self._no_bias
+        get_backend().kernels.dense_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_y, code,
+                                             params, self.seed, self._counter, grad_z, self.weight.grad, grad_bias,
+                                             grad_x, accumulate)
+        return grad_x
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, bias={self.bias is not None})"
+
+
+class Activation(Module, _RandomCounter):
+    """An activation as a layer of its own: ``Activation("elu", alpha=0.5)``; any name of the registry,
+    ``softmax`` included (over the last axis). See ``fastdl.activations`` for every formula."""
+
+    def __init__(self, name, seed=None, **params):
+        self.spec = ActivationSpec(name.lower(), **params)
+        self._init_random(seed)
+
+    @property
+    def name(self):
+        return f"Activation({self.spec.name})"
+
+    def forward(self, x):
+        backend = _checks.array(x, self.name, "x", finite=True)
+        _checks.float_dtype(x.dtype, self.name)
+        if x.ndim == 0:
+            raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
+        x = backend.xp.ascontiguousarray(x)
+        y = self._workspace("y", x.shape, x.dtype)
+        if self.training:
+            self._counter += 1
+        code, params = self.spec.kernel_args(x.dtype, self.training)
+        backend.kernels.activation_forward(x, code, params, self.seed, self._counter, y)
+        self._forward_input, self._forward_y, self._forward_training = x, y, self.training
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, x.dtype)
+        grad_x = self._workspace("grad_x", x.shape, x.dtype)
+        code, params = self.spec.kernel_args(x.dtype, self._forward_training)
+        get_backend().kernels.activation_backward(grad_out, x, self._forward_y, code, params, self.seed,
+                                                  self._counter, grad_x)
+        return grad_x
+
+    def __repr__(self):
+        return f"Activation({self.spec!r})"
+
+
+class _LearnableActivation(Module):
+    """Shared plumbing: per-feature parameters over the last axis, one kernel pair per layer."""
+
+    def _check_input(self, x):
+        features = None if self.num_parameters == 1 else self.num_parameters
+        backend = _checks.array(x, self.name, "x", dtype=self.dtype, last_dim=features, finite=True)
+        if x.ndim == 0:
+            raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
+        return backend, backend.xp.ascontiguousarray(x)
+
+
+class PReLU(_LearnableActivation):
+    """y = x for x >= 0, a * x otherwise, with the slope ``a`` learned (He et al., 2015).
+
+    ``num_parameters=1`` shares one slope; otherwise one per feature (last axis). ``init=0.25`` as PyTorch.
+    """
+
+    def __init__(self, num_parameters=1, init=0.25, dtype="float32"):
+        self.num_parameters = _checks.positive_int(num_parameters, "PReLU", "num_parameters")
+        self.dtype = _checks.float_dtype(dtype, "PReLU")
+        self.weight = Parameter(get_backend().xp.full(self.num_parameters, init, dtype=self.dtype))
+        self.name = f"PReLU({self.num_parameters})"
+
+    def forward(self, x):
+        backend, x = self._check_input(x)
+        y = self._workspace("y", x.shape, self.dtype)
+        backend.kernels.prelu_forward(x, self.weight.data, y)
+        self._forward_input = x
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        get_backend().kernels.prelu_backward(x, self.weight.data, grad_out, grad_x, self.weight.grad, accumulate)
+        return grad_x
+
+
+class APL(_LearnableActivation):
+    """Adaptive piecewise linear unit (Agostinelli et al., 2015), per feature j:
+
+    y = max(0, x) + sum_{s=1..S} a_s,j * max(0, -x + b_s,j), with ``hinge_slopes`` a and ``hinge_offsets`` b
+    of shape (S, features) learned. Slopes start at 0 (the unit starts as ReLU); offsets are drawn from a
+    standard normal (``seed``), so the hinges sit at different places.
+    """
+
+    def __init__(self, num_features, hinges=2, seed=None, dtype="float32"):
+        self.num_parameters = _checks.positive_int(num_features, "APL", "num_features")
+        hinges = _checks.positive_int(hinges, "APL", "hinges")
+        self.dtype = _checks.float_dtype(dtype, "APL")
+        xp = get_backend().xp
+        offsets = np.random.default_rng(seed).standard_normal((hinges, self.num_parameters)).astype(self.dtype)
+        self.hinge_slopes = Parameter(xp.zeros((hinges, self.num_parameters), dtype=self.dtype))
+        self.hinge_offsets = Parameter(get_backend().asarray(offsets))
+        self.name = f"APL({self.num_parameters}, hinges={hinges})"
+
+    def forward(self, x):
+        backend, x = self._check_input(x)
+        y = self._workspace("y", x.shape, self.dtype)
+        backend.kernels.apl_forward(x, self.hinge_slopes.data, self.hinge_offsets.data, y)
+        self._forward_input = x
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        get_backend().kernels.apl_backward(x, self.hinge_slopes.data, self.hinge_offsets.data, grad_out, grad_x,
+                                           self.hinge_slopes.grad, self.hinge_offsets.grad, accumulate)
+        return grad_x
+
+
+class SoftExponential(_LearnableActivation):
+    """Soft exponential (Godfrey & Gashler, 2015), interpolating log, identity and exp with a learned alpha:
+
+    f(a, x) = -ln(1 - a (x + a)) / a for a < 0;  x for a = 0;  (e^{a x} - 1) / a + a for a > 0.
+
+    The lecture table drops the "+ a" of the a > 0 branch; the paper's form (continuous in a) is used here.
+    For a < 0 the function is defined only where 1 - a (x + a) > 0 (NaN elsewhere).
+    """
+
+    def __init__(self, num_parameters=1, init=0.0, dtype="float32"):
+        self.num_parameters = _checks.positive_int(num_parameters, "SoftExponential", "num_parameters")
+        self.dtype = _checks.float_dtype(dtype, "SoftExponential")
+        self.alpha = Parameter(get_backend().xp.full(self.num_parameters, init, dtype=self.dtype))
+        self.name = f"SoftExponential({self.num_parameters})"
+
+    def forward(self, x):
+        backend, x = self._check_input(x)
+        y = self._workspace("y", x.shape, self.dtype)
+        backend.kernels.soft_exponential_forward(x, self.alpha.data, y)
+        self._forward_input = x
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        get_backend().kernels.soft_exponential_backward(x, self.alpha.data, grad_out, grad_x, self.alpha.grad,
+                                                        accumulate)
+        return grad_x
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    ``backward(grad, input_grad=False)`` skips the first layer's input gradient (nobody needs it in training).
+    """
+
+    def __init__(self, *modules):
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: item {index} is a {type(module).__name__}, not a fastdl Module")
+        self.layers = list(modules)
+
+    def children(self):
+        return self.layers
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        for index in range(len(self.layers) - 1, -1, -1):
+            wants_input_grad = input_grad or index > 0
+            grad_out = self.layers[index].backward(grad_out, accumulate=accumulate, input_grad=wants_input_grad)
+        return grad_out
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"

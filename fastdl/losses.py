@@ -1,0 +1,84 @@
+"""Losses, each returning ``(loss, grad_of_input)`` from one fused pass, as PyTorch defines them.
+
+``reduction="mean"`` (default) divides by the batch size for cross-entropy and by the number of elements for
+MSE and BCE; ``"sum"`` does not divide. Pass ``out=`` (an array shaped like the input) to receive the
+gradient without allocating.
+
+>>> loss, grad = softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 2]))
+"""
+
+import numpy as np
+
+from . import _checks
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _reduction_sum(reduction, owner):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{owner}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction == "sum"
+
+
+def _gradient_buffer(out, like, owner, xp):
+    if out is None:
+        return xp.empty_like(like)
+    _checks.backend_array(out, owner, "out")
+    if out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{owner}: out must be a C-contiguous {like.dtype} array of shape {tuple(like.shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
+def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0, out=None):
+    """Cross-entropy of softmax(logits) against integer labels, and its gradient w.r.t. the logits.
+
+    loss_i = -sum_j q_ij log softmax(logits_i)_j with q_i = (1 - s) onehot(label_i) + s / C (label smoothing s,
+    Szegedy et al., 2016); gradient = (softmax(logits) - q) / N for the mean. Computed from the shifted logits,
+    so it never overflows.
+    """
+    owner = "softmax_cross_entropy"
+    backend = _checks.array(logits, owner, "logits", ndim=2, finite=True)
+    _checks.float_dtype(logits.dtype, owner)
+    _checks.backend_array(labels, owner, "labels")
+    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"{owner}: labels must have shape ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
+                         f"got {tuple(labels.shape)}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: labels must be integers, got dtype {labels.dtype}")
+    classes = logits.shape[1]
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"{owner}: labels must lie in [0, {classes}) for logits of shape {tuple(logits.shape)}, "
+                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{owner}: label_smoothing must lie in [0, 1], got {label_smoothing}")
+    reduction_sum = _reduction_sum(reduction, owner)
+    grad = _gradient_buffer(out, logits, owner, backend.xp)
+    logits = backend.xp.ascontiguousarray(logits)
+    labels = labels.astype(np.int64, copy=False)
+    loss = backend.kernels.softmax_cross_entropy(logits, labels, float(label_smoothing), reduction_sum, grad)
+    return loss, grad
+
+
+def _pair(owner, first, second, names):
+    backend = _checks.array(first, owner, names[0], finite=True)
+    _checks.float_dtype(first.dtype, owner)
+    _checks.array(second, owner, names[1], dtype=first.dtype, finite=True)
+    _checks.same_shape(first, second, owner, *names)
+    xp = backend.xp
+    return backend, xp.ascontiguousarray(first), xp.ascontiguousarray(second)
+
+
+def mse(pred, target, reduction="mean", out=None):
+    """Mean squared error: mean((pred - target)^2); gradient 2 (pred - target) / n."""
+    backend, pred, target = _pair("mse", pred, target, ("pred", "target"))
+    grad = _gradient_buffer(out, pred, "mse", backend.xp)
+    return backend.kernels.mse(pred, target, _reduction_sum(reduction, "mse"), grad), grad
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None):
+    """-[t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))], computed as softplus(z) - t z; gradient sigmoid(z) - t."""
+    owner = "binary_cross_entropy_with_logits"
+    backend, logits, targets = _pair(owner, logits, targets, ("logits", "targets"))
+    grad = _gradient_buffer(out, logits, owner, backend.xp)
+    return backend.kernels.binary_cross_entropy_with_logits(logits, targets, _reduction_sum(reduction, owner), grad), grad

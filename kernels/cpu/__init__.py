@@ -1,0 +1,12 @@
+"""The CPU backend: Numba kernels (compiled on first use, cached on disk), GEMMs through numpy's BLAS."""
+
+from .dense import activation_backward, activation_forward, all_finite, dense_backward, dense_forward
+from .learnable import (
+    apl_backward,
+    apl_forward,
+    prelu_backward,
+    prelu_forward,
+    soft_exponential_backward,
+    soft_exponential_forward,
+)
+from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy

@@ -1,0 +1,80 @@
+"""Fused losses for the CPU: the loss and its input gradient in one pass over the input.
+
+Softmax cross-entropy works row by row while the row sits in L1: max, log-sum-exp, loss and
+gradient = (softmax - target) * scale. Sums are carried in float64 so a float32 loss over a large batch
+keeps its digits. Serial, for the same reason as the dense epilogues (they sit next to a GEMM).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_out):
+    T = grad_out.dtype.type
+    rows, classes = logits.shape
+    off_target = label_smoothing / classes
+    total = 0.0
+    for i in range(rows):
+        row = logits[i]
+        largest = row[0]
+        for j in range(1, classes):
+            largest = max(largest, row[j])
+        sum_exp = 0.0
+        sum_shifted = 0.0
+        for j in range(classes):
+            shifted = np.float64(row[j] - largest)
+            sum_exp += math.exp(shifted)
+            sum_shifted += shifted
+        log_sum = math.log(sum_exp)
+        label = labels[i]
+        # -sum_j q_j log p_j with q = (1 - s) onehot + s / C and log p_j = shifted_j - log_sum
+        target_shifted = np.float64(row[label] - largest)
+        total += (1.0 - label_smoothing) * (log_sum - target_shifted) + off_target * (classes * log_sum - sum_shifted)
+        inverse = 1.0 / sum_exp
+        for j in range(classes):
+            probability = math.exp(np.float64(row[j] - largest)) * inverse
+            grad_out[i, j] = T((probability - off_target) * scale)
+        grad_out[i, label] -= T((1.0 - label_smoothing) * scale)
+    return total * scale
+
+
+@njit(cache=True)
+def mse_kernel(pred, target, scale, grad_out):
+    T = grad_out.dtype.type
+    total = 0.0
+    for k in range(pred.shape[0]):
+        diff = pred[k] - target[k]
+        total += np.float64(diff) * diff
+        grad_out[k] = T(2.0 * scale) * diff
+    return total * scale
+
+
+@njit(cache=True)
+def bce_with_logits_kernel(logits, targets, scale, grad_out):
+    T = grad_out.dtype.type
+    total = 0.0
+    for k in range(logits.shape[0]):
+        z = np.float64(logits[k])
+        t = np.float64(targets[k])
+        total += max(z, 0.0) + math.log1p(math.exp(-abs(z))) - t * z
+        s = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        grad_out[k] = T((s - t) * scale)
+    return total * scale
+
+
+def softmax_cross_entropy(logits, labels, label_smoothing, reduction_sum, grad_out):
+    scale = 1.0 if reduction_sum else 1.0 / logits.shape[0]
+    return softmax_cross_entropy_kernel(logits, labels, float(label_smoothing), scale, grad_out)
+
+
+def mse(pred, target, reduction_sum, grad_out):
+    scale = 1.0 if reduction_sum else 1.0 / pred.size
+    return mse_kernel(pred.reshape(-1), target.reshape(-1), scale, grad_out.reshape(-1))
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction_sum, grad_out):
+    scale = 1.0 if reduction_sum else 1.0 / logits.size
+    return bce_with_logits_kernel(logits.reshape(-1), targets.reshape(-1), scale, grad_out.reshape(-1))

@@ -1,0 +1,42 @@
+"""Dense layer, plainly: z = x @ W + b, y = act(z); backward by the chain rule.
+
+Same signatures as every backend: outputs are written into the arrays passed in. ``bias`` and ``grad_bias``
+of size 0 mean "no bias"; ``grad_x=None`` skips the input gradient.
+"""
+
+import numpy as np
+
+from . import activations
+
+
+def activation_forward(x, code, params, seed, counter, y_out):
+    y_out[...] = activations.forward(x, code, params, seed, counter)
+
+
+def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
+    grad_z_out[...] = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
+
+
+def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+    z = x @ weight
+    if bias.size:
+        z = z + bias
+    y_out[...] = activations.forward(z, code, params, seed, counter)
+    if z_out is not y_out:
+        z_out[...] = z
+
+
+def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
+                   grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    grad_z = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
+    grad_z_work[...] = grad_z
+    keep = 1 if accumulate else 0
+    grad_weight[...] = keep * grad_weight + x.T @ grad_z
+    if grad_bias.size:
+        grad_bias[...] = keep * grad_bias + grad_z.sum(axis=0)
+    if grad_x is not None:
+        grad_x[...] = grad_z @ weight.T
+
+
+def all_finite(x):
+    return bool(np.isfinite(x).all())
