@@ -1,5 +1,9 @@
 """The CPU backend: Numba kernels (compiled on first use, cached on disk), GEMMs through numpy's BLAS."""
 
+from .cache_guard import clear_if_sources_changed
+
+clear_if_sources_changed()
+
 from .dense import activation_backward, activation_forward, all_finite, dense_backward, dense_forward
 from .learnable import (
     apl_backward,

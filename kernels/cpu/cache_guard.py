@@ -1,0 +1,27 @@
+"""Drop stale Numba cache files when any CPU kernel source changes.
+
+Numba's on-disk cache (``cache=True``) checks only the file that defines a kernel, not the helpers inlined
+into it from other files, so editing ``activations.py`` would silently keep running the old binary. Before
+the kernels load, this hashes every source they depend on and clears the cache when the hash changed.
+"""
+
+import hashlib
+import pathlib
+
+CPU_DIR = pathlib.Path(__file__).parent
+SOURCES = sorted(CPU_DIR.glob("*.py")) + [CPU_DIR.parent / "activation_table.py"]
+
+
+def clear_if_sources_changed():
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES)).hexdigest()
+    cache_dir = CPU_DIR / "__pycache__"
+    stamp = cache_dir / "fastdl_kernel_sources.sha256"
+    try:
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        for stale in list(cache_dir.glob("*.nbi")) + list(cache_dir.glob("*.nbc")):
+            stale.unlink()
+        cache_dir.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:
+        pass  # a read-only install: Numba then compiles in memory or in NUMBA_CACHE_DIR, which is fine

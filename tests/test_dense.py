@@ -1,0 +1,168 @@
+"""Dense forward/backward on every backend against the numpy reference; allocation and recompilation."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastdl
+
+from conftest import assert_close
+
+
+def reference_dense(x, weight, bias, activation, grad_out):
+    """Forward and backward of Dense with the numpy backend (fresh copies of the results)."""
+    with fastdl.use_backend("numpy"):
+        layer = fastdl.Dense(weight.shape[0], weight.shape[1], activation=activation, bias=bias is not None,
+                             dtype=weight.dtype)
+        layer.weight.data[...] = weight
+        if bias is not None:
+            layer.bias.data[...] = bias
+        y = layer(x).copy()
+        grad_x = layer.backward(grad_out).copy()
+        return y, grad_x, layer.weight.grad.copy(), None if bias is None else layer.bias.grad.copy()
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "softmax", "leaky_relu"])
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
+def test_dense_matches_reference(backend, dtype, activation, use_bias):
+    rng = np.random.default_rng(0)
+    layer = fastdl.Dense(13, 9, activation=activation, bias=use_bias, dtype=dtype, seed=1)
+    if use_bias:
+        layer.bias.data[...] = rng.standard_normal(9)
+    x = rng.standard_normal((21, 13)).astype(dtype)
+    grad_out = rng.standard_normal((21, 9)).astype(dtype)
+    y = fastdl.to_numpy(layer(backend.asarray(x))).copy()
+    grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad_out)))
+    expected = reference_dense(x, fastdl.to_numpy(layer.weight.data), fastdl.to_numpy(layer.bias.data) if use_bias else None,
+                               activation, grad_out)
+    assert_close(y, expected[0], dtype, gemm=True)
+    assert_close(grad_x, expected[1], dtype, gemm=True)
+    assert_close(layer.weight.grad, expected[2], dtype, gemm=True)
+    if use_bias:
+        assert_close(layer.bias.grad, expected[3], dtype, gemm=True)
+
+
+def test_dense_accumulate_adds_and_default_overwrites(backend):
+    layer = fastdl.Dense(4, 3, activation="tanh", dtype="float64", seed=0)
+    x = backend.asarray(np.random.default_rng(1).standard_normal((5, 4)))
+    grad_out = backend.asarray(np.ones((5, 3)))
+    layer(x)
+    layer.backward(grad_out)
+    once_w, once_b = layer.weight.grad.copy(), layer.bias.grad.copy()
+    layer.backward(grad_out, accumulate=True)
+    np.testing.assert_allclose(fastdl.to_numpy(layer.weight.grad), 2 * fastdl.to_numpy(once_w), rtol=1e-14)
+    np.testing.assert_allclose(fastdl.to_numpy(layer.bias.grad), 2 * fastdl.to_numpy(once_b), rtol=1e-14)
+    layer.backward(grad_out)
+    np.testing.assert_allclose(fastdl.to_numpy(layer.weight.grad), fastdl.to_numpy(once_w), rtol=1e-14)
+
+
+def test_grad_is_written_in_place(backend):
+    layer = fastdl.Dense(4, 3, seed=0)
+    weight_grad, bias_grad = layer.weight.grad, layer.bias.grad
+    layer(backend.asarray(np.ones((2, 4), np.float32)))
+    layer.backward(backend.asarray(np.ones((2, 3), np.float32)))
+    assert layer.weight.grad is weight_grad and layer.bias.grad is bias_grad
+    assert np.abs(fastdl.to_numpy(weight_grad)).sum() > 0
+
+
+def test_non_contiguous_inputs_match_contiguous(backend, dtype):
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal((10, 16)).astype(dtype)
+    strided = wide[:, ::2]  # a view with a stride of two elements
+    transposed = np.ascontiguousarray(rng.standard_normal((8, 10)).astype(dtype)).T
+    layer = fastdl.Dense(8, 5, activation="silu", dtype=dtype, seed=0)
+    for x in (strided, transposed):
+        assert not x.flags.c_contiguous
+        grad_out = rng.standard_normal((10, 5)).astype(dtype)[:, ::-1]
+        y = fastdl.to_numpy(layer(backend.asarray(x))).copy()
+        grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad_out))).copy()
+        y_c = fastdl.to_numpy(layer(backend.asarray(np.ascontiguousarray(x)))).copy()
+        grad_x_c = fastdl.to_numpy(layer.backward(backend.asarray(np.ascontiguousarray(grad_out))))
+        assert_close(y, y_c, dtype, gemm=True)
+        assert_close(grad_x, grad_x_c, dtype, gemm=True)
+
+
+def test_sequential_skips_first_input_gradient_when_not_asked(backend):
+    model = fastdl.Sequential(fastdl.Dense(3, 4, activation="relu", seed=0), fastdl.Dense(4, 2, seed=1))
+    model(backend.asarray(np.ones((2, 3), np.float32)))
+    assert model.backward(backend.asarray(np.ones((2, 2), np.float32)), input_grad=False) is None
+    assert model.backward(backend.asarray(np.ones((2, 2), np.float32))).shape == (2, 3)
+
+
+def test_sequential_gradcheck(backend):
+    model = fastdl.Sequential(fastdl.Dense(3, 5, activation="tanh", dtype="float64", seed=0),
+                              fastdl.PReLU(5, dtype="float64"),
+                              fastdl.Dense(5, 4, activation="softmax", dtype="float64", seed=1))
+    assert fastdl.testing.gradcheck(model, np.random.default_rng(0).standard_normal((6, 3)))
+
+
+def test_initializers_follow_their_formulas():
+    relu_weight = fastdl.Dense(400, 300, activation="relu", seed=0).weight.data
+    tanh_weight = fastdl.Dense(400, 300, activation="tanh", seed=0).weight.data
+    assert abs(relu_weight.std() - np.sqrt(2 / 400)) < 0.02 * np.sqrt(2 / 400)  # He uniform
+    assert abs(tanh_weight.std() - np.sqrt(2 / 700)) < 0.02 * np.sqrt(2 / 700)  # Glorot uniform
+    np.testing.assert_array_equal(fastdl.Dense(4, 3, seed=7).weight.data, fastdl.Dense(4, 3, seed=7).weight.data)
+    assert not fastdl.Dense(4, 3).bias.data.any()
+    normal = fastdl.init.kaiming_normal((1000, 500), seed=0)
+    assert abs(normal.std() - np.sqrt(2 / 1000)) < 0.02 * np.sqrt(2 / 1000)
+    assert abs(fastdl.init.xavier_normal((1000, 500), seed=0).std() - np.sqrt(2 / 1500)) < 0.02 * np.sqrt(2 / 1500)
+
+
+def test_state_dict_round_trip_keeps_views():
+    model = fastdl.Sequential(fastdl.Dense(3, 4, seed=0), fastdl.Dense(4, 2, seed=1))
+    state = model.state_dict()
+    assert set(state) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    other = fastdl.Sequential(fastdl.Dense(3, 4, seed=5), fastdl.Dense(4, 2, seed=6))
+    weight_array = other[0].weight.data
+    other.load_state_dict(state)
+    assert other[0].weight.data is weight_array
+    np.testing.assert_array_equal(other[0].weight.data, state["0.weight"])
+
+
+def _steady_state_peak(call, repeats=20):
+    call()
+    call()
+    tracemalloc.start()
+    for _ in range(repeats):
+        call()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def test_cpu_forward_and_backward_allocate_nothing_in_steady_state():
+    with fastdl.use_backend("cpu"):
+        layer = fastdl.Dense(256, 512, activation="gelu", seed=0)
+        x = np.random.default_rng(0).standard_normal((128, 256)).astype(np.float32)
+        grad_out = np.ones((128, 512), np.float32)
+        loss_grad = np.empty((128, 512), np.float32)
+        labels = np.zeros(128, np.int64)
+
+        def step():
+            layer(x)
+            fastdl.losses.softmax_cross_entropy(layer._forward_y, labels, out=loss_grad)
+            layer.backward(grad_out, input_grad=True)
+
+        peak = _steady_state_peak(step)
+    # A single activation buffer here is 256 KiB; what remains is Python's own bookkeeping.
+    assert peak < 16 * 1024, f"steady-state step allocated {peak} bytes"
+
+
+def test_cpu_kernels_do_not_recompile_on_second_call():
+    from fastdl.kernels.cpu import dense, losses
+
+    with fastdl.use_backend("cpu"):
+        layer = fastdl.Dense(8, 4, activation="relu", seed=0)
+        x = np.ones((3, 8), np.float32)
+        layer(x)
+        layer.backward(np.ones((3, 4), np.float32))
+        fastdl.losses.softmax_cross_entropy(layer._forward_y, np.zeros(3, np.int64))
+        kernels = (dense.activate_rows, dense.activation_grad_rows, losses.softmax_cross_entropy_kernel)
+        counts = [len(k.signatures) for k in kernels]
+        layer.activation = fastdl.ActivationSpec("elu", alpha=0.5)  # another activation: same compiled kernels
+        for _ in range(3):
+            layer(x)
+            layer.backward(np.ones((3, 4), np.float32))
+            fastdl.losses.softmax_cross_entropy(layer._forward_y, np.zeros(3, np.int64), label_smoothing=0.1)
+        assert [len(k.signatures) for k in kernels] == counts

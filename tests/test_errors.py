@@ -1,0 +1,121 @@
+"""Bad input: a clear ValueError/TypeError naming the layer and the shapes, raised before any state changes."""
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import losses
+
+
+def snapshot(module):
+    return [(p.data.copy(), p.grad.copy()) for p in module.parameters()], getattr(module, "_counter", None)
+
+
+def assert_unchanged(module, before):
+    after = snapshot(module)
+    assert after[1] == before[1]
+    for (data, grad), (data_after, grad_after) in zip(before[0], after[0]):
+        np.testing.assert_array_equal(data, data_after)
+        np.testing.assert_array_equal(grad, grad_after)
+
+
+@pytest.fixture
+def layer(backend):
+    layer = fastdl.Dense(4, 3, activation="rrelu", seed=0)
+    layer(backend.asarray(np.ones((2, 4), np.float32)))
+    layer.backward(backend.asarray(np.ones((2, 3), np.float32)))
+    return layer
+
+
+@pytest.mark.parametrize("bad,error,message", [
+    (np.ones((2, 5), np.float32), ValueError, r"Dense\(4->3, rrelu\): x must have 4 features .* shape \(2, 5\)"),
+    (np.ones((2, 3, 4), np.float32), ValueError, r"Dense\(4->3, rrelu\): x must have 2 dimensions, got shape \(2, 3, 4\)"),
+    (np.ones((2, 4), np.float64), TypeError, r"Dense\(4->3, rrelu\): x has dtype float64, expected float32 \(shape \(2, 4\)\)"),
+    (np.array([[1.0, np.nan, 0.0, 0.0]], np.float32), ValueError, r"Dense\(4->3, rrelu\): x contains NaN or Inf \(shape \(1, 4\)\)"),
+    ([[1.0, 2.0, 3.0, 4.0]], TypeError, r"Dense\(4->3, rrelu\): x must be a numpy array .* got builtins.list"),
+])
+def test_dense_forward_rejects_bad_input(layer, bad, error, message):
+    before = snapshot(layer)
+    with pytest.raises(error, match=message):
+        layer(bad)
+    assert_unchanged(layer, before)
+
+
+def test_dense_backward_rejects_wrong_grad_shape(layer):
+    before = snapshot(layer)
+    with pytest.raises(ValueError, match=r"Dense\(4->3, rrelu\): grad_out has shape \(2, 4\), the forward output had \(2, 3\)"):
+        layer.backward(np.ones((2, 4), np.float32))
+    assert_unchanged(layer, before)
+
+
+def test_backward_before_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        fastdl.Dense(2, 2).backward(np.ones((1, 2), np.float32))
+
+
+def test_array_of_another_backend_is_rejected():
+    class FakeDeviceArray:  # stands in for a CuPy array on a machine without a GPU
+        shape, ndim, dtype = (2, 4), 2, np.dtype("float32")
+
+    with fastdl.use_backend("cpu"):
+        layer = fastdl.Dense(4, 3)
+        with pytest.raises(TypeError, match=r"Dense\(4->3, identity\): x must be a numpy array for the 'cpu' backend, got .*FakeDeviceArray"):
+            layer(FakeDeviceArray())
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: fastdl.Dense(0, 3), r"Dense: in_features must be a positive integer, got 0"),
+    (lambda: fastdl.Dense(3, 2, dtype="int32"), r"Dense: dtype must be float32 or float64, got int32"),
+    (lambda: fastdl.Dense(3, 2, activation="nope"), r"unknown activation 'nope'"),
+    (lambda: fastdl.Dense(3, 2, activation="prelu"), r"use the layer fastdl.PReLU"),
+    (lambda: fastdl.Activation("elu", beta=1.0), r"activation 'elu' takes \['alpha'\], got \['beta'\]"),
+    (lambda: fastdl.Activation("gelu", approximate="fast"), r"approximate must be 'none' or 'tanh'"),
+    (lambda: fastdl.Activation("rrelu", lower=0.5, upper=0.1), r"rrelu: need 0 <= lower <= upper"),
+    (lambda: fastdl.Sequential(fastdl.Dense(2, 2), "relu"), r"Sequential: item 1 is a str, not a fastdl Module"),
+])
+def test_bad_construction_is_a_clear_error(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_learnable_activation_rejects_wrong_feature_count(backend):
+    layer = fastdl.PReLU(5)
+    before = snapshot(layer)
+    with pytest.raises(ValueError, match=r"PReLU\(5\): x must have 5 features in its last axis, got shape \(3, 4\)"):
+        layer(backend.asarray(np.ones((3, 4), np.float32)))
+    assert_unchanged(layer, before)
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda b: losses.softmax_cross_entropy(b.asarray(np.zeros((3, 4), np.float32)), b.asarray(np.array([0, 4, 1]))),
+     ValueError, r"softmax_cross_entropy: labels must lie in \[0, 4\) for logits of shape \(3, 4\), got values in \[0, 4\]"),
+    (lambda b: losses.softmax_cross_entropy(b.asarray(np.zeros((3, 4), np.float32)), b.asarray(np.array([0, -1, 1]))),
+     ValueError, r"labels must lie in \[0, 4\)"),
+    (lambda b: losses.softmax_cross_entropy(b.asarray(np.zeros((3, 4), np.float32)), b.asarray(np.array([0, 1]))),
+     ValueError, r"labels must have shape \(3,\) to match logits \(3, 4\), got \(2,\)"),
+    (lambda b: losses.softmax_cross_entropy(b.asarray(np.zeros((3, 4), np.float32)), b.asarray(np.array([0.0, 1.0, 2.0]))),
+     TypeError, r"labels must be integers, got dtype float64"),
+    (lambda b: losses.softmax_cross_entropy(b.asarray(np.full((1, 2), np.inf, np.float32)), b.asarray(np.array([0]))),
+     ValueError, r"softmax_cross_entropy: logits contains NaN or Inf \(shape \(1, 2\)\)"),
+    (lambda b: losses.mse(b.asarray(np.zeros((3, 2))), b.asarray(np.zeros((2, 3)))),
+     ValueError, r"mse: pred has shape \(3, 2\) but target has shape \(2, 3\)"),
+    (lambda b: losses.mse(b.asarray(np.zeros(3)), b.asarray(np.array([0.0, np.nan, 1.0]))),
+     ValueError, r"mse: target contains NaN or Inf"),
+    (lambda b: losses.binary_cross_entropy_with_logits(b.asarray(np.zeros(3)), b.asarray(np.zeros(3, np.float32))),
+     TypeError, r"binary_cross_entropy_with_logits: targets has dtype float32, expected float64"),
+    (lambda b: losses.mse(b.asarray(np.zeros(3)), b.asarray(np.zeros(3)), reduction="avg"),
+     ValueError, r"mse: reduction must be 'mean' or 'sum', got 'avg'"),
+])
+def test_losses_reject_bad_input(backend, call, error, message):
+    with pytest.raises(error, match=message):
+        call(backend)
+
+
+def test_load_state_dict_of_another_shape_changes_nothing():
+    model = fastdl.Sequential(fastdl.Dense(3, 4, seed=0), fastdl.Dense(4, 2, seed=1))
+    before = snapshot(model)
+    state = model.state_dict()
+    state["1.weight"] = np.zeros((5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"1.weight has shape \(5, 2\), the model's is \(4, 2\)"):
+        model.load_state_dict(state)
+    assert_unchanged(model, before)

@@ -1,0 +1,87 @@
+"""Losses on every backend against the numpy reference, finite differences and (where installed) PyTorch."""
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import losses
+
+from conftest import assert_close
+
+
+def _inputs(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((12, 7)) * 3).astype(dtype)
+    labels = rng.integers(0, 7, 12)
+    target = rng.standard_normal((12, 7)).astype(dtype)
+    probabilities = rng.uniform(0, 1, (12, 7)).astype(dtype)
+    return logits, labels, target, probabilities
+
+
+CASES = {
+    "cross_entropy": lambda logits, labels, target, p, **kw: losses.softmax_cross_entropy(logits, labels, **kw),
+    "cross_entropy_smoothing": lambda logits, labels, target, p, **kw: losses.softmax_cross_entropy(
+        logits, labels, label_smoothing=0.2, **kw),
+    "mse": lambda logits, labels, target, p, **kw: losses.mse(logits, target, **kw),
+    "bce": lambda logits, labels, target, p, **kw: losses.binary_cross_entropy_with_logits(logits, p, **kw),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_loss_matches_reference(backend, dtype, case, reduction):
+    inputs = _inputs(dtype)
+    with fastdl.use_backend("numpy"):
+        expected_loss, expected_grad = CASES[case](*inputs, reduction=reduction)
+    loss, grad = CASES[case](*(backend.asarray(a) for a in inputs), reduction=reduction)
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    assert loss == pytest.approx(expected_loss, rel=rtol)
+    assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_loss_gradient_matches_finite_differences(backend, case):
+    logits, labels, target, probabilities = _inputs(np.float64, seed=1)
+    with np.errstate(all="ignore"):
+        assert fastdl.testing.gradcheck(
+            lambda x: CASES[case](backend.asarray(x), backend.asarray(labels), backend.asarray(target),
+                                  backend.asarray(probabilities)), logits)
+
+
+def test_cross_entropy_is_stable_for_huge_logits(backend):
+    logits = backend.asarray(np.array([[1000.0, 0.0, -1000.0]], np.float32))
+    loss, grad = losses.softmax_cross_entropy(logits, backend.asarray(np.array([2])))
+    assert loss == pytest.approx(2000.0)
+    np.testing.assert_allclose(fastdl.to_numpy(grad), [[1.0, 0.0, -1.0]], atol=1e-6)
+
+
+def test_out_receives_the_gradient(backend):
+    logits, labels, _, _ = _inputs(np.float32)
+    out = backend.xp.empty(logits.shape, np.float32)
+    _, grad = losses.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels), out=out)
+    assert grad is out
+
+
+def test_losses_against_torch(dtype):
+    torch = pytest.importorskip("torch")
+    logits, labels, target, probabilities = _inputs(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for smoothing in (0.0, 0.3):
+        t = torch.tensor(logits, requires_grad=True)
+        expected = torch.nn.functional.cross_entropy(t, torch.tensor(labels), label_smoothing=smoothing)
+        expected.backward()
+        loss, grad = losses.softmax_cross_entropy(logits, labels, label_smoothing=smoothing)
+        assert loss == pytest.approx(expected.item(), rel=rtol)
+        np.testing.assert_allclose(grad, t.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
+    t = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(t, torch.tensor(probabilities), reduction="sum")
+    expected.backward()
+    loss, grad = losses.binary_cross_entropy_with_logits(logits, probabilities, reduction="sum")
+    assert loss == pytest.approx(expected.item(), rel=rtol)
+    np.testing.assert_allclose(grad, t.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
+    t = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.functional.mse_loss(t, torch.tensor(target))
+    expected.backward()
+    loss, grad = losses.mse(logits, target)
+    assert loss == pytest.approx(expected.item(), rel=rtol)
+    np.testing.assert_allclose(grad, t.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
