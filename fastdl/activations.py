@@ -80,7 +80,17 @@ class ActivationSpec:
         return self.name in RELU_LIKE
 
     def kernel_args(self, dtype, training):
-        """(code, params array of ``dtype``) for the kernels; RReLU in eval is leaky ReLU with the mean slope."""
+        """(code, params array of ``dtype``) for the kernels; RReLU in eval is leaky ReLU with the mean slope.
+
+        Memoized per (dtype, training): the hot path builds no array per call.
+        """
+        key = (np.dtype(dtype), bool(training))
+        cached = self.__dict__.setdefault("_kernel_args", {}).get(key)
+        if cached is None:
+            cached = self._kernel_args[key] = self._build_kernel_args(key[0], key[1])
+        return cached
+
+    def _build_kernel_args(self, dtype, training):
         values = [v for k, v in self.params.items() if k != "approximate"]
         code = self.code
         if code == table.RRELU and not training:

@@ -13,27 +13,34 @@ Why the element-wise passes are serial: they sit between GEMMs, and on the CPU a
 import numpy as np
 from numba import njit
 
-from .activations import SOFTMAX, derivative, softmax_backward_row, softmax_row, value
+from .activations import activate_row, activation_grad_row
 
 
 @njit(cache=True)
-def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out):
-    """y_out = act(source + bias) row by row; z_out = source + bias when save_z. source may be y_out."""
+def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out, copy_source):
+    """y_out = act(source + bias) row by row; z_out = source + bias when save_z.
+
+    The activation always runs in place on the output row: when input and output rows are different
+    arguments LLVM must assume they overlap and will not vectorize (measured: 78 us instead of 20 us for a
+    256x1024 ReLU), so the row is first brought into the output while it sits in L1. ``copy_source`` is False
+    when ``source`` already is the output (the dense forward, after its GEMM).
+    """
     T = y_out.dtype.type
     rows, columns = source.shape
     has_bias = bias.shape[0] > 0
     p0 = params[0]
     p1 = params[1]
     for i in range(rows):
-        z_row = z_out[i] if save_z else y_out[i]
-        for j in range(columns):
-            z_row[j] = source[i, j] + bias[j] if has_bias else source[i, j]
+        source_row = source[i]
         y_row = y_out[i]
-        if code == SOFTMAX:
-            softmax_row(z_row, y_row, T)
-        else:
+        if copy_source:
+            y_row[:] = source_row
+        if has_bias:
             for j in range(columns):
-                y_row[j] = value(code, z_row[j], p0, p1, T, seed, counter, i * columns + j, j)
+                y_row[j] += bias[j]
+        if save_z:
+            z_out[i][:] = y_row
+        activate_row(code, y_row, y_row, p0, p1, T, seed, counter, i * columns)
 
 
 @njit(cache=True)
@@ -47,12 +54,7 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
     if has_bias and not accumulate_bias:
         grad_bias[:] = 0
     for i in range(rows):
-        if code == SOFTMAX:
-            softmax_backward_row(grad_y[i], y[i], grad_z[i], T)
-        else:
-            for j in range(columns):
-                grad_z[i, j] = grad_y[i, j] * derivative(code, z[i, j], y[i, j], p0, p1, T, seed, counter,
-                                                         i * columns + j, j)
+        activation_grad_row(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, T, seed, counter, i * columns)
         if has_bias:
             for j in range(columns):
                 grad_bias[j] += grad_z[i, j]
@@ -60,14 +62,16 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
 
 @njit(cache=True)
 def all_finite_kernel(flat):
-    for value_ in flat:
-        if not np.isfinite(value_):
-            return False
-    return True
+    """x - x is 0 for finite x and NaN for NaN or +-Inf. Counting the misses is an integer reduction, which
+    vectorizes (a float sum or an early exit would not)."""
+    misses = 0
+    for k in range(flat.shape[0]):
+        misses += flat[k] - flat[k] != 0
+    return misses == 0
 
 
 def all_finite(x):
-    return all_finite_kernel(x.reshape(-1))
+    return all_finite_kernel(x.reshape(-1) if x.flags.c_contiguous else x.ravel())
 
 
 def _as_rows(x):
@@ -76,7 +80,7 @@ def _as_rows(x):
 
 def activation_forward(x, code, params, seed, counter, y_out):
     rows = _as_rows(y_out)
-    activate_rows(_as_rows(x), params[:0], code, params, np.uint64(seed), np.uint64(counter), rows, False, rows)
+    activate_rows(_as_rows(x), params[:0], code, params, np.uint64(seed), np.uint64(counter), rows, False, rows, True)
 
 
 def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
@@ -87,7 +91,7 @@ def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     np.matmul(x, weight, out=y_out)
     activate_rows(y_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
-                  y_out)
+                  y_out, False)
 
 
 def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
