@@ -6,6 +6,15 @@
 >>> _ = model.backward(grad, input_grad=False)
 """
 
+import os as _os
+
+# Installed, fastdl.kernels is the top-level kernels/ folder mapped by setuptools. Run from a source checkout
+# (``python -m fastdl`` in the repo root) it is not inside fastdl/, so look for it beside the package too.
+if not _os.path.isdir(_os.path.join(__path__[0], "kernels")):
+    _checkout = _os.path.dirname(_os.path.abspath(__path__[0]))
+    if _os.path.isfile(_os.path.join(_checkout, "kernels", "activation_table.py")):
+        __path__.append(_checkout)
+
 from . import activations
 from . import init
 from . import losses

@@ -44,9 +44,11 @@ def test_asarray_and_to_numpy_round_trip(backend):
     np.testing.assert_array_equal(fastdl.to_numpy(x), [[1.0, 2.0]])
 
 
-def _run(code, **env):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+def _run(code, environment=None, **extra):
+    """A fresh interpreter, started outside the checkout so it imports the installed package."""
+    environment = dict(os.environ if environment is None else environment, **extra)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                          timeout=120, cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/")
 
 
 def test_environment_variable_chooses_the_backend():
@@ -56,8 +58,7 @@ def test_environment_variable_chooses_the_backend():
 
 def test_default_backend_is_cpu():
     environment = {k: v for k, v in os.environ.items() if k != "FASTDL_BACKEND"}
-    result = subprocess.run([sys.executable, "-c", "import fastdl; print(fastdl.get_backend().name)"],
-                            capture_output=True, text=True, env=environment, timeout=120)
+    result = _run("import fastdl; print(fastdl.get_backend().name)", environment)
     assert result.stdout.strip() == "cpu", result.stderr
 
 
@@ -69,6 +70,7 @@ def test_import_compiles_nothing():
             " if isinstance(v, numba.core.registry.CPUDispatcher)]\n"
             "print(len(kernels), sum(len(k.signatures) for k in kernels))")
     result = _run(code)
+    assert result.returncode == 0, result.stderr
     count, compiled = result.stdout.split()
     assert int(count) > 5 and int(compiled) == 0, result.stderr
 
@@ -83,3 +85,11 @@ def test_set_num_threads():
         fastdl.set_num_threads(numba_before)
     with pytest.raises(ValueError, match="set_num_threads: count must be a positive integer, got 0"):
         fastdl.set_num_threads(0)
+
+
+def test_source_checkout_finds_its_kernels():
+    """`python -c "import fastdl"` in the repo root imports fastdl/ from the checkout, not the install."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", "import fastdl.kernels.cpu, fastdl; print(fastdl.__file__)"],
+                            capture_output=True, text=True, cwd=checkout, timeout=120)
+    assert result.returncode == 0, result.stderr
