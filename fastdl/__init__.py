@@ -16,6 +16,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "kernels")):
         __path__.append(_checkout)
 
 from . import activations
+from . import data
 from . import init
 from . import losses
 from . import testing
@@ -34,6 +35,9 @@ from .layers import Parameter
 from .layers import PReLU
 from .layers import Sequential
 from .layers import SoftExponential
+from .normalization import BatchNorm
+from .normalization import Dropout
+from .normalization import Standardize
 from .threads import get_num_threads
 from .threads import set_num_threads
 

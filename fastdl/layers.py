@@ -69,6 +69,15 @@ class Module:
     def parameters(self):
         return [parameter for _, parameter in self.named_parameters()]
 
+    # Names of non-learnable arrays saved with the state (running statistics, fitted means).
+    state_buffers = ()
+
+    def named_buffers(self, prefix=""):
+        for name in self.state_buffers:
+            yield prefix + name, getattr(self, name)
+        for index, child in enumerate(self.children()):
+            yield from child.named_buffers(f"{prefix}{index}.")
+
     def train(self, mode=True):
         for module in self.modules():
             module.training = bool(mode)
@@ -82,23 +91,26 @@ class Module:
             parameter.grad[...] = 0
 
     def state_dict(self):
-        """Copies of every parameter's values, by dotted name (``"0.weight"``)."""
-        return {name: np.array(to_numpy(p.data)) for name, p in self.named_parameters()}
+        """Copies of every parameter's values and buffer, by dotted name (``"0.weight"``, ``"1.running_mean"``)."""
+        state = {name: np.array(to_numpy(p.data)) for name, p in self.named_parameters()}
+        state.update({name: np.array(to_numpy(b)) for name, b in self.named_buffers()})
+        return state
 
     def load_state_dict(self, state):
         """Copy values in place (views into flat buffers stay valid); all names and shapes are checked first."""
-        named = dict(self.named_parameters())
+        named = {name: p.data for name, p in self.named_parameters()}
+        named.update(self.named_buffers())
         missing, unexpected = set(named) - set(state), set(state) - set(named)
         if missing or unexpected:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        for name, parameter in named.items():
-            if tuple(np.shape(state[name])) != parameter.data.shape:
+        for name, array in named.items():
+            if tuple(np.shape(state[name])) != array.shape:
                 raise ValueError(
                     f"{type(self).__name__}.load_state_dict: {name} has shape {tuple(np.shape(state[name]))}, "
-                    f"the model's is {parameter.data.shape}"
+                    f"the model's is {array.shape}"
                 )
-        for name, parameter in named.items():
-            parameter.data[...] = get_backend().asarray(state[name], dtype=parameter.data.dtype)
+        for name, array in named.items():
+            array[...] = get_backend().asarray(state[name], dtype=array.dtype)
 
     def _workspace(self, key, shape, dtype):
         """A buffer kept between calls, reallocated only when the shape changes."""

@@ -14,3 +14,10 @@ from .learnable import (
     soft_exponential_forward,
 )
 from .losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
+from .normalization import (
+    batchnorm_backward,
+    batchnorm_forward_eval,
+    batchnorm_forward_train,
+    dropout_backward,
+    dropout_forward,
+)

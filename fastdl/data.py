@@ -1,0 +1,3 @@
+"""Data helpers."""
+
+from .normalization import Standardize, standardize  # noqa: F401

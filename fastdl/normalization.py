@@ -1,0 +1,209 @@
+"""BatchNorm, Dropout and Standardize layers."""
+
+import numpy as np
+
+from . import _checks
+from .activations import resolve
+from .backend import get_backend
+from .kernels import activation_table as table
+from .layers import Module, Parameter, _RandomCounter
+
+
+class BatchNorm(Module, _RandomCounter):
+    """Batch normalization over (N, C) (Ioffe & Szegedy, 2015), with an optional fused activation.
+
+    Training: x_hat = (x - mean) / sqrt(var + eps) with the batch mean and the BIASED batch variance, then
+    y = act(weight * x_hat + bias). The running statistics follow PyTorch's BatchNorm1d:
+    ``running = (1 - momentum) * running + momentum * batch_stat`` with the UNBIASED variance for
+    ``running_var``; ``momentum=None`` keeps a cumulative average instead. The textbook writes the same
+    update as mu_hat = rho * mu_hat + (1 - rho) * mu, so rho = 1 - momentum (PyTorch's 0.1 is rho = 0.9).
+    Evaluation normalizes with the running statistics (an affine map, whose backward is exact too).
+
+    Args: num_features (C), eps, momentum, affine (learn weight and bias; else 1 and 0),
+    track_running_stats (else batch statistics are used in eval too), activation (any element-wise name of
+    the registry, applied in the same pass), dtype.
+
+    >>> bn = BatchNorm(4, activation="relu")
+    >>> y = bn(np.random.rand(8, 4).astype(np.float32))
+    """
+
+    state_buffers = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 activation="identity", dtype="float32", seed=None):
+        self.num_features = _checks.positive_int(num_features, "BatchNorm", "num_features")
+        self.dtype = _checks.float_dtype(dtype, "BatchNorm")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm: eps must be positive, got {eps}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm: momentum must lie in [0, 1] or be None, got {momentum}")
+        self.eps, self.momentum, self.affine = float(eps), momentum, bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.activation = resolve(activation)
+        if self.activation.code in table.ROW_WISE:
+            raise ValueError("BatchNorm: softmax is a row-wise output activation; use fastdl.Activation('softmax')")
+        xp = get_backend().xp
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter(xp.ones(c, dtype=self.dtype))
+            self.bias = Parameter(xp.zeros(c, dtype=self.dtype))
+        else:
+            self._weight_constant, self._bias_constant = xp.ones(c, dtype=self.dtype), xp.zeros(c, dtype=self.dtype)
+        self.running_mean = xp.zeros(c, dtype=self.dtype)
+        self.running_var = xp.ones(c, dtype=self.dtype)
+        self.num_batches_tracked = xp.zeros(1, dtype=np.int64)
+        self.name = f"BatchNorm({c})"
+        self._init_random(seed)
+
+    def _affine(self):
+        if self.affine:
+            return self.weight.data, self.bias.data
+        return self._weight_constant, self._bias_constant
+
+    def forward(self, x):
+        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features, finite=True)
+        batch_statistics = self.training or not self.track_running_stats
+        if batch_statistics and x.shape[0] < 2:
+            raise ValueError(f"{self.name}: training needs more than 1 sample per batch to compute a variance, "
+                             f"got x of shape {tuple(x.shape)}")
+        x = backend.xp.ascontiguousarray(x)
+        kernels, xp = backend.kernels, backend.xp
+        rows, c = x.shape
+        blocks = (rows + 63) // 64
+        y = self._workspace("y", x.shape, self.dtype)
+        mean = self._workspace("mean", (c,), np.float64)
+        inv_std = self._workspace("inv_std", (c,), np.float64)
+        workspace = self._workspace("statistics", (2 * blocks, c), np.float64)
+        scratch = self._workspace("scratch", (blocks, c), self.dtype)
+        if self.training:
+            self._counter += 1
+        code, params = self.activation.kernel_args(self.dtype, self.training)
+        weight, bias = self._affine()
+        if batch_statistics:
+            factor = -1.0
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked += 1
+                factor = 1.0 / float(self.num_batches_tracked[0]) if self.momentum is None else self.momentum
+            kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean, self.running_var,
+                                            code, params, self.seed, self._counter, mean, inv_std, y, workspace,
+                                            scratch)
+        else:
+            mean[...] = self.running_mean
+            kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var, code,
+                                           params, self.seed, self._counter, inv_std, y)
+        self._forward_input, self._forward_y = x, y
+        self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        weight, bias = self._affine()
+        if self.affine:
+            grad_weight, grad_bias = self.weight.grad, self.bias.grad
+        else:
+            grad_weight = self._workspace("unused_grad_weight", (self.num_features,), self.dtype)
+            grad_bias = self._workspace("unused_grad_bias", (self.num_features,), self.dtype)
+        code, params = self.activation.kernel_args(self.dtype, self._forward_training)
+        get_backend().kernels.batchnorm_backward(
+            x, grad_out, self._forward_y, weight, bias, self._buffers["mean"], self._buffers["inv_std"], code, params,
+            self.seed, self._counter, self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate,
+            self._buffers["statistics"], self._buffers["scratch"])
+        return grad_x
+
+    def __repr__(self):
+        return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"activation={self.activation!r})")
+
+
+class Dropout(Module, _RandomCounter):
+    """Inverted dropout (Srivastava et al., 2014): in training each element is zeroed with probability ``p``
+    and survivors are scaled by 1 / (1 - p); the identity in eval. Backward reuses the forward's mask.
+
+    The mask is a pure function of (seed, call counter, element index), so it is reproducible from ``seed``,
+    independent of the thread count, and the same on every backend. It is stored as bytes.
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        self.p = float(p)
+        self._init_random(seed)
+
+    @property
+    def name(self):
+        return f"Dropout(p={self.p})"
+
+    def forward(self, x):
+        backend = _checks.array(x, self.name, "x")
+        _checks.float_dtype(x.dtype, self.name)
+        self._forward_active = self.training and self.p > 0
+        self._forward_input = x
+        if not self._forward_active:
+            return x
+        x = backend.xp.ascontiguousarray(x)
+        y = self._workspace("y", x.shape, x.dtype)
+        mask = self._workspace("mask", x.shape, np.uint8)
+        self._counter += 1
+        backend.kernels.dropout_forward(x, self.p, self.seed, self._counter, mask, y)
+        return y
+
+    @property
+    def mask(self):
+        return self._buffers["mask"]
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, x.dtype)
+        if not self._forward_active:
+            return grad_out
+        grad_x = self._workspace("grad_x", x.shape, x.dtype)
+        get_backend().kernels.dropout_backward(grad_out, self._buffers["mask"], self.p, grad_x)
+        return grad_x
+
+
+class Standardize(Module):
+    """Input standardization: ``fit(x)`` learns each feature's mean and standard deviation on the training
+    data; ``forward`` applies (x - mean) / std. A feature with zero spread is only centred (its std is taken
+    as 1, never divided by). ``mean`` and ``std`` are saved with the model's state.
+    """
+
+    state_buffers = ("mean", "std")
+
+    def __init__(self, num_features, dtype="float32"):
+        self.num_features = _checks.positive_int(num_features, "Standardize", "num_features")
+        self.dtype = _checks.float_dtype(dtype, "Standardize")
+        xp = get_backend().xp
+        self.mean = xp.zeros(self.num_features, dtype=self.dtype)
+        self.std = xp.ones(self.num_features, dtype=self.dtype)
+        self.name = f"Standardize({self.num_features})"
+
+    def fit(self, x):
+        backend = _checks.array(x, self.name, "x", ndim=2, last_dim=self.num_features, finite=True)
+        x64 = backend.xp.asarray(x, dtype=np.float64)
+        std = x64.std(axis=0)
+        self.mean[...] = x64.mean(axis=0)
+        self.std[...] = backend.xp.where(std > 0, std, 1.0)
+        return self
+
+    def forward(self, x):
+        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features, finite=True)
+        y = self._workspace("y", x.shape, self.dtype)
+        backend.xp.subtract(x, self.mean, out=y)
+        backend.xp.divide(y, self.std, out=y)
+        self._forward_input = x
+        return y
+
+    def backward(self, grad_out, accumulate=False, input_grad=True):
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        get_backend().xp.divide(grad_out, self.std, out=grad_x)
+        return grad_x
+
+
+def standardize(x_train, *others):
+    """Fit on ``x_train`` and return (Standardize layer, standardized copies of x_train and of each other array)."""
+    layer = Standardize(np.shape(x_train)[1], dtype=np.asarray(x_train).dtype).fit(x_train)
+    return (layer, *(layer(a).copy() for a in (x_train, *others)))

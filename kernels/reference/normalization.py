@@ -1,0 +1,70 @@
+"""Batch normalization and dropout, plainly.
+
+Batch norm over (N, C): training normalizes with the batch mean and the biased batch variance, then
+y = act(weight * x_hat + bias); running statistics follow PyTorch's BatchNorm1d:
+running = (1 - factor) * running + factor * batch_stat with the UNBIASED variance (factor = momentum, or
+1 / batches_seen for a cumulative average, or no update when factor < 0). Evaluation uses the running
+statistics. ``workspace``/``scratch`` arguments exist for the compiled backends and are ignored here.
+
+Inverted dropout keeps an element when its counter-based uniform draw u >= p and scales survivors by
+1 / (1 - p); the mask is stored as bytes.
+"""
+
+import numpy as np
+
+from .. import counter_rng
+from . import activations
+
+
+def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
+                            counter, mean_out, inv_std_out, y_out, workspace, scratch):
+    n = x.shape[0]
+    mean = x.mean(axis=0, dtype=np.float64)
+    variance = ((x - mean) ** 2).mean(axis=0)
+    if running_factor >= 0:
+        running_mean[...] = (1 - running_factor) * running_mean + running_factor * mean
+        running_var[...] = (1 - running_factor) * running_var + running_factor * variance * n / (n - 1)
+    mean_out[...] = mean
+    inv_std_out[...] = 1 / np.sqrt(variance + eps)
+    z = weight * ((x - mean_out) * inv_std_out) + bias
+    y_out[...] = activations.forward(z.astype(x.dtype), code, params, seed, counter)
+
+
+def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
+                           inv_std_out, y_out):
+    inv_std_out[...] = 1 / np.sqrt(running_var + eps)
+    z = weight * ((x - running_mean) * inv_std_out) + bias
+    y_out[...] = activations.forward(z.astype(x.dtype), code, params, seed, counter)
+
+
+def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
+                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch):
+    """Closed form (Ioffe & Szegedy, 2015): dx = w inv_std / N (N dz - sum(dz) - x_hat sum(dz x_hat)) in training;
+    dx = w inv_std dz in evaluation, where the statistics are constants."""
+    n = x.shape[0]
+    x_hat = (x - mean) * inv_std
+    z = (weight * x_hat + bias).astype(x.dtype)
+    grad_z = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
+    sum_dz = grad_z.sum(axis=0, dtype=np.float64)
+    sum_dz_x_hat = (grad_z * x_hat).sum(axis=0, dtype=np.float64)
+    keep = 1 if accumulate else 0
+    grad_bias[...] = keep * grad_bias + sum_dz
+    grad_weight[...] = keep * grad_weight + sum_dz_x_hat
+    if training:
+        grad_x[...] = weight * inv_std / n * (n * grad_z - sum_dz - x_hat * sum_dz_x_hat)
+    else:
+        grad_x[...] = weight * inv_std * grad_z
+
+
+def dropout_mask(shape, p, seed, counter):
+    u = counter_rng.uniform(seed, counter, np.arange(int(np.prod(shape)))).reshape(shape)
+    return (u >= p).astype(np.uint8)
+
+
+def dropout_forward(x, p, seed, counter, mask_out, y_out):
+    mask_out[...] = dropout_mask(x.shape, p, seed, counter)
+    y_out[...] = x * mask_out / (1 - p) if p > 0 else x
+
+
+def dropout_backward(grad_y, mask, p, grad_x):
+    grad_x[...] = grad_y * mask / (1 - p) if p > 0 else grad_y
