@@ -1,0 +1,211 @@
+"""BatchNorm, Dropout and Standardize on every backend: reference, finite differences, PyTorch, bad input."""
+
+import numpy as np
+import pytest
+
+import fastdl
+
+from conftest import assert_close
+
+
+def _batch(shape, dtype, mean=0.0, seed=0):
+    return (np.random.default_rng(seed).standard_normal(shape) * 2 + mean).astype(dtype)
+
+
+def _run_batchnorm(backend_name, x, grad_out, steps=3, **kwargs):
+    with fastdl.use_backend(backend_name):
+        bn = fastdl.BatchNorm(x.shape[1], dtype=x.dtype, seed=1, **kwargs)
+        if bn.affine:
+            bn.weight.data[...] = np.linspace(0.5, 1.5, x.shape[1])
+            bn.bias.data[...] = np.linspace(-0.2, 0.2, x.shape[1])
+        for step in range(steps):
+            y = bn(x + step).copy()
+        grad_x = bn.backward(grad_out).copy()
+        grads = [p.grad.copy() for p in bn.parameters()]
+        bn.eval()
+        y_eval = bn(x).copy()
+        grad_eval = bn.backward(grad_out).copy()
+        return y, grad_x, grads, bn.running_mean.copy(), bn.running_var.copy(), y_eval, grad_eval
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"activation": "relu"}, {"activation": "silu"}, {"momentum": None},
+                                    {"affine": False}, {"track_running_stats": False}, {"activation": "tanh", "momentum": 0.3}],
+                         ids=["plain", "relu", "silu", "cumulative", "no_affine", "no_running", "tanh_momentum"])
+def test_batchnorm_matches_reference(backend, dtype, kwargs):
+    x = _batch((130, 7), dtype)
+    grad_out = _batch((130, 7), dtype, seed=1)
+    expected = _run_batchnorm("numpy", x, grad_out, **kwargs)
+    actual = _run_batchnorm(backend.name, backend.asarray(x), backend.asarray(grad_out), **kwargs)
+    for name, a, e in zip(["y", "grad_x", "grads", "running_mean", "running_var", "y_eval", "grad_eval"], actual, expected):
+        for a_item, e_item in (zip(a, e) if name == "grads" else [(a, e)]):
+            assert_close(a_item, e_item, dtype, gemm=True)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "elu", "gelu"])
+def test_batchnorm_train_backward_matches_finite_differences(backend, activation):
+    bn = fastdl.BatchNorm(4, activation=activation, dtype="float64")
+    bn.weight.data[...] = [0.5, 1.0, 1.5, -0.7]
+    bn.bias.data[...] = [0.1, -0.2, 0.3, 0.05]
+    assert fastdl.testing.gradcheck(bn, _batch((9, 4), np.float64))
+
+
+def test_batchnorm_eval_backward_matches_finite_differences(backend):
+    bn = fastdl.BatchNorm(4, activation="tanh", dtype="float64")
+    bn(_batch((16, 4), np.float64, seed=3))
+    bn.eval()
+    assert fastdl.testing.gradcheck(bn, _batch((5, 4), np.float64))
+
+
+def test_batchnorm_large_mean_float32_stays_accurate(backend):
+    x64 = _batch((512, 6), np.float64, mean=1e4, seed=4) / 2  # values around 1e4, unit spread
+    bn32 = fastdl.BatchNorm(6)
+    y32 = fastdl.to_numpy(bn32(backend.asarray(x64.astype(np.float32))))
+    with fastdl.use_backend("numpy"):
+        y64 = fastdl.BatchNorm(6, dtype="float64")(x64.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(y32, y64, atol=2e-4)
+
+
+def test_batchnorm_statistics_do_not_depend_on_thread_count():
+    x = _batch((4096, 128), np.float32, mean=3.0)  # large enough for the parallel kernel
+    results = []
+    _, numba_threads = fastdl.get_num_threads()
+    try:
+        for threads in (1, numba_threads):
+            fastdl.set_num_threads(threads)
+            with fastdl.use_backend("cpu"):
+                bn = fastdl.BatchNorm(128)
+                results.append((bn(x).copy(), bn.running_var.copy()))
+    finally:
+        fastdl.set_num_threads(numba_threads)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_batchnorm_against_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = _batch((64, 5), dtype, mean=2.0)
+    grad_out = _batch((64, 5), dtype, seed=2)
+    reference = torch.nn.BatchNorm1d(5, momentum=0.2).to(torch.float64 if dtype == np.float64 else torch.float32)
+    bn = fastdl.BatchNorm(5, momentum=0.2, dtype=dtype)
+    for step in range(3):
+        t = torch.tensor(x + step, requires_grad=True)
+        out = reference(t)
+        y = bn(x + step)
+    out.backward(torch.tensor(grad_out))
+    grad_x = bn.backward(grad_out)
+    rtol, atol = (1e-4, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
+    np.testing.assert_allclose(y, out.detach().numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(grad_x, t.grad.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(bn.weight.grad, reference.weight.grad.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(bn.bias.grad, reference.bias.grad.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(bn.running_mean, reference.running_mean.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(bn.running_var, reference.running_var.numpy(), rtol=rtol, atol=atol)
+    reference.eval()
+    bn.eval()
+    np.testing.assert_allclose(bn(x), reference(torch.tensor(x)).detach().numpy(), rtol=rtol, atol=atol)
+
+
+def _state(bn):
+    return [a.copy() for a in (bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.weight.data, bn.weight.grad)]
+
+
+@pytest.mark.parametrize("bad,error,message", [
+    (np.ones((1, 3), np.float32), ValueError, r"BatchNorm\(3\): training needs more than 1 sample per batch .* \(1, 3\)"),
+    (np.ones((4, 5), np.float32), ValueError, r"BatchNorm\(3\): x must have 3 features in its last axis, got shape \(4, 5\)"),
+    (np.ones((4, 3, 1), np.float32), ValueError, r"BatchNorm\(3\): x must have 2 dimensions, got shape \(4, 3, 1\)"),
+    (np.full((4, 3), np.nan, np.float32), ValueError, r"BatchNorm\(3\): x contains NaN or Inf"),
+])
+def test_batchnorm_bad_input_leaves_state_untouched(backend, bad, error, message):
+    bn = fastdl.BatchNorm(3)
+    bn(backend.asarray(_batch((8, 3), np.float32)))
+    before = _state(bn)
+    with pytest.raises(error, match=message):
+        bn(backend.asarray(bad))
+    for b, a in zip(before, _state(bn)):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_batchnorm_single_sample_is_fine_in_eval(backend):
+    bn = fastdl.BatchNorm(3).eval()
+    assert fastdl.to_numpy(bn(backend.asarray(np.ones((1, 3), np.float32)))).shape == (1, 3)
+
+
+def test_batchnorm_state_dict_has_running_statistics():
+    model = fastdl.Sequential(fastdl.Dense(3, 4, seed=0), fastdl.BatchNorm(4))
+    model(_batch((6, 3), np.float32))
+    state = model.state_dict()
+    assert {"1.running_mean", "1.running_var", "1.num_batches_tracked"} <= set(state)
+    fresh = fastdl.Sequential(fastdl.Dense(3, 4, seed=5), fastdl.BatchNorm(4))
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh[1].running_var, model[1].running_var)
+
+
+def test_dropout_masks_match_the_reference_and_scale_survivors(backend, dtype):
+    x = _batch((300, 40), dtype)
+    layer = fastdl.Dropout(0.3, seed=9)
+    y = fastdl.to_numpy(layer(backend.asarray(x))).copy()
+    mask = fastdl.to_numpy(layer.mask).copy()
+    with fastdl.use_backend("numpy"):
+        reference = fastdl.Dropout(0.3, seed=9)
+        np.testing.assert_array_equal(mask, reference(x) != 0)  # the same mask on every backend
+    kept = mask.astype(bool)
+    np.testing.assert_array_equal(y[~kept], 0)
+    assert_close(y[kept], x[kept] / dtype(0.7), dtype)
+    grad = fastdl.to_numpy(layer.backward(backend.asarray(np.ones_like(x))))
+    assert_close(grad, mask / dtype(0.7), dtype)
+
+
+def test_dropout_fraction_is_close_to_p(backend):
+    n, p = 1_000_000, 0.25
+    layer = fastdl.Dropout(p, seed=123)
+    layer(backend.asarray(np.ones(n, np.float32)))
+    fraction = 1 - fastdl.to_numpy(layer.mask).mean()
+    assert abs(fraction - p) < 5 * np.sqrt(p * (1 - p) / n)  # five standard deviations: about 0.0022
+
+
+def test_dropout_same_seed_same_mask_and_new_mask_each_step(backend):
+    x = backend.asarray(np.ones((64, 64), np.float32))
+    a, b = fastdl.Dropout(0.5, seed=1), fastdl.Dropout(0.5, seed=1)
+    first = fastdl.to_numpy(a(x)).copy()
+    np.testing.assert_array_equal(first, fastdl.to_numpy(b(x)))
+    assert (fastdl.to_numpy(a(x)) != first).any()
+
+
+def test_dropout_mask_does_not_depend_on_thread_count():
+    x = np.ones(1 << 20, np.float32)  # large enough for the parallel kernel
+    _, threads = fastdl.get_num_threads()
+    masks = []
+    try:
+        for count in (1, threads):
+            fastdl.set_num_threads(count)
+            with fastdl.use_backend("cpu"):
+                layer = fastdl.Dropout(0.4, seed=7)
+                layer(x)
+                masks.append(layer.mask.copy())
+    finally:
+        fastdl.set_num_threads(threads)
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def test_dropout_is_identity_in_eval_and_for_p_zero(backend):
+    x = backend.asarray(_batch((5, 5), np.float32))
+    assert fastdl.Dropout(0.5).eval()(x) is x
+    assert fastdl.Dropout(0.0)(x) is x
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_dropout_rejects_bad_p(p):
+    with pytest.raises(ValueError, match=r"Dropout: p must lie in \[0, 1\)"):
+        fastdl.Dropout(p)
+
+
+def test_standardize_fits_and_round_trips(backend):
+    x = np.stack([np.arange(10.0), np.full(10, 3.0), np.linspace(-5, 5, 10) * 100], axis=1).astype(np.float32)
+    layer, standardized = fastdl.data.standardize(x)
+    np.testing.assert_allclose(standardized.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(standardized[:, [0, 2]].std(axis=0), 1, rtol=1e-5)
+    np.testing.assert_array_equal(standardized[:, 1], 0)  # zero spread: centred, not divided by zero
+    state = layer.state_dict()
+    again = fastdl.Standardize(3)
+    again.load_state_dict(state)
+    np.testing.assert_allclose(fastdl.to_numpy(again(backend.asarray(x))), standardized, rtol=1e-6)
