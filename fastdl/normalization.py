@@ -73,7 +73,8 @@ class BatchNorm(Module, _RandomCounter):
         y = self._workspace("y", x.shape, self.dtype)
         mean = self._workspace("mean", (c,), np.float64)
         inv_std = self._workspace("inv_std", (c,), np.float64)
-        workspace = self._workspace("statistics", (2 * blocks, c), np.float64)
+        # block partial sums (2 rows per block), then per-feature scale, mean_hi, mean_lo and variance
+        workspace = self._workspace("statistics", (2 * blocks + 4, c), self.dtype)
         scratch = self._workspace("scratch", (blocks, c), self.dtype)
         if self.training:
             self._counter += 1
@@ -90,7 +91,7 @@ class BatchNorm(Module, _RandomCounter):
         else:
             mean[...] = self.running_mean
             kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var, code,
-                                           params, self.seed, self._counter, inv_std, y)
+                                           params, self.seed, self._counter, inv_std, y, workspace)
         self._forward_input, self._forward_y = x, y
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
         return y

@@ -1,8 +1,8 @@
 """Batch normalization and dropout for the CPU.
 
 Batch norm training forward is two passes over x: (1) per-feature shifted sums over fixed blocks of
-BLOCK_ROWS rows (each block's partials in float64, shifted by the first row so data with a large mean keeps
-its digits), combined in block order, so the result never depends on the thread count; (2) one pass that
+BLOCK_ROWS rows (each block's partials in the data's type, shifted by the first row so data with a large mean
+keeps its digits), combined in float64 in block order, so the result never depends on the thread count; (2) one pass that
 normalizes, scales, shifts and applies the fused activation in place on each output row. Running statistics
 are updated in the same call. Backward is two passes too: the reductions sum(dz) and sum(dz * x_hat), then
 dx, recomputing x_hat and the activation's derivative on the fly (never materialized).
@@ -29,39 +29,65 @@ def blocks_for(rows):
 
 
 @njit(inline="always")
-def _statistics(x, workspace, mean_out, inv_std_out, eps):
-    """Biased mean and 1/sqrt(var + eps) per feature; returns nothing, fills mean_out and inv_std_out."""
+def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
+    """Biased mean and 1/sqrt(var + eps) per feature, into mean_out and inv_std_out (float64).
+
+    Two-level sums: each block of 64 rows accumulates (x - shift) and (x - shift)^2 in the data's own type
+    (short sums of shifted values keep their digits, and the loop vectorizes); blocks are combined in float64,
+    in block order. ``shift`` is the first row, so a large common mean cancels before anything is summed.
+    Returns the biased variance of feature j in workspace[-1, j] (for the running-variance update).
+    """
+    T = x.dtype.type
     rows, columns = x.shape
     blocks = (rows + 64 - 1) // 64
     shift = x[0]
     for b in prange(blocks):
-        sums = workspace[2 * b]
-        squares = workspace[2 * b + 1]
-        sums[:] = 0.0
-        squares[:] = 0.0
+        # sums and squares live in different arrays: as two rows of one array LLVM cannot prove them apart
+        # and would not vectorize the loop
+        sums = workspace[b]
+        squares = scratch[b]
+        sums[:] = 0
+        squares[:] = 0
         for i in range(b * 64, min(rows, (b + 1) * 64)):
             row = x[i]
             for j in range(columns):
-                d = np.float64(row[j]) - np.float64(shift[j])
+                d = row[j] - shift[j]
                 sums[j] += d
                 squares[j] += d * d
     for j in range(columns):
         total = 0.0
         total_squares = 0.0
         for b in range(blocks):  # fixed order: the same result for any number of threads
-            total += workspace[2 * b, j]
-            total_squares += workspace[2 * b + 1, j]
+            total += workspace[b, j]
+            total_squares += scratch[b, j]
         shifted_mean = total / rows
         variance = max(total_squares / rows - shifted_mean * shifted_mean, 0.0)
         mean_out[j] = np.float64(shift[j]) + shifted_mean
         inv_std_out[j] = 1.0 / math.sqrt(variance + eps)
-        workspace[0, j] = variance  # kept for the running-variance update
+        workspace[-1, j] = T(variance)
 
 
 @njit(inline="always")
-def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out):
+def _centring_rows(weight, mean, inv_std, workspace, T):
+    """Per-feature constants in the data's type: scale = weight * inv_std, and the float64 mean split into
+    mean_hi + mean_lo. (x - mean_hi) - mean_lo is accurate in float32 even for a mean of 1e4, where
+    x * scale + (bias - mean * scale) would cancel catastrophically."""
+    scale = workspace[-4]
+    mean_hi = workspace[-3]
+    mean_lo = workspace[-2]
+    for j in range(mean.shape[0]):
+        scale[j] = T(weight[j] * inv_std[j])
+        mean_hi[j] = T(mean[j])
+        mean_lo[j] = T(mean[j] - np.float64(mean_hi[j]))
+    return scale, mean_hi, mean_lo
+
+
+@njit(inline="always")
+def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace):
+    """y = act(((x - mean_hi) - mean_lo) * scale + bias), one fused multiply-add per element after centring."""
     T = y_out.dtype.type
     rows, columns = x.shape
+    scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
     p0 = params[0]
     p1 = params[1]
     blocks = (rows + 64 - 1) // 64
@@ -70,37 +96,37 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
             row = x[i]
             y_row = y_out[i]
             for j in range(columns):
-                y_row[j] = T(weight[j] * ((row[j] - mean[j]) * inv_std[j]) + bias[j])
+                y_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
             activate_row(code, y_row, y_row, p0, p1, T, seed, counter, i * columns)
 
 
 @njit(inline="always")
 def _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter,
-                   mean_out, inv_std_out, y_out, workspace):
-    _statistics(x, workspace, mean_out, inv_std_out, eps)
+                   mean_out, inv_std_out, y_out, workspace, scratch):
+    _statistics(x, workspace, scratch, mean_out, inv_std_out, eps)
     rows = x.shape[0]
     if running_factor >= 0:
         for j in range(x.shape[1]):
-            unbiased = workspace[0, j] * rows / (rows - 1)
+            unbiased = np.float64(workspace[-1, j]) * rows / (rows - 1)
             running_mean[j] = (1 - running_factor) * running_mean[j] + running_factor * mean_out[j]
             running_var[j] = (1 - running_factor) * running_var[j] + running_factor * unbiased
-    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out)
+    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out, workspace)
 
 
 @njit(inline="always")
-def _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out):
+def _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out,
+                  workspace):
     for j in range(x.shape[1]):
         inv_std_out[j] = 1.0 / math.sqrt(running_var[j] + eps)
-    _normalize(x, weight, bias, running_mean, inv_std_out, code, params, seed, counter, y_out)
+    _normalize(x, weight, bias, running_mean, inv_std_out, code, params, seed, counter, y_out, workspace)
 
 
 @njit(inline="always")
-def _grad_z_row(i, x, grad_y, y, weight, bias, mean, inv_std, code, p0, p1, T, seed, counter, out_row):
-    """out_row = dL/dz for row i: z recomputed from x, the activation's derivative applied on the fly."""
-    row = x[i]
-    for j in range(x.shape[1]):
-        out_row[j] = T(weight[j] * ((row[j] - mean[j]) * inv_std[j]) + bias[j])
-    activation_grad_row(code, grad_y[i], out_row, y[i], out_row, p0, p1, T, seed, counter, i * x.shape[1])
+def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter, base, out_row):
+    """out_row = dL/dz for one row: z recomputed from x, the activation's derivative applied on the fly."""
+    for j in range(row.shape[0]):
+        out_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
+    activation_grad_row(code, grad_y_row, out_row, y_row, out_row, p0, p1, T, seed, counter, base)
 
 
 @njit(inline="always")
@@ -111,60 +137,67 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
     p0 = params[0]
     p1 = params[1]
     blocks = (rows + 64 - 1) // 64
+    scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
     for b in prange(blocks):
         sum_dz = workspace[2 * b]
-        sum_dz_x_hat = workspace[2 * b + 1]
-        sum_dz[:] = 0.0
-        sum_dz_x_hat[:] = 0.0
-        grad_z = scratch[b]
+        sum_dz_centred = workspace[2 * b + 1]
+        sum_dz[:] = 0
+        sum_dz_centred[:] = 0
+        grad_z = scratch[b]  # one row of dz at a time, reused: dz is never stored whole
         for i in range(b * 64, min(rows, (b + 1) * 64)):
-            _grad_z_row(i, x, grad_y, y, weight, bias, mean, inv_std, code, p0, p1, T, seed, counter, grad_z)
             row = x[i]
+            _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
+                        i * columns, grad_z)
             for j in range(columns):
                 sum_dz[j] += grad_z[j]
-                sum_dz_x_hat[j] += grad_z[j] * ((row[j] - mean[j]) * inv_std[j])
+                sum_dz_centred[j] += grad_z[j] * ((row[j] - mean_hi[j]) - mean_lo[j])
+    # Combined in float64 in block order. With x_hat = (x - mean) inv_std, the closed form
+    # dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)) is scale * dz + slope * (x - mean) + offset per feature.
     for j in range(columns):
         total = 0.0
-        total_x_hat = 0.0
+        total_centred = 0.0
         for b in range(blocks):
             total += workspace[2 * b, j]
-            total_x_hat += workspace[2 * b + 1, j]
+            total_centred += workspace[2 * b + 1, j]
+        total_x_hat = inv_std[j] * total_centred
         grad_bias[j] = (grad_bias[j] if accumulate else 0) + total
         grad_weight[j] = (grad_weight[j] if accumulate else 0) + total_x_hat
-        workspace[0, j] = total / rows
-        workspace[1, j] = total_x_hat / rows
+        if training:
+            workspace[0, j] = T(-weight[j] * inv_std[j] * inv_std[j] * total_x_hat / rows)
+            workspace[1, j] = T(-weight[j] * inv_std[j] * total / rows)
+        else:
+            workspace[0, j] = 0
+            workspace[1, j] = 0
+    slope = workspace[0]
+    offset = workspace[1]
     for b in prange(blocks):
         for i in range(b * 64, min(rows, (b + 1) * 64)):
-            out = grad_x[i]
-            _grad_z_row(i, x, grad_y, y, weight, bias, mean, inv_std, code, p0, p1, T, seed, counter, out)
             row = x[i]
+            out = grad_x[i]
+            _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
+                        i * columns, out)
             for j in range(columns):
-                scale = weight[j] * inv_std[j]
-                if training:
-                    x_hat = (row[j] - mean[j]) * inv_std[j]
-                    out[j] = T(scale * (out[j] - workspace[0, j] - x_hat * workspace[1, j]))
-                else:
-                    out[j] = T(scale * out[j])
+                out[j] = out[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
 
 
 @njit(parallel=True, cache=True)
-def forward_train_parallel(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace):
-    _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace)
+def forward_train_parallel(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch):
+    _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
 
 
 @njit(cache=True)
-def forward_train_serial(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace):
-    _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace)
+def forward_train_serial(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch):
+    _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
 
 
 @njit(parallel=True, cache=True)
-def forward_eval_parallel(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out):
-    _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out)
+def forward_eval_parallel(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
+    _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
 
 
 @njit(cache=True)
-def forward_eval_serial(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out):
-    _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out)
+def forward_eval_serial(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
+    _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
 
 
 @njit(parallel=True, cache=True)
@@ -185,14 +218,14 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
                             counter, mean_out, inv_std_out, y_out, workspace, scratch):
     kernel = forward_train_parallel if _large(x) else forward_train_serial
     kernel(x, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
-           np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace)
+           np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch)
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
-                           inv_std_out, y_out):
+                           inv_std_out, y_out, workspace):
     kernel = forward_eval_parallel if _large(x) else forward_eval_serial
     kernel(x, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed), np.uint64(counter),
-           inv_std_out, y_out)
+           inv_std_out, y_out, workspace)
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,

@@ -31,7 +31,7 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
-                           inv_std_out, y_out):
+                           inv_std_out, y_out, workspace):
     inv_std_out[...] = 1 / np.sqrt(running_var + eps)
     z = weight * ((x - running_mean) * inv_std_out) + bias
     y_out[...] = activations.forward(z.astype(x.dtype), code, params, seed, counter)
