@@ -61,8 +61,10 @@ class BatchNorm(Module, _RandomCounter):
         return self._weight_constant, self._bias_constant
 
     def forward(self, x):
-        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features, finite=True)
         batch_statistics = self.training or not self.track_running_stats
+        # With batch statistics the kernel's sums detect NaN/Inf for free (no separate pass over x).
+        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features,
+                                finite=not batch_statistics)
         if batch_statistics and x.shape[0] < 2:
             raise ValueError(f"{self.name}: training needs more than 1 sample per batch to compute a variance, "
                              f"got x of shape {tuple(x.shape)}")
@@ -82,12 +84,18 @@ class BatchNorm(Module, _RandomCounter):
         weight, bias = self._affine()
         if batch_statistics:
             factor = -1.0
-            if self.training and self.track_running_stats:
+            updates_running = self.training and self.track_running_stats
+            if updates_running:
+                factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
+            finite = kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean,
+                                                     self.running_var, code, params, self.seed, self._counter, mean,
+                                                     inv_std, y, workspace, scratch)
+            if not finite:
+                if self.training:
+                    self._counter -= 1
+                raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
+            if updates_running:
                 self.num_batches_tracked += 1
-                factor = 1.0 / float(self.num_batches_tracked[0]) if self.momentum is None else self.momentum
-            kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean, self.running_var,
-                                            code, params, self.seed, self._counter, mean, inv_std, y, workspace,
-                                            scratch)
         else:
             mean[...] = self.running_mean
             kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var, code,

@@ -35,7 +35,8 @@ def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
     Two-level sums: each block of 64 rows accumulates (x - shift) and (x - shift)^2 in the data's own type
     (short sums of shifted values keep their digits, and the loop vectorizes); blocks are combined in float64,
     in block order. ``shift`` is the first row, so a large common mean cancels before anything is summed.
-    Returns the biased variance of feature j in workspace[-1, j] (for the running-variance update).
+    Leaves the biased variance of feature j in workspace[-1, j] (for the running-variance update). Returns
+    False when x holds NaN or Inf (a non-finite value poisons its block's sums), so no separate check pass.
     """
     T = x.dtype.type
     rows, columns = x.shape
@@ -60,11 +61,14 @@ def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
         for b in range(blocks):  # fixed order: the same result for any number of threads
             total += workspace[b, j]
             total_squares += scratch[b, j]
+        if not (math.isfinite(total) and math.isfinite(total_squares)):
+            return False
         shifted_mean = total / rows
         variance = max(total_squares / rows - shifted_mean * shifted_mean, 0.0)
         mean_out[j] = np.float64(shift[j]) + shifted_mean
         inv_std_out[j] = 1.0 / math.sqrt(variance + eps)
         workspace[-1, j] = T(variance)
+    return True
 
 
 @njit(inline="always")
@@ -103,7 +107,8 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
 @njit(inline="always")
 def _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter,
                    mean_out, inv_std_out, y_out, workspace, scratch):
-    _statistics(x, workspace, scratch, mean_out, inv_std_out, eps)
+    if not _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
+        return False  # non-finite input: running statistics and output left untouched
     rows = x.shape[0]
     if running_factor >= 0:
         for j in range(x.shape[1]):
@@ -111,6 +116,7 @@ def _forward_train(x, weight, bias, eps, running_factor, running_mean, running_v
             running_mean[j] = (1 - running_factor) * running_mean[j] + running_factor * mean_out[j]
             running_var[j] = (1 - running_factor) * running_var[j] + running_factor * unbiased
     _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out, workspace)
+    return True
 
 
 @njit(inline="always")
@@ -182,12 +188,12 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
 
 @njit(parallel=True, cache=True)
 def forward_train_parallel(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch):
-    _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
+    return _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
 
 
 @njit(cache=True)
 def forward_train_serial(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch):
-    _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
+    return _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
 
 
 @njit(parallel=True, cache=True)
@@ -217,7 +223,7 @@ def _large(x):
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
                             counter, mean_out, inv_std_out, y_out, workspace, scratch):
     kernel = forward_train_parallel if _large(x) else forward_train_serial
-    kernel(x, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
+    return kernel(x, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
            np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch)
 
 

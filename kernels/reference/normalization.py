@@ -18,6 +18,9 @@ from . import activations
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
                             counter, mean_out, inv_std_out, y_out, workspace, scratch):
+    """Returns False, changing nothing, when x holds NaN or Inf."""
+    if not np.isfinite(x).all():
+        return False
     n = x.shape[0]
     mean = x.mean(axis=0, dtype=np.float64)
     variance = ((x - mean) ** 2).mean(axis=0)
@@ -28,6 +31,7 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     inv_std_out[...] = 1 / np.sqrt(variance + eps)
     z = weight * ((x - mean_out) * inv_std_out) + bias
     y_out[...] = activations.forward(z.astype(x.dtype), code, params, seed, counter)
+    return True
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
