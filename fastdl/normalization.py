@@ -77,7 +77,7 @@ class BatchNorm(Module, _RandomCounter):
         inv_std = self._workspace("inv_std", (c,), np.float64)
         # block partial sums (2 rows per block), then per-feature scale, mean_hi, mean_lo and variance
         workspace = self._workspace("statistics", (2 * blocks + 4, c), self.dtype)
-        scratch = self._workspace("scratch", (blocks, c), self.dtype)
+        scratch = self._workspace("scratch", (2 * blocks, c), self.dtype)
         if self.training:
             self._counter += 1
         code, params = self.activation.kernel_args(self.dtype, self.training)

@@ -145,8 +145,9 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
     blocks = (rows + 64 - 1) // 64
     scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
     for b in prange(blocks):
-        sum_dz = workspace[2 * b]
-        sum_dz_centred = workspace[2 * b + 1]
+        # the two sums in different arrays so LLVM can prove them apart and vectorize
+        sum_dz = workspace[b]
+        sum_dz_centred = scratch[blocks + b]
         sum_dz[:] = 0
         sum_dz_centred[:] = 0
         grad_z = scratch[b]  # one row of dz at a time, reused: dz is never stored whole
@@ -163,8 +164,8 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
         total = 0.0
         total_centred = 0.0
         for b in range(blocks):
-            total += workspace[2 * b, j]
-            total_centred += workspace[2 * b + 1, j]
+            total += workspace[b, j]
+            total_centred += scratch[blocks + b, j]
         total_x_hat = inv_std[j] * total_centred
         grad_bias[j] = (grad_bias[j] if accumulate else 0) + total
         grad_weight[j] = (grad_weight[j] if accumulate else 0) + total_x_hat
