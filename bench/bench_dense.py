@@ -52,10 +52,11 @@ def bench_bare_gemm(benchmark, shape):
 def bench_torch_linear_relu_forward_backward(benchmark, shape):
     torch = pytest.importorskip("torch")
     linear = torch.nn.Linear(shape[1], shape[2])
-    x = torch.randn(shape[0], shape[1])
+    x = torch.randn(shape[0], shape[1], requires_grad=True)  # so PyTorch computes dX too, like fastdl
     grad_out = torch.randn(shape[0], shape[2])
 
     def step():
+        x.grad = None
         linear.zero_grad(set_to_none=False)
         torch.relu(linear(x)).backward(grad_out)
 
