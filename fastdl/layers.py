@@ -127,6 +127,12 @@ class Module:
             raise RuntimeError(f"{owner}: backward called before forward")
         return saved
 
+    def _begin_backward(self, grad_out, dtype):
+        """(saved input, checked contiguous grad_out, grad_x workspace) for layers whose output has the input's shape."""
+        x = self._saved(self.name)
+        grad_out = self._check_grad_out(grad_out, self.name, x.shape, dtype)
+        return x, grad_out, self._workspace("grad_x", x.shape, dtype)
+
     def _check_grad_out(self, grad_out, owner, expected_shape, dtype):
         _checks.array(grad_out, owner, "grad_out", dtype=dtype)
         if grad_out.shape != expected_shape:
@@ -235,9 +241,7 @@ class Activation(Module, _RandomCounter):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, x.shape, x.dtype)
-        grad_x = self._workspace("grad_x", x.shape, x.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self._saved(self.name).dtype)
         code, params = self.spec.kernel_args(x.dtype, self._forward_training)
         get_backend().kernels.activation_backward(grad_out, x, self._forward_y, code, params, self.seed,
                                                   self._counter, grad_x)
@@ -278,9 +282,7 @@ class PReLU(_LearnableActivation):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
-        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         get_backend().kernels.prelu_backward(x, self.weight.data, grad_out, grad_x, self.weight.grad, accumulate)
         return grad_x
 
@@ -311,9 +313,7 @@ class APL(_LearnableActivation):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
-        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         get_backend().kernels.apl_backward(x, self.hinge_slopes.data, self.hinge_offsets.data, grad_out, grad_x,
                                            self.hinge_slopes.grad, self.hinge_offsets.grad, accumulate)
         return grad_x
@@ -342,9 +342,7 @@ class SoftExponential(_LearnableActivation):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
-        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         get_backend().kernels.soft_exponential_backward(x, self.alpha.data, grad_out, grad_x, self.alpha.grad,
                                                         accumulate)
         return grad_x

@@ -105,9 +105,7 @@ class BatchNorm(Module, _RandomCounter):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
-        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         weight, bias = self._affine()
         if self.affine:
             grad_weight, grad_bias = self.weight.grad, self.bias.grad
@@ -205,9 +203,7 @@ class Standardize(Module):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, x.shape, self.dtype)
-        grad_x = self._workspace("grad_x", x.shape, self.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         get_backend().xp.divide(grad_out, self.std, out=grad_x)
         return grad_x
 
