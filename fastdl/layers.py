@@ -109,8 +109,9 @@ class Module:
                     f"{type(self).__name__}.load_state_dict: {name} has shape {tuple(np.shape(state[name]))}, "
                     f"the model's is {array.shape}"
                 )
+        converted = {name: get_backend().asarray(state[name], dtype=array.dtype) for name, array in named.items()}
         for name, array in named.items():
-            array[...] = get_backend().asarray(state[name], dtype=array.dtype)
+            array[...] = converted[name]
 
     def _workspace(self, key, shape, dtype):
         """A buffer kept between calls, reallocated only when the shape changes."""
@@ -124,7 +125,7 @@ class Module:
     def _saved(self, owner):
         saved = getattr(self, "_forward_input", None)
         if saved is None:
-            raise RuntimeError(f"{owner}: backward called before forward")
+            raise RuntimeError(f"{owner}: backward called before forward (or after a forward that failed)")
         return saved
 
     def _begin_backward(self, grad_out, dtype):
@@ -227,8 +228,9 @@ class Activation(Module, _RandomCounter):
         return f"Activation({self.spec.name})"
 
     def forward(self, x):
-        backend = _checks.array(x, self.name, "x", finite=True)
+        _checks.backend_array(x, self.name, "x")
         _checks.float_dtype(x.dtype, self.name)
+        backend = _checks.array(x, self.name, "x", finite=True)
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
         x = backend.xp.ascontiguousarray(x)
@@ -241,7 +243,7 @@ class Activation(Module, _RandomCounter):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x, grad_out, grad_x = self._begin_backward(grad_out, self._saved(self.name).dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self._forward_y.dtype)
         code, params = self.spec.kernel_args(x.dtype, self._forward_training)
         get_backend().kernels.activation_backward(grad_out, x, self._forward_y, code, params, self.seed,
                                                   self._counter, grad_x)

@@ -93,6 +93,7 @@ class BatchNorm(Module, _RandomCounter):
             if not finite:
                 if self.training:
                     self._counter -= 1
+                self._forward_input = None  # the kernel stopped part-way through its saved statistics
                 raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
             if updates_running:
                 self.num_batches_tracked += 1

@@ -119,3 +119,39 @@ def test_load_state_dict_of_another_shape_changes_nothing():
     with pytest.raises(ValueError, match=r"1.weight has shape \(5, 2\), the model's is \(4, 2\)"):
         model.load_state_dict(state)
     assert_unchanged(model, before)
+
+
+def test_load_state_dict_with_an_unconvertible_value_changes_nothing():
+    model = fastdl.Sequential(fastdl.Dense(3, 4, seed=0), fastdl.Dense(4, 2, seed=1))
+    before = snapshot(model)
+    state = {name: np.zeros_like(value) for name, value in model.state_dict().items()}  # differs from the model
+    state["1.bias"] = np.array(["a", "b"])  # right shape, not numbers: fails only when converted
+    with pytest.raises(ValueError):
+        model.load_state_dict(state)
+    assert_unchanged(model, before)
+
+
+def test_activation_rejects_integer_input(backend):
+    with pytest.raises(TypeError, match=r"Activation\(relu\): dtype must be float32 or float64, got int64"):
+        fastdl.Activation("relu")(backend.asarray(np.ones((2, 2), np.int64)))
+
+
+def test_backward_overwrites_a_stale_nan_gradient(backend):
+    """Without accumulate, backward writes the gradient: a NaN left from an earlier step must not survive."""
+    model = fastdl.Sequential(fastdl.Dense(3, 4, activation="tanh", seed=0), fastdl.PReLU(4),
+                              fastdl.BatchNorm(4), fastdl.Dense(4, 2, seed=1))
+    for parameter in model.parameters():
+        parameter.grad[...] = np.nan
+    model(backend.asarray(np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)))
+    model.backward(backend.asarray(np.ones((6, 2), np.float32)))
+    for parameter in model.parameters():
+        assert np.isfinite(fastdl.to_numpy(parameter.grad)).all()
+
+
+def test_batchnorm_backward_after_a_failed_forward_is_an_error(backend):
+    bn = fastdl.BatchNorm(3)
+    bn(backend.asarray(np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        bn(backend.asarray(np.full((8, 3), np.nan, np.float32)))
+    with pytest.raises(RuntimeError, match=r"BatchNorm\(3\): backward called before forward \(or after a forward that failed\)"):
+        bn.backward(backend.asarray(np.ones((8, 3), np.float32)))

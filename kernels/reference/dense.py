@@ -30,12 +30,19 @@ def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
                    grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     grad_z = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
     grad_z_work[...] = grad_z
-    keep = 1 if accumulate else 0
-    grad_weight[...] = keep * grad_weight + x.T @ grad_z
+    accumulate_into(grad_weight, x.T @ grad_z, accumulate)
     if grad_bias.size:
-        grad_bias[...] = keep * grad_bias + grad_z.sum(axis=0)
+        accumulate_into(grad_bias, grad_z.sum(axis=0), accumulate)
     if grad_x is not None:
         grad_x[...] = grad_z @ weight.T
+
+
+def accumulate_into(grad, value, accumulate):
+    """grad += value, or grad = value (an overwrite, so a stale NaN in grad does not survive)."""
+    if accumulate:
+        grad += value
+    else:
+        grad[...] = value
 
 
 def all_finite(x):

@@ -6,10 +6,11 @@ of shape (1,). Backward writes dL/dx and adds (``accumulate``) or writes the par
 
 import numpy as np
 
+from .dense import accumulate_into
+
 
 def _store(grad, value, accumulate):
-    value = value.reshape(grad.shape)
-    grad[...] = grad + value if accumulate else value
+    accumulate_into(grad, value.reshape(grad.shape), accumulate)
 
 
 def prelu_forward(x, slope, y_out):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import counter_rng
 from . import activations
+from .dense import accumulate_into
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
@@ -51,9 +52,8 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
     grad_z = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
     sum_dz = grad_z.sum(axis=0, dtype=np.float64)
     sum_dz_x_hat = (grad_z * x_hat).sum(axis=0, dtype=np.float64)
-    keep = 1 if accumulate else 0
-    grad_bias[...] = keep * grad_bias + sum_dz
-    grad_weight[...] = keep * grad_weight + sum_dz_x_hat
+    accumulate_into(grad_bias, sum_dz, accumulate)
+    accumulate_into(grad_weight, sum_dz_x_hat, accumulate)
     if training:
         grad_x[...] = weight * inv_std / n * (n * grad_z - sum_dz - x_hat * sum_dz_x_hat)
     else:
