@@ -38,8 +38,9 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
     so it never overflows.
     """
     owner = "softmax_cross_entropy"
-    backend = _checks.array(logits, owner, "logits", ndim=2, finite=True)
+    _checks.backend_array(logits, owner, "logits")
     _checks.float_dtype(logits.dtype, owner)
+    backend = _checks.array(logits, owner, "logits", ndim=2, finite=True)
     _checks.backend_array(labels, owner, "labels")
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"{owner}: labels must have shape ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
@@ -61,8 +62,9 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
 
 
 def _pair(owner, first, second, names):
-    backend = _checks.array(first, owner, names[0], finite=True)
+    _checks.backend_array(first, owner, names[0])
     _checks.float_dtype(first.dtype, owner)
+    backend = _checks.array(first, owner, names[0], finite=True)
     _checks.array(second, owner, names[1], dtype=first.dtype, finite=True)
     _checks.same_shape(first, second, owner, *names)
     xp = backend.xp

@@ -24,9 +24,12 @@ def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_ou
             largest = max(largest, row[j])
         sum_exp = 0.0
         sum_shifted = 0.0
+        out_row = grad_out[i]
         for j in range(classes):
             shifted = np.float64(row[j] - largest)
-            sum_exp += math.exp(shifted)
+            e = math.exp(shifted)
+            out_row[j] = T(e)  # kept for the gradient below: one exp per element
+            sum_exp += e
             sum_shifted += shifted
         log_sum = math.log(sum_exp)
         label = labels[i]
@@ -35,9 +38,8 @@ def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_ou
         total += (1.0 - label_smoothing) * (log_sum - target_shifted) + off_target * (classes * log_sum - sum_shifted)
         inverse = 1.0 / sum_exp
         for j in range(classes):
-            probability = math.exp(np.float64(row[j] - largest)) * inverse
-            grad_out[i, j] = T((probability - off_target) * scale)
-        grad_out[i, label] -= T((1.0 - label_smoothing) * scale)
+            out_row[j] = T((out_row[j] * inverse - off_target) * scale)
+        out_row[label] -= T((1.0 - label_smoothing) * scale)
     return total * scale
 
 
