@@ -4,7 +4,7 @@
 
 Forward is compared with one bare GEMM (x @ W into a preallocated output) and with PyTorch's
 ``relu(linear(x))`` under ``no_grad``; forward+backward with three bare GEMMs (x @ W, x.T @ dZ, dZ @ W.T)
-and with PyTorch autograd. Times are medians of interleaved rounds (see ``interleaved_medians``); GFLOP/s count the GEMM flops.
+and with PyTorch autograd. Times are medians over interleaved rounds; ratios are paired within each round (see ``interleaved_rounds``); GFLOP/s count the GEMM flops.
 """
 
 import datetime
@@ -25,9 +25,12 @@ from shapes import DENSE_SHAPES, dense_case, gemm_flops  # noqa: E402
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
-def interleaved_medians(calls, rounds=5, seconds_per_call=0.15):
-    """Median time of each callable, measured in interleaved rounds so slow drifts of a shared host hit every
-    contender alike; the result is the median over rounds of each round's median."""
+def interleaved_rounds(calls, rounds=9, seconds_per_call=0.1):
+    """Each callable's median time (us) in every round; the contenders take turns within a round.
+
+    The host is shared and drifts by 10% and more between seconds, so compare contenders with ``paired``:
+    the median over rounds of the ratio measured within each round, where both saw the same conditions.
+    """
     per_round = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
@@ -41,8 +44,19 @@ def interleaved_medians(calls, rounds=5, seconds_per_call=0.15):
                 t0 = time.perf_counter()
                 call()
                 samples.append(time.perf_counter() - t0)
-            per_round[name].append(statistics.median(samples))
-    return {name: statistics.median(values) * 1e6 for name, values in per_round.items()}
+            per_round[name].append(statistics.median(samples) * 1e6)
+    return per_round
+
+
+def medians(per_round):
+    return {name: statistics.median(values) for name, values in per_round.items()}
+
+
+def paired(per_round, numerator, denominator):
+    """Median over rounds of numerator / denominator, each ratio taken within one round."""
+    if numerator not in per_round or denominator not in per_round:
+        return None
+    return statistics.median(a / b for a, b in zip(per_round[numerator], per_round[denominator]))
 
 
 def torch_calls(shape):
@@ -86,9 +100,27 @@ def measure(shape):
     torch_forward, torch_forward_backward = torch_calls(shape)
     if torch_forward is not None:
         calls.update(torch_forward_us=torch_forward, torch_forward_backward_us=torch_forward_backward)
-    row = {"shape": "x".join(map(str, shape)), **interleaved_medians(calls)}
+    per_round = interleaved_rounds(calls)
+    row = {"shape": "x".join(map(str, shape)), **medians(per_round),
+           "forward_over_gemm": paired(per_round, "fastdl_forward_us", "gemm_us"),
+           "forward_backward_over_gemm3": paired(per_round, "fastdl_forward_backward_us", "gemm3_us"),
+           "torch_forward_speedup": paired(per_round, "torch_forward_us", "fastdl_forward_us"),
+           "torch_forward_backward_speedup": paired(per_round, "torch_forward_backward_us", "fastdl_forward_backward_us")}
     row["fastdl_forward_gflops"] = gemm_flops(shape) / row["fastdl_forward_us"] / 1e3
     return row
+
+
+def torch_cells(torch_us, speedup):
+    """'time | speed-up of fastdl' table cells for a PyTorch timing, or dashes where torch is not installed."""
+    return f"{torch_us:.1f} us | {speedup:.2f}x | " if torch_us else "- | - | "
+
+
+def write_results(name, text, data):
+    """Print the table and save it as bench/results/<name>.md and .json."""
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 def table(rows):
@@ -96,15 +128,13 @@ def table(rows):
              "| 3 bare GEMMs | fastdl fwd+bwd | fwd+bwd / 3 GEMMs | torch fwd+bwd | torch / fastdl |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        torch_f = r.get("torch_forward_us")
-        torch_fb = r.get("torch_forward_backward_us")
         lines.append(
             f"| {r['shape']} | {r['gemm_us']:.1f} us | {r['fastdl_forward_us']:.1f} us "
-            f"({r['fastdl_forward_gflops']:.0f} GFLOP/s) | {r['fastdl_forward_us'] / r['gemm_us']:.3f}x | "
-            + (f"{torch_f:.1f} us | {torch_f / r['fastdl_forward_us']:.2f}x | " if torch_f else "- | - | ")
+            f"({r['fastdl_forward_gflops']:.0f} GFLOP/s) | {r['forward_over_gemm']:.3f}x | "
+            + torch_cells(r.get("torch_forward_us"), r["torch_forward_speedup"])
             + f"{r['gemm3_us']:.1f} us | {r['fastdl_forward_backward_us']:.1f} us | "
-            f"{r['fastdl_forward_backward_us'] / r['gemm3_us']:.3f}x | "
-            + (f"{torch_fb:.1f} us | {torch_fb / r['fastdl_forward_backward_us']:.2f}x |" if torch_fb else "- | - |"))
+            f"{r['forward_backward_over_gemm3']:.3f}x | "
+            + torch_cells(r.get("torch_forward_backward_us"), r["torch_forward_backward_speedup"]).rstrip())
     return "\n".join(lines)
 
 
@@ -119,11 +149,7 @@ def main():
         machine += ", torch not installed"
     header = (f"Dense + ReLU, float32, {datetime.date.today()}, {machine}, numpy {np.__version__} "
               f"(OpenBLAS GEMMs)\n\n")
-    text = header + table(rows)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cpu-dense.md").write_text(text + "\n")
-    (RESULTS / "cpu-dense.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    write_results("cpu-dense", header + table(rows), {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

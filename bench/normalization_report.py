@@ -8,7 +8,6 @@ and writes dx (3 arrays). The ceiling is a parallel Numba copy kernel moving the
 """
 
 import datetime
-import json
 import pathlib
 import sys
 
@@ -18,7 +17,7 @@ from numba import njit, prange
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import fastdl  # noqa: E402
-from dense_report import RESULTS, interleaved_medians  # noqa: E402
+from dense_report import interleaved_rounds, medians, paired, torch_cells, write_results  # noqa: E402
 
 SHAPES = [(1024, 1024), (4096, 512)]
 
@@ -60,11 +59,17 @@ def measure(shape):
         calls.update(torch_forward_us=torch_forward, torch_forward_backward_us=torch_forward_backward)
     except ImportError:
         pass
-    row = {"shape": "x".join(map(str, shape)), **interleaved_medians(calls)}
+    per_round = interleaved_rounds(calls)
+    row = {"shape": "x".join(map(str, shape)), **medians(per_round)}
     size = x.nbytes
     row["copy_GBps"] = 2 * size / row["copy_us"] / 1e3
     row["forward_GBps"] = 2 * size / row["fastdl_forward_us"] / 1e3
     row["forward_backward_GBps"] = 5 * size / row["fastdl_forward_backward_us"] / 1e3
+    # fractions of the ceiling and speed-ups, paired within each round (copy moves 2 arrays, fwd+bwd 5)
+    row["forward_of_ceiling"] = paired(per_round, "copy_us", "fastdl_forward_us")
+    row["forward_backward_of_ceiling"] = 2.5 * paired(per_round, "copy_us", "fastdl_forward_backward_us")
+    row["torch_forward_speedup"] = paired(per_round, "torch_forward_us", "fastdl_forward_us")
+    row["torch_forward_backward_speedup"] = paired(per_round, "torch_forward_backward_us", "fastdl_forward_backward_us")
     return row
 
 
@@ -72,14 +77,13 @@ def table(rows):
     lines = ["| (N, C) | copy ceiling | fastdl train fwd | % of ceiling | torch fwd | torch / fastdl | fastdl fwd+bwd "
              "| % of ceiling | torch fwd+bwd | torch / fastdl |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        torch_f, torch_fb = r.get("torch_forward_us"), r.get("torch_forward_backward_us")
         lines.append(
             f"| {r['shape']} | {r['copy_GBps']:.0f} GB/s | {r['fastdl_forward_us']:.0f} us ({r['forward_GBps']:.0f} GB/s) | "
-            f"{100 * r['forward_GBps'] / r['copy_GBps']:.0f}% | "
-            + (f"{torch_f:.0f} us | {torch_f / r['fastdl_forward_us']:.2f}x | " if torch_f else "- | - | ")
+            f"{100 * r['forward_of_ceiling']:.0f}% | "
+            + torch_cells(r.get("torch_forward_us"), r["torch_forward_speedup"])
             + f"{r['fastdl_forward_backward_us']:.0f} us ({r['forward_backward_GBps']:.0f} GB/s) | "
-            f"{100 * r['forward_backward_GBps'] / r['copy_GBps']:.0f}% | "
-            + (f"{torch_fb:.0f} us | {torch_fb / r['fastdl_forward_backward_us']:.2f}x |" if torch_fb else "- | - |"))
+            f"{100 * r['forward_backward_of_ceiling']:.0f}% | "
+            + torch_cells(r.get("torch_forward_backward_us"), r["torch_forward_backward_speedup"]).rstrip())
     return "\n".join(lines)
 
 
@@ -88,10 +92,7 @@ def main():
     rows = [measure(shape) for shape in SHAPES]
     text = (f"BatchNorm training, float32, {datetime.date.today()}, threads (BLAS, Numba) = {fastdl.get_num_threads()}; "
             "ceiling = parallel copy of the same bytes (L3-resident at these sizes)\n\n" + table(rows))
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cpu-batchnorm.md").write_text(text + "\n")
-    (RESULTS / "cpu-batchnorm.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_results("cpu-batchnorm", text, rows)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class BatchNorm(Module, _RandomCounter):
             raise ValueError(f"{self.name}: training needs more than 1 sample per batch to compute a variance, "
                              f"got x of shape {tuple(x.shape)}")
         x = backend.xp.ascontiguousarray(x)
-        kernels, xp = backend.kernels, backend.xp
+        kernels = backend.kernels
         rows, c = x.shape
         blocks = (rows + 63) // 64
         y = self._workspace("y", x.shape, self.dtype)

@@ -8,7 +8,6 @@ data's own type ``T`` (float32 stays float32). Formulas and conventions match ``
 
 import math
 
-import numpy as np
 from numba import njit, uint64
 
 from .. import activation_table as table

@@ -6,7 +6,6 @@ writes dL/dx and the parameter gradients in the same pass. Formulas as in ``refe
 
 import math
 
-import numpy as np
 from numba import njit
 
 
