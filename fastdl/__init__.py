@@ -19,6 +19,7 @@ from . import activations
 from . import data
 from . import init
 from . import losses
+from . import optim
 from . import testing
 from .activations import ActivationSpec
 from .backend import asarray

@@ -16,24 +16,57 @@ from .backend import get_backend, to_numpy
 class Parameter:
     """A learnable array ``data`` and its gradient ``grad`` (same shape and dtype).
 
-    Kernels write ``grad`` in place and never rebind it, so an optimizer may turn both into views of one flat
-    buffer.
+    ``data`` and ``grad`` are fixed arrays: kernels write into them and assigning to either copies the values
+    in (after checking shape and dtype), so an optimizer can turn both into views of one flat buffer once and
+    they stay its views.
     """
 
     def __init__(self, data):
-        self.data = data
-        self.grad = np.zeros_like(data)
+        self._data = data
+        self._grad = np.zeros_like(data)  # a CuPy array gets CuPy zeros (NumPy dispatches on the type)
+        self._flat = None  # the FlatParameters whose buffers hold data and grad, once an optimizer takes them
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, values):
+        self._assign(self._data, values, "data")
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, values):
+        self._assign(self._grad, values, "grad")
+
+    def _assign(self, target, values, name):
+        if values is None:
+            raise TypeError(f"{self!r}: {name} cannot be set to None; zero it with zero_grad()")
+        shape = tuple(getattr(values, "shape", np.shape(values)))
+        if shape != target.shape:
+            raise ValueError(f"{self!r}: cannot assign {name} of shape {shape} to a parameter of shape {target.shape}")
+        dtype = getattr(values, "dtype", None)
+        if dtype is not None and dtype != target.dtype:
+            raise TypeError(f"{self!r}: cannot assign {name} of dtype {dtype} to a {target.dtype} parameter")
+        target[...] = values
+
+    def _bind(self, data_view, grad_view, flat):
+        """Move into an optimizer's flat buffers (the views already hold the values)."""
+        self._data, self._grad, self._flat = data_view, grad_view, flat
 
     @property
     def shape(self):
-        return self.data.shape
+        return self._data.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     def __repr__(self):
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
 
 
 class Module:

@@ -17,3 +17,16 @@ from .normalization import (
     dropout_backward,
     dropout_forward,
 )
+from .optim import (
+    adagrad_step,
+    adam_step,
+    lamb_apply,
+    lamb_moments,
+    lamb_trust_ratios,
+    lars_step,
+    lars_trust_ratios,
+    rmsprop_step,
+    segment_sums_of_squares,
+    sgd_momentum_step,
+    sgd_step,
+)

@@ -1,0 +1,347 @@
+"""Fused in-place optimizer updates over one flat parameter buffer.
+
+Each update is one loop over the flat buffer that reads every element of the parameter, its gradient and
+the algorithm's state once and writes each once (Adam: reads p, g, m, v, writes p, m, v: 28 bytes per float32
+parameter). Global-norm clipping, coupled weight decay and the L1 subgradient are applied to the gradient on
+the fly (``g = grad_scale * grad + weight_decay * p + l1 * sign(p)``), so no pass rewrites the gradients.
+Scalars arrive in the parameters' dtype: a Python float would promote float32 arithmetic to float64 (1.4-1.6x
+slower here). Options that change the state (AMSGrad, centered RMSprop, momentum) are absent state arrays
+(``None``), which Numba prunes at compile time, so no option costs a branch per element.
+
+Norms are computed in float64 over fixed pieces of the buffer (a piece never crosses a tensor boundary) and
+combined in piece order: the result does not depend on the thread count. They are the only kernels with
+``fastmath`` (reassociation only, so the sum vectorizes); the tests hold them to float64 references.
+
+Every kernel body is compiled twice: ``parallel`` for buffers of at least PARALLEL_MIN_ELEMENTS, ``serial``
+below, where waking the thread pool costs more than the loop (see dense.py).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+
+@njit(inline="always")
+def _gradient(param, grad, i, grad_scale, weight_decay, l1):
+    p = param[i]
+    return grad[i] * grad_scale + weight_decay * p + l1 * np.sign(p)
+
+
+@njit(inline="always")
+def _block_sum_of_squares(x, start, stop):
+    total = 0.0
+    for i in range(start, stop):
+        value = np.float64(x[i])
+        total += value * value
+    return total
+
+
+@njit(inline="always")
+def _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums):
+    for k in prange(piece_segments.size):
+        start, stop = piece_bounds[k], piece_bounds[k + 1]
+        partials[k, 0] = _block_sum_of_squares(first, start, stop)
+        if second is not None:
+            partials[k, 1] = _block_sum_of_squares(second, start, stop)
+    sums[:] = 0
+    for k in range(piece_segments.size):
+        sums[piece_segments[k], 0] += partials[k, 0]
+        if second is not None:
+            sums[piece_segments[k], 1] += partials[k, 1]
+
+
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
+def segment_sums_of_squares_parallel(first, second, piece_bounds, piece_segments, partials, sums):
+    _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums)
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def segment_sums_of_squares_serial(first, second, piece_bounds, piece_segments, partials, sums):
+    _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums)
+
+
+@njit(inline="always")
+def _sgd(param, grad, grad_scale, weight_decay, l1, lr):
+    for i in prange(param.size):
+        param[i] -= lr * _gradient(param, grad, i, grad_scale, weight_decay, l1)
+
+
+@njit(inline="always")
+def _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
+                  lookahead):
+    for i in prange(param.size):
+        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
+        b = buffer_decay * buffer[i] + grad_coefficient * g
+        buffer[i] = b
+        param[i] -= lr * (direct * g + lookahead * b)
+
+
+@njit(inline="always")
+def _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
+    for i in prange(param.size):
+        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
+        total = sum_of_squared[i] + g * g
+        sum_of_squared[i] = total
+        param[i] -= lr * g / (np.sqrt(total) + eps)
+
+
+@njit(inline="always")
+def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
+    one = param.dtype.type(1)
+    for i in prange(param.size):
+        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
+        v = alpha * square_avg[i] + (one - alpha) * g * g
+        square_avg[i] = v
+        if grad_avg is not None:
+            a = alpha * grad_avg[i] + (one - alpha) * g
+            grad_avg[i] = a
+            v = v - a * a
+        step = g / (np.sqrt(v) + eps)
+        if buffer is not None:
+            step = momentum * buffer[i] + step
+            buffer[i] = step
+        param[i] -= lr * step
+
+
+@njit(inline="always")
+def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
+          step_size, bias_correction2_sqrt, eps):
+    one = param.dtype.type(1)
+    for i in prange(param.size):
+        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
+        m = beta1 * exp_avg[i] + (one - beta1) * g
+        v = beta2 * exp_avg_sq[i] + (one - beta2) * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if max_exp_avg_sq is not None:
+            v = max(max_exp_avg_sq[i], v)
+            max_exp_avg_sq[i] = v
+        param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+@njit(inline="always")
+def _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
+    T = param.dtype.type
+    for k in prange(piece_segments.size):
+        local_lr = T(lr * ratios[piece_segments[k]])
+        for i in range(piece_bounds[k], piece_bounds[k + 1]):
+            g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
+            b = momentum * buffer[i] + local_lr * g
+            buffer[i] = b
+            param[i] -= b
+
+
+@njit(inline="always")
+def _lamb_direction(param, exp_avg, exp_avg_sq, i, weight_decay, bias_correction1, bias_correction2, eps):
+    return (exp_avg[i] / bias_correction1) / (np.sqrt(exp_avg_sq[i] / bias_correction2) + eps) + weight_decay * param[i]
+
+
+@njit(inline="always")
+def _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
+    one = param.dtype.type(1)
+    zero = param.dtype.type(0)
+    for k in prange(piece_segments.size):
+        param_squares = 0.0
+        direction_squares = 0.0
+        for i in range(piece_bounds[k], piece_bounds[k + 1]):
+            g = _gradient(param, grad, i, grad_scale, zero, l1)
+            exp_avg[i] = beta1 * exp_avg[i] + (one - beta1) * g
+            exp_avg_sq[i] = beta2 * exp_avg_sq[i] + (one - beta2) * g * g
+            r = np.float64(_lamb_direction(param, exp_avg, exp_avg_sq, i, weight_decay, bias_correction1,
+                                           bias_correction2, eps))
+            p = np.float64(param[i])
+            param_squares += p * p
+            direction_squares += r * r
+        partials[k, 0] = param_squares
+        partials[k, 1] = direction_squares
+    sums[:] = 0
+    for k in range(piece_segments.size):
+        sums[piece_segments[k], 0] += partials[k, 0]
+        sums[piece_segments[k], 1] += partials[k, 1]
+
+
+@njit(inline="always")
+def _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
+                bias_correction2, eps):
+    T = param.dtype.type
+    for k in prange(piece_segments.size):
+        local_lr = T(lr * ratios[piece_segments[k]])
+        for i in range(piece_bounds[k], piece_bounds[k + 1]):
+            param[i] -= local_lr * _lamb_direction(param, exp_avg, exp_avg_sq, i, weight_decay, bias_correction1,
+                                                   bias_correction2, eps)
+
+
+# Each body compiled twice, parallel and serial (see the module docstring).
+@njit(parallel=True, cache=True)
+def sgd_parallel(param, grad, grad_scale, weight_decay, l1, lr):
+    _sgd(param, grad, grad_scale, weight_decay, l1, lr)
+
+
+@njit(cache=True)
+def sgd_serial(param, grad, grad_scale, weight_decay, l1, lr):
+    _sgd(param, grad, grad_scale, weight_decay, l1, lr)
+
+
+@njit(parallel=True, cache=True)
+def sgd_momentum_parallel(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient,
+                          direct, lookahead):
+    _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
+                  lookahead)
+
+
+@njit(cache=True)
+def sgd_momentum_serial(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient,
+                        direct, lookahead):
+    _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
+                  lookahead)
+
+
+@njit(parallel=True, cache=True)
+def adagrad_parallel(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
+    _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps)
+
+
+@njit(cache=True)
+def adagrad_serial(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
+    _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps)
+
+
+@njit(parallel=True, cache=True)
+def rmsprop_parallel(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps,
+                     momentum):
+    _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum)
+
+
+@njit(cache=True)
+def rmsprop_serial(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
+    _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum)
+
+
+@njit(parallel=True, cache=True)
+def adam_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor,
+                  beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
+          step_size, bias_correction2_sqrt, eps)
+
+
+@njit(cache=True)
+def adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor,
+                beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
+          step_size, bias_correction2_sqrt, eps)
+
+
+@njit(parallel=True, cache=True)
+def lars_parallel(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr,
+                  momentum):
+    _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum)
+
+
+@njit(cache=True)
+def lars_serial(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr,
+                momentum):
+    _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum)
+
+
+@njit(parallel=True, cache=True)
+def lamb_moments_parallel(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                          weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
+    _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps)
+
+
+@njit(cache=True)
+def lamb_moments_serial(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                        weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
+    _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps)
+
+
+@njit(parallel=True, cache=True)
+def lamb_apply_parallel(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr,
+                        bias_correction1, bias_correction2, eps):
+    _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
+                bias_correction2, eps)
+
+
+@njit(cache=True)
+def lamb_apply_serial(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr,
+                      bias_correction1, bias_correction2, eps):
+    _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
+                bias_correction2, eps)
+
+
+@njit(cache=True)
+def lars_trust_ratios(sums, adapt, grad_scale, trust_coefficient, weight_decay, eps, ratios):
+    for s in range(ratios.size):
+        param_norm = np.sqrt(sums[s, 0])
+        grad_norm = grad_scale * np.sqrt(sums[s, 1])
+        if adapt[s] and param_norm > 0 and grad_norm > 0:
+            ratios[s] = trust_coefficient * param_norm / (grad_norm + weight_decay * param_norm + eps)
+        else:
+            ratios[s] = 1.0
+
+
+@njit(cache=True)
+def lamb_trust_ratios(sums, ratios):
+    for s in range(ratios.size):
+        param_norm = np.sqrt(sums[s, 0])
+        direction_norm = np.sqrt(sums[s, 1])
+        ratios[s] = param_norm / direction_norm if param_norm > 0 and direction_norm > 0 else 1.0
+
+
+def _pick(parallel, serial, size):
+    return parallel if size >= PARALLEL_MIN_ELEMENTS else serial
+
+
+def segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums):
+    _pick(segment_sums_of_squares_parallel, segment_sums_of_squares_serial, first.size)(
+        first, second, piece_bounds, piece_segments, partials, sums)
+
+
+def sgd_step(param, grad, grad_scale, weight_decay, l1, lr):
+    _pick(sgd_parallel, sgd_serial, param.size)(param, grad, grad_scale, weight_decay, l1, lr)
+
+
+def sgd_momentum_step(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
+                      lookahead):
+    _pick(sgd_momentum_parallel, sgd_momentum_serial, param.size)(
+        param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct, lookahead)
+
+
+def adagrad_step(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
+    _pick(adagrad_parallel, adagrad_serial, param.size)(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr,
+                                                        eps)
+
+
+def rmsprop_step(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
+    _pick(rmsprop_parallel, rmsprop_serial, param.size)(param, grad, square_avg, grad_avg, buffer, grad_scale,
+                                                        weight_decay, l1, lr, alpha, eps, momentum)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1,
+              beta2, step_size, bias_correction2_sqrt, eps):
+    _pick(adam_parallel, adam_serial, param.size)(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale,
+                                                  weight_decay, l1, decay_factor, beta1, beta2, step_size,
+                                                  bias_correction2_sqrt, eps)
+
+
+def lars_step(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
+    _pick(lars_parallel, lars_serial, param.size)(param, grad, buffer, ratios, piece_bounds, piece_segments,
+                                                  grad_scale, weight_decay, l1, lr, momentum)
+
+
+def lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                 weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
+    _pick(lamb_moments_parallel, lamb_moments_serial, param.size)(
+        param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale, weight_decay, l1,
+        beta1, beta2, bias_correction1, bias_correction2, eps)
+
+
+def lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
+               bias_correction2, eps):
+    _pick(lamb_apply_parallel, lamb_apply_serial, param.size)(
+        param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
+        bias_correction2, eps)
