@@ -23,6 +23,8 @@ from . import optim
 from . import testing
 from .activations import ActivationSpec
 from .backend import asarray
+from .checkpoint import load
+from .checkpoint import save
 from .backend import available_backends
 from .backend import get_backend
 from .backend import set_backend

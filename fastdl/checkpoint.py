@@ -1,0 +1,71 @@
+"""Checkpoints: a model's parameters and buffers, an optimizer's state and user data in one .npz file.
+
+Written atomically (a temporary file in the same folder, fsync, then rename), so a crash mid-write leaves the
+previous checkpoint intact. Loading checks everything before changing anything: a truncated file, a model of
+another shape or an optimizer of another kind is a ValueError and the model and optimizer stay as they were.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "fastdl-checkpoint-1"
+
+
+def save(path, model, optimizer=None, extra=None):
+    """Write ``model`` (and ``optimizer``, and JSON-serializable ``extra``) to ``path`` (a .npz file)."""
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
+    meta = {"format": FORMAT, "extra": extra}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        arrays.update({f"optimizer/{key}": value for key, value in state.pop("state").items()})
+        meta["optimizer"] = state
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fastdl-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _read(path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        raise ValueError(f"fastdl.load: {path} is not a readable fastdl checkpoint ({type(error).__name__}: {error})") from error
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"fastdl.load: {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    return arrays, meta
+
+
+def load(path, model, optimizer=None):
+    """Restore ``model`` (and ``optimizer``) from ``path``; returns the ``extra`` saved with it."""
+    arrays, meta = _read(path)
+    model_state = {name[len("model/"):]: value for name, value in arrays.items() if name.startswith("model/")}
+    if optimizer is not None and "optimizer" not in meta:
+        raise ValueError(f"fastdl.load: {path} holds no optimizer state")
+    before = model.state_dict()
+    model.load_state_dict(model_state)
+    if optimizer is not None:
+        optimizer_state = dict(meta["optimizer"])
+        optimizer_state["state"] = {name[len("optimizer/"):]: value for name, value in arrays.items()
+                                    if name.startswith("optimizer/")}
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except Exception:
+            model.load_state_dict(before)  # nothing is lost: the model goes back to what it was
+            raise
+    return meta.get("extra")
