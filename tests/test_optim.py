@@ -281,3 +281,65 @@ def test_state_dict_round_trip_through_a_file_resumes_bit_identically(backend, t
         np.testing.assert_array_equal(resumed_model.state_dict()[name], value)
     for key, value in optimizer.state_dict()["state"].items():
         np.testing.assert_array_equal(resumed_optimizer.state_dict()["state"][key], value)
+
+
+def rosenbrock(point):
+    x, y = point
+    return (1 - x) ** 2 + 100 * (y - x * x) ** 2, np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+
+
+# Settings that reach the minimum from (-1, 1) in 5000 steps; cosine annealing where a constant lr stalls.
+CONVERGENCE = [
+    (optim.SGD, dict(lr=1.5e-3), False),
+    (optim.SGD, dict(lr=1e-3, momentum=0.9), False),
+    (optim.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True), False),
+    (optim.Adagrad, dict(lr=0.5), False),
+    (optim.RMSprop, dict(lr=1e-3, momentum=0.5), True),
+    (optim.Adam, dict(lr=0.02), False),
+    (optim.AdamW, dict(lr=0.02, weight_decay=0.0), False),
+    (optim.LARS, dict(lr=1.0, trust_coefficient=0.02, exclude_vectors=False), True),
+    (optim.LAMB, dict(lr=0.01), True),
+]
+CONVERGENCE_IDS = [f"{cls.__name__}-{'-'.join(kwargs)}" for cls, kwargs, _ in CONVERGENCE]
+
+
+@pytest.mark.parametrize("cls, kwargs, anneal", CONVERGENCE, ids=CONVERGENCE_IDS)
+def test_minimizes_rosenbrock(backend, cls, kwargs, anneal):
+    point = fastdl.Parameter(fastdl.asarray(np.array([-1.0, 1.0])))
+    optimizer = cls([point], **kwargs)
+    schedule = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5000) if anneal else None
+    for _ in range(5000):
+        _, grad = rosenbrock(fastdl.to_numpy(point.data))
+        point.grad = fastdl.asarray(grad)
+        optimizer.step()
+        if schedule:
+            schedule.step()
+    value, _ = rosenbrock(fastdl.to_numpy(point.data))
+    assert value < 1e-3  # from 4.0 at the start
+    np.testing.assert_allclose(fastdl.to_numpy(point.data), [1.0, 1.0], atol=0.05)
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (optim.SGD, dict(lr=0.1, momentum=0.9)),
+    (optim.Adagrad, dict(lr=0.5)),
+    (optim.RMSprop, dict(lr=0.01)),
+    (optim.Adam, dict(lr=0.05)),
+    (optim.AdamW, dict(lr=0.05, weight_decay=1e-4)),
+    (optim.LARS, dict(lr=0.2, trust_coefficient=0.1)),
+    (optim.LAMB, dict(lr=0.05)),
+], ids=lambda value: getattr(value, "__name__", ""))
+def test_solves_least_squares(backend, cls, kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 5))
+    targets = x @ rng.standard_normal((5, 1)) + 0.5
+    layer = fastdl.Dense(5, 1, dtype="float64", seed=0)
+    optimizer = cls(layer.parameters(), **kwargs)
+    schedule = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=1000)
+    x, targets = fastdl.asarray(x), fastdl.asarray(targets)
+    for _ in range(1000):
+        _, grad = fastdl.losses.mse(layer(x), targets)
+        layer.backward(grad, input_grad=False)
+        optimizer.step()
+        schedule.step()
+    loss, _ = fastdl.losses.mse(layer(x), targets)
+    assert float(loss) < 1e-6  # from about 2 at the start
