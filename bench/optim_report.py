@@ -2,7 +2,8 @@
 
     python bench/optim_report.py            # prints the table, writes bench/results/cpu-optim.{md,json}
 
-10M float32 parameters, as one tensor and as 50 tensors (25 weight matrices and 25 biases). The ceiling is a
+10M float32 parameters, as one tensor and as 50 tensors (25 weight matrices and 25 biases), and the 8.9k of a
+small MLP, where the cost per call shows (the ceiling kernel there runs in cache). The ceiling is a
 trivial parallel Numba kernel with Adam's memory traffic (reads p, g, m, v, writes p, m, v: 28 bytes per
 parameter); every step's GB/s counts the bytes its algorithm must move (below) and is shown as a fraction of
 the ceiling's GB/s. PyTorch runs its best CPU variant: ``fused=True`` where it exists (Adam, AdamW, SGD,
@@ -25,7 +26,9 @@ from dense_report import interleaved_rounds, medians, paired, write_results  # n
 from fastdl import optim  # noqa: E402
 
 TOTAL = 10_000_000
-LAYOUTS = {"1 x 10M": [(TOTAL,)], "50 tensors": [(632, 632), (576,)] * 25}  # both add up to 10,000,000
+# Two layouts of 10M parameters (memory bound), and a small MLP 64-64-64-10 (8.9k: per-call overhead dominates).
+LAYOUTS = {"1 x 10M": [(TOTAL,)], "50 tensors": [(632, 632), (576,)] * 25,
+           "MLP 64-64-64-10": [(64, 64), (64,), (64, 64), (64,), (64, 10), (10,)]}
 
 # name: (fastdl class and arguments, PyTorch class and arguments or None, bytes moved per float32 parameter)
 CASES = {
@@ -87,7 +90,8 @@ def torch_step(case, shapes):
 
 def measure(layout):
     shapes = LAYOUTS[layout]
-    arrays = [np.ones(TOTAL, np.float32) for _ in range(4)]
+    elements = sum(int(np.prod(shape)) for shape in shapes)
+    arrays = [np.ones(elements, np.float32) for _ in range(4)]
     calls = {"ceiling": lambda: adam_traffic(*arrays)}
     for case in CASES:
         calls[f"fastdl {case}"] = fastdl_step(case, shapes)
@@ -96,13 +100,13 @@ def measure(layout):
             calls[f"torch {case}"] = step
     per_round = interleaved_rounds(calls, rounds=7)
     times = medians(per_round)
-    ceiling_gbps = 28 * TOTAL / times["ceiling"] / 1e3
+    ceiling_gbps = 28 * elements / times["ceiling"] / 1e3
     rows = []
     for case, (_, _, bytes_per_parameter) in CASES.items():
         fastdl_us = times[f"fastdl {case}"]
         rows.append({
             "layout": layout, "case": case, "fastdl_us": fastdl_us, "torch_us": times.get(f"torch {case}"),
-            "GBps": bytes_per_parameter * TOTAL / fastdl_us / 1e3, "ceiling_GBps": ceiling_gbps,
+            "GBps": bytes_per_parameter * elements / fastdl_us / 1e3, "ceiling_GBps": ceiling_gbps,
             # fraction of the ceiling: the ceiling's time for these bytes over the step's time, paired per round
             "of_ceiling": bytes_per_parameter / 28 * paired(per_round, "ceiling", f"fastdl {case}"),
             "over_ceiling_kernel": paired(per_round, f"fastdl {case}", "ceiling"),
@@ -117,8 +121,8 @@ def table(rows, summaries):
     lines = ["| parameters | step | fastdl | GB/s | % of ceiling | time / ceiling kernel | PyTorch best | PyTorch / fastdl |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        torch_cells = (f"{r['torch_us'] / 1e3:.2f} ms | {r['torch_speedup']:.2f}x" if r["torch_us"] else "- | -")
-        lines.append(f"| {r['layout']} | {r['case']} | {r['fastdl_us'] / 1e3:.2f} ms | {r['GBps']:.0f} | "
+        torch_cells = (f"{r['torch_us'] / 1e3:.3f} ms | {r['torch_speedup']:.2f}x" if r["torch_us"] else "- | -")
+        lines.append(f"| {r['layout']} | {r['case']} | {r['fastdl_us'] / 1e3:.3f} ms | {r['GBps']:.0f} | "
                      f"{100 * r['of_ceiling']:.0f}% | {r['over_ceiling_kernel']:.2f}x | {torch_cells} |")
     lines.append("")
     for s in summaries:
@@ -138,7 +142,7 @@ def main():
         machine += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:
         machine += ", torch not installed"
-    header = (f"Optimizer steps, 10M float32 parameters, {datetime.date.today()}, {machine}; ceiling = a parallel "
+    header = (f"Optimizer steps, float32, {datetime.date.today()}, {machine}; ceiling = a parallel "
               "Numba kernel with Adam's traffic (28 B/parameter)\n\n")
     write_results("cpu-optim", header + table(rows, summaries), {"machine": machine, "rows": rows,
                                                                  "summaries": summaries})
