@@ -17,6 +17,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "kernels")):
 
 from . import activations
 from . import data
+from . import datasets
 from . import init
 from . import losses
 from . import optim
@@ -42,6 +43,10 @@ from .normalization import BatchNorm
 from .normalization import Dropout
 from .normalization import Standardize
 from .threads import get_num_threads
+from .training import EarlyStopping
+from .training import History
+from .training import evaluate
+from .training import fit
 from .threads import set_num_threads
 
 __version__ = "0.1.0"

@@ -1,9 +1,10 @@
-"""Command line: ``fastdl demo`` (the default) trains a tiny network and prints the loss falling."""
+"""Command line: ``fastdl train`` (the main job: an MLP on the digits shipped with fastdl) and ``fastdl demo``
+(a tiny network on two moons)."""
 
 import argparse
 import sys
 
-from . import backend, demo
+from . import backend, demo, train_digits
 
 
 def main(argv=None):
@@ -12,15 +13,27 @@ def main(argv=None):
     demo_parser = commands.add_parser("demo", help="train a tiny network on two moons and print the loss")
     demo_parser.add_argument("--backend", default=None, help="numpy, cpu (default) or gpu")
     demo_parser.add_argument("--steps", type=int, default=300)
+    train_parser = commands.add_parser("train", help="train an MLP on the handwritten digits and report accuracy")
+    train_parser.add_argument("--backend", default=None, help="numpy, cpu (default) or gpu")
+    train_parser.add_argument("--epochs", type=int, default=40)
+    train_parser.add_argument("--batch-size", type=int, default=32)
+    train_parser.add_argument("--optimizer", default="adam", help="adam (default), adamw, sgd, rmsprop or lamb")
+    train_parser.add_argument("--lr", type=float, default=3e-3)
+    train_parser.add_argument("--hidden", type=int, default=128)
+    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--out", default="fastdl-digits", help="folder for the checkpoint and the plot")
     args = parser.parse_args(argv)
-    if args.command in (None, "demo"):
-        try:
-            if getattr(args, "backend", None):
-                backend.set_backend(args.backend)
-        except (RuntimeError, ValueError) as error:
-            print(f"fastdl: {error}", file=sys.stderr)
-            return 2
-        demo.main(steps=getattr(args, "steps", 300))
+    try:
+        if getattr(args, "backend", None):
+            backend.set_backend(args.backend)
+        if args.command == "train":
+            train_digits.train(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                               hidden=args.hidden, seed=args.seed, out=args.out)
+        else:
+            demo.main(steps=getattr(args, "steps", 300))
+    except (RuntimeError, ValueError) as error:
+        print(f"fastdl: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

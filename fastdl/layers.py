@@ -146,6 +146,35 @@ class Module:
         for name, array in named.items():
             array[...] = converted[name]
 
+    def summary(self, in_features=None):
+        """A table of the layers with their output shapes and parameter counts, as a string.
+
+        Output shapes come from one forward pass of a zero sample in eval mode (the modes are restored);
+        ``in_features`` is needed only when the first layer does not declare it.
+        """
+        layers = list(self.children()) or [self]
+        first = layers[0]
+        in_features = in_features or getattr(first, "in_features", None) or getattr(first, "num_features", None)
+        if in_features is None:
+            raise ValueError(f"{type(self).__name__}.summary: pass in_features (the first layer does not declare it)")
+        dtype = next((p.dtype for p in self.parameters()), np.dtype("float32"))
+        modes = [module.training for module in self.modules()]
+        self.eval()
+        rows, x = [], get_backend().xp.zeros((1, in_features), dtype=dtype)
+        try:
+            for index, layer in enumerate(layers):
+                x = layer(x)
+                count = sum(int(p.data.size) for p in layer.parameters())
+                rows.append((f"({index}) {getattr(layer, 'name', type(layer).__name__)}", f"(N, {x.shape[1]})", count))
+        finally:
+            for module, mode in zip(self.modules(), modes):
+                module.training = mode
+        width = max(len(row[0]) for row in rows) + 2
+        lines = [f"{'layer':<{width}}{'output':<14}{'parameters':>12}"]
+        lines += [f"{name:<{width}}{shape:<14}{count:>12,}" for name, shape, count in rows]
+        lines.append(f"{'total':<{width}}{'':<14}{sum(row[2] for row in rows):>12,}")
+        return "\n".join(lines)
+
     def _workspace(self, key, shape, dtype):
         """A buffer kept between calls, reallocated only when the shape changes."""
         buffers = self.__dict__.setdefault("_buffers", {})

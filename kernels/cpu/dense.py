@@ -13,7 +13,7 @@ Why the element-wise passes are serial: they sit between GEMMs, and on the CPU a
 import numpy as np
 from numba import njit
 
-from .activations import activate_row, activation_grad_row
+from .activations import activate_row_in_place, activation_grad_row_call, activation_grad_row_in_place
 
 
 @njit(cache=True)
@@ -25,7 +25,6 @@ def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_ou
     256x1024 ReLU), so the row is first brought into the output while it sits in L1. ``copy_source`` is False
     when ``source`` already is the output (the dense forward, after its GEMM).
     """
-    T = y_out.dtype.type
     rows, columns = source.shape
     has_bias = bias.shape[0] > 0
     p0 = params[0]
@@ -40,13 +39,12 @@ def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_ou
                 y_row[j] += bias[j]
         if save_z:
             z_out[i][:] = y_row
-        activate_row(code, y_row, y_row, p0, p1, T, seed, counter, i * columns)
+        activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
 
 
 @njit(cache=True)
 def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad_bias, accumulate_bias):
     """grad_z = grad_y * act'(z) and grad_bias (+)= column sums of grad_z, in one pass."""
-    T = grad_z.dtype.type
     rows, columns = grad_y.shape
     has_bias = grad_bias.shape[0] > 0
     p0 = params[0]
@@ -54,7 +52,7 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
     if has_bias and not accumulate_bias:
         grad_bias[:] = 0
     for i in range(rows):
-        activation_grad_row(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, T, seed, counter, i * columns)
+        activation_grad_row_call(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, seed, counter, i * columns)
         if has_bias:
             for j in range(columns):
                 grad_bias[j] += grad_z[i, j]

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .activations import activate_row, activation_grad_row
+from .activations import activate_row_in_place, activation_grad_row_call, activation_grad_row_in_place
 from .counter_rng import uniform
 
 BLOCK_ROWS = 64
@@ -101,7 +101,7 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
             y_row = y_out[i]
             for j in range(columns):
                 y_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
-            activate_row(code, y_row, y_row, p0, p1, T, seed, counter, i * columns)
+            activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
 
 
 @njit(inline="always")
@@ -132,7 +132,7 @@ def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, mean_lo, bias, code, p0,
     """out_row = dL/dz for one row: z recomputed from x, the activation's derivative applied on the fly."""
     for j in range(row.shape[0]):
         out_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
-    activation_grad_row(code, grad_y_row, out_row, y_row, out_row, p0, p1, T, seed, counter, base)
+    activation_grad_row_in_place(code, grad_y_row, out_row, y_row, p0, p1, seed, counter, base)
 
 
 @njit(inline="always")

@@ -1,0 +1,195 @@
+"""The training loop, for those who want one: ``fit``, ``evaluate``, ``History``, ``EarlyStopping``.
+
+Thin and optional: it calls exactly what a hand-written loop would (forward, loss, backward, optimizer step,
+schedule step per epoch), so layers and optimizers stay usable without it.
+"""
+
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import losses as fastdl_losses
+from .backend import asarray, to_numpy
+from .data import batches
+
+
+class EarlyStopping:
+    """Stop when the validation loss has not improved by ``min_delta`` for ``patience`` epochs; with
+    ``restore_best`` the model gets the weights of its best epoch back at the end."""
+
+    def __init__(self, patience=5, min_delta=0.0, restore_best=True):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be a positive integer, got {patience!r}")
+        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), restore_best
+        self.best_loss, self.best_epoch, self.best_state, self.waited = math.inf, None, None, 0
+
+    def update(self, epoch, val_loss, model):
+        """Record an epoch; returns True when training should stop."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.waited = val_loss, epoch, 0
+            if self.restore_best:
+                self.best_state = model.state_dict()
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+class History:
+    """Per-epoch records: ``history.records`` (dicts) and ``history["val_loss"]`` (a list per key)."""
+
+    def __init__(self):
+        self.records = []
+        self.stopped_early = False
+        self.best_epoch = None
+
+    def __getitem__(self, key):
+        return [record.get(key) for record in self.records]
+
+    def __len__(self):
+        return len(self.records)
+
+    def plot(self, path):
+        """Learning curves (loss and accuracy, training and validation, per epoch) to a PNG, written atomically."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise RuntimeError("History.plot needs matplotlib: pip install matplotlib (or fastdl[plot])") from error
+        epochs = [record["epoch"] for record in self.records]
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for axis, metric in zip(axes, ("loss", "accuracy")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = self[prefix + metric]
+                if any(value is not None for value in values):
+                    axis.plot(epochs, values, style, label=(prefix or "train_") + metric)
+            axis.set_xlabel("epoch")
+            axis.set_title(metric)
+            axis.legend()
+        figure.tight_layout()
+        path = os.fspath(path)
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
+        os.close(handle)
+        try:
+            figure.savefig(temporary, dpi=100)
+            os.replace(temporary, path)
+        finally:
+            plt.close(figure)
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        return path
+
+
+def _is_classification(loss):
+    return loss is fastdl_losses.softmax_cross_entropy
+
+
+def evaluate(model, x, y, loss=fastdl_losses.softmax_cross_entropy, batch_size=1024):
+    """{"loss": mean loss, "accuracy": fraction correct (softmax cross-entropy only)} in eval mode.
+
+    The model's train/eval mode is restored afterwards."""
+    modes = [module.training for module in model.modules()]
+    model.eval()
+    try:
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            xb, yb = asarray(x[start:start + batch_size]), y[start:start + batch_size]
+            outputs = model(xb)
+            value, _ = loss(outputs, asarray(yb))
+            total_loss += float(value) * len(yb)
+            if _is_classification(loss):
+                correct += int((to_numpy(outputs).argmax(axis=1) == to_numpy(yb)).sum())
+    finally:
+        for module, mode in zip(model.modules(), modes):
+            module.training = mode
+    result = {"loss": total_loss / len(x)}
+    if _is_classification(loss):
+        result["accuracy"] = correct / len(x)
+    return result
+
+
+class _Progress:
+    """A bar redrawn in place on a terminal; elsewhere nothing until the epoch's one-line summary."""
+
+    def __init__(self, enabled, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.live = enabled and self.stream.isatty()
+
+    def batch(self, epoch, epochs, done, total, loss):
+        if self.live and (done == total or done % max(1, total // 50) == 0):
+            filled = int(30 * done / total)
+            self.stream.write(f"\repoch {epoch}/{epochs} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
+                              f"loss {loss:.4f}")
+            self.stream.flush()
+
+    def epoch(self, record, epochs):
+        if not self.enabled:
+            return
+        parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}"]
+        for key in ("accuracy", "val_loss", "val_accuracy"):
+            if record.get(key) is not None:
+                parts.append(f"{key} {record[key]:.4f}")
+        parts.append(f"{record['samples_per_second']:,.0f} samples/s")
+        self.stream.write(("\r" if self.live else "") + "  ".join(parts) + " " * 10 + "\n")
+        self.stream.flush()
+
+
+def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, scheduler=None, early_stopping=None,
+        callbacks=None, progress=True, seed=None):
+    """Train ``model`` on ``train=(x, y)`` with mini-batches; returns a ``History``.
+
+    Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,
+    gradient), backward, ``optimizer.step()``; then ``scheduler.step()`` (per epoch), evaluation on ``val``,
+    ``early_stopping`` on the validation loss (restoring the best weights at the end) and each callback as
+    ``callback(record, model)``; a callback returning True stops training. Records hold loss, accuracy (softmax
+    cross-entropy), val_loss, val_accuracy, seconds and samples_per_second per epoch.
+    """
+    x, y = train
+    if early_stopping is not None and val is None:
+        raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
+    loader = batches(x, y, batch_size, shuffle=True, seed=seed)
+    bar = _Progress(progress)
+    history = History()
+    model.train()
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        for done, (xb, yb) in enumerate(loader, start=1):
+            outputs = model(asarray(xb))
+            value, grad = loss(outputs, asarray(yb))
+            if _is_classification(loss):
+                correct += int((to_numpy(outputs).argmax(axis=1) == yb).sum())
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+            total_loss += float(value) * len(yb)
+            seen += len(yb)
+            bar.batch(epoch, epochs, done, len(loader), total_loss / seen)
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "loss": total_loss / seen, "lr": optimizer.lr, "seconds": seconds,
+                  "samples_per_second": seen / seconds}
+        if _is_classification(loss):
+            record["accuracy"] = correct / seen
+        if scheduler is not None:
+            scheduler.step()
+        if val is not None:
+            scores = evaluate(model, val[0], val[1], loss=loss)
+            record.update({f"val_{key}": value for key, value in scores.items()})
+        history.records.append(record)
+        bar.epoch(record, epochs)
+        stop = early_stopping is not None and early_stopping.update(epoch, record["val_loss"], model)
+        for callback in callbacks or ():
+            stop = bool(callback(record, model)) or stop
+        if stop:
+            history.stopped_early = True
+            break
+    if early_stopping is not None:
+        history.best_epoch = early_stopping.best_epoch
+        if early_stopping.restore_best and early_stopping.best_state is not None:
+            model.load_state_dict(early_stopping.best_state)
+    return history
