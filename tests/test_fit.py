@@ -1,0 +1,138 @@
+"""The training helpers: batches, fit with early stopping, evaluate, summary, the digits job and its CLI."""
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import losses, optim
+
+
+def test_batches_cover_every_sample_once_per_epoch_and_reshuffle():
+    x = np.arange(50, dtype=np.float32).reshape(25, 2)
+    y = np.arange(25)
+    loader = fastdl.data.batches(x, y, 4, seed=0)
+    assert len(loader) == 7
+    orders = []
+    for _ in range(2):
+        seen = []
+        for xb, yb in loader:
+            np.testing.assert_array_equal(xb[:, 0], 2 * yb)  # rows stay paired with their labels
+            seen.extend(yb.tolist())
+        assert sorted(seen) == list(range(25))
+        orders.append(seen)
+    assert orders[0] != orders[1]
+    assert [yb.tolist() for _, yb in fastdl.data.batches(x, y, 4, seed=0)] != []
+    assert sum(len(yb) for _, yb in fastdl.data.batches(x, y, 4, drop_last=True)) == 24
+    assert [yb.tolist() for _, yb in fastdl.data.batches(x, y, 10, shuffle=False)][0] == list(range(10))
+
+
+def test_batches_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="batches: x has 3 samples but y has 2"):
+        fastdl.data.batches(np.zeros((3, 1)), np.zeros(2), 2)
+
+
+def two_blobs(seed, samples=200):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, samples)
+    x = (rng.standard_normal((samples, 4)) + 1.5 * y[:, None]).astype(np.float32)
+    return x, y
+
+
+def test_fit_learns_and_records_every_epoch(backend):
+    model = fastdl.Sequential(fastdl.Dense(4, 16, activation="relu", seed=0), fastdl.Dense(16, 2, seed=1))
+    history = fastdl.fit(model, losses.softmax_cross_entropy, optim.Adam(model.parameters(), lr=0.01),
+                         train=two_blobs(0), val=two_blobs(1), epochs=5, batch_size=16, progress=False, seed=0)
+    assert len(history) == 5 and history["epoch"] == [1, 2, 3, 4, 5]
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_accuracy"][-1] > 0.8
+    assert all(record["samples_per_second"] > 0 for record in history.records)
+    assert model.training  # fit leaves the model in training mode, evaluate restored it each epoch
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    model = fastdl.Sequential(fastdl.Dense(4, 16, activation="relu", seed=0), fastdl.Dense(16, 2, seed=1))
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    best_states = {}
+
+    def remember(record, model):
+        best_states[record["epoch"]] = model.state_dict()
+        if record["epoch"] == 3:  # scramble the weights and stop learning: epoch 3 (or earlier) stays the best
+            for parameter in model.parameters():
+                parameter.data = np.random.default_rng(0).standard_normal(parameter.shape).astype(np.float32) * 3
+            optimizer.lr = 0.0
+        return False
+
+    stopper = fastdl.EarlyStopping(patience=2)
+    history = fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=two_blobs(0), val=two_blobs(1),
+                         epochs=30, batch_size=16, early_stopping=stopper, callbacks=[remember], progress=False)
+    assert history.stopped_early and len(history) == 5  # epochs 4 and 5 bring nothing: patience 2 stops there
+    best = int(np.argmin(history["val_loss"])) + 1
+    assert history.best_epoch == best <= 3
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, best_states[best][name])
+
+
+def test_evaluate_reports_loss_and_accuracy_in_eval_mode():
+    model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0), fastdl.Dropout(0.5, seed=1))
+    x, y = two_blobs(0)
+    scores = fastdl.evaluate(model, x, y)
+    logits = fastdl.Dense(4, 2, seed=0)(x)  # the same weights without dropout: eval mode is identity
+    expected_loss, _ = losses.softmax_cross_entropy(logits, y)
+    assert scores["loss"] == pytest.approx(float(expected_loss), rel=1e-5)
+    assert scores["accuracy"] == pytest.approx(float((logits.argmax(axis=1) == y).mean()))
+    assert model.training
+
+
+def test_summary_lists_layers_shapes_and_parameter_counts():
+    model = fastdl.Sequential(fastdl.Dense(64, 32, seed=0), fastdl.BatchNorm(32, activation="relu"),
+                              fastdl.Dropout(0.1), fastdl.Dense(32, 10, seed=1))
+    text = model.summary()
+    assert "(N, 32)" in text and "(N, 10)" in text
+    assert f"{64 * 32 + 32 + 2 * 32 + 32 * 10 + 10:,}" in text.splitlines()[-1]
+
+
+def test_history_plot_writes_a_png_or_says_what_is_missing(tmp_path):
+    history = fastdl.History()
+    history.records = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4},
+                       {"epoch": 2, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.7, "val_accuracy": 0.7}]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="History.plot needs matplotlib"):
+            history.plot(tmp_path / "curves.png")
+        return
+    path = history.plot(tmp_path / "curves.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_digits_ship_with_the_package():
+    (x_train, y_train), (x_test, y_test) = fastdl.datasets.load_digits()
+    assert x_train.shape == (1438, 64) and x_test.shape == (359, 64)
+    assert x_train.dtype == np.float32 and 0 <= x_train.min() and x_train.max() <= 1
+    assert set(np.unique(y_test)) == set(range(10))
+
+
+def test_the_main_job_reaches_97_percent_on_the_digits_with_its_defaults(tmp_path):
+    from fastdl import train_digits
+
+    accuracy, history = train_digits.train(out=str(tmp_path), progress=False, log=lambda *args: None)
+    assert accuracy >= 0.97
+    assert (tmp_path / "checkpoint.npz").exists()
+
+
+def test_train_command_runs_end_to_end(tmp_path, capsys):
+    from fastdl.__main__ import main
+
+    assert main(["train", "--epochs", "2", "--hidden", "16", "--optimizer", "sgd", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "samples/s" in out and str(tmp_path / "checkpoint.npz") in out
+    model = fastdl.train_digits.build_model(16, seed=0)
+    extra = fastdl.load(tmp_path / "checkpoint.npz", model)
+    assert extra["epochs"] == 2
+
+
+def test_train_command_rejects_an_unknown_optimizer(tmp_path, capsys):
+    from fastdl.__main__ import main
+
+    assert main(["train", "--optimizer", "adamax", "--out", str(tmp_path)]) == 2
+    assert "unknown optimizer 'adamax'" in capsys.readouterr().err
