@@ -28,6 +28,7 @@ def save(path, model, optimizer=None, extra=None):
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fastdl-", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private; a checkpoint is an ordinary file
         with os.fdopen(handle, "wb") as file:
             np.savez(file, **arrays)
             file.flush()
@@ -37,6 +38,12 @@ def save(path, model, optimizer=None, extra=None):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read(path):

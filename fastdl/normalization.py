@@ -52,7 +52,8 @@ class BatchNorm(Module, _RandomCounter):
         self.running_mean = xp.zeros(c, dtype=self.dtype)
         self.running_var = xp.ones(c, dtype=self.dtype)
         self.num_batches_tracked = xp.zeros(1, dtype=np.int64)
-        self.name = f"BatchNorm({c})"
+        # the fused activation shows in summaries and messages; plain batch norm keeps the short name
+        self.name = f"BatchNorm({c})" if self.activation.name == "identity" else f"BatchNorm({c}, {self.activation.name})"
         self._init_random(seed)
 
     def _affine(self):

@@ -10,10 +10,9 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 from . import losses as fastdl_losses
 from .backend import asarray, to_numpy
+from .checkpoint import _umask
 from .data import batches
 
 
@@ -75,6 +74,7 @@ class History:
         path = os.fspath(path)
         handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
         os.close(handle)
+        os.chmod(temporary, 0o666 & ~_umask())
         try:
             figure.savefig(temporary, dpi=100)
             os.replace(temporary, path)
