@@ -43,6 +43,8 @@ class Parameter:
         self._assign(self._grad, values, "grad")
 
     def _assign(self, target, values, name):
+        if values is target:
+            return  # ``p.data -= step`` already updated in place; Python's assignment back must not copy it again
         if values is None:
             raise TypeError(f"{self!r}: {name} cannot be set to None; zero it with zero_grad()")
         shape = tuple(getattr(values, "shape", np.shape(values)))

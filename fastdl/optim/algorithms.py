@@ -185,8 +185,9 @@ class LARS(Optimizer):
         self.exclude_vectors = bool(exclude_vectors)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient, eps=eps), **options)
-        self._adapt = [np.logical_not(group.is_vector) if self.exclude_vectors else np.ones(len(group.sizes), bool)
-                       for group in self.groups]
+        # per group (by identity: groups can be shared with another optimizer), which tensors get a trust ratio
+        self._adapt = {id(group): np.logical_not(group.is_vector) if self.exclude_vectors
+                       else np.ones(len(group.sizes), bool) for group in self.groups}
         self._sums_fresh = False
 
     def check(self, name, value):
@@ -213,7 +214,7 @@ class LARS(Optimizer):
         norms = group.norms
         if not self._sums_fresh:
             norms.segment_sums(kernels, group.data, group.grad)
-        adapt = self._adapt[self.groups.index(group)]
+        adapt = self._adapt[id(group)]
         kernels.lars_trust_ratios(norms.sums, adapt, float(grad_scale), self.trust_coefficient, self.weight_decay,
                                   self.eps, norms.ratios)
         kernels.lars_step(group.data, group.grad, state["momentum_buffer"], norms.ratios, norms.piece_bounds,
