@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .activations import activate_row_in_place, activation_grad_row_call, activation_grad_row_in_place
+from .activations import IDENTITY, RELU, activate_row_in_place, activation_grad_row_in_place
 from .counter_rng import uniform
 
 BLOCK_ROWS = 64
@@ -99,9 +99,15 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
         for i in range(b * 64, min(rows, (b + 1) * 64)):
             row = x[i]
             y_row = y_out[i]
+            if code == RELU:  # the common case fused into the loop itself
+                for j in range(columns):
+                    z = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
+                    y_row[j] = z if z > 0 else T(0.0)
+                continue
             for j in range(columns):
                 y_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
-            activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
+            if code != IDENTITY:
+                activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
 
 
 @njit(inline="always")
@@ -153,7 +159,21 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
         grad_z = scratch[b]  # one row of dz at a time, reused: dz is never stored whole
         for i in range(b * 64, min(rows, (b + 1) * 64)):
             row = x[i]
-            _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
+            grad_row = grad_y[i]
+            if code == IDENTITY:  # identity and ReLU: dz computed inside the loop, one pass over the row
+                for j in range(columns):
+                    centred = (row[j] - mean_hi[j]) - mean_lo[j]
+                    sum_dz[j] += grad_row[j]
+                    sum_dz_centred[j] += grad_row[j] * centred
+                continue
+            if code == RELU:
+                for j in range(columns):
+                    centred = (row[j] - mean_hi[j]) - mean_lo[j]
+                    dz = grad_row[j] * (T(1.0) if centred * scale[j] + bias[j] > 0 else T(0.0))
+                    sum_dz[j] += dz
+                    sum_dz_centred[j] += dz * centred
+                continue
+            _grad_z_row(row, grad_row, y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
                         i * columns, grad_z)
             for j in range(columns):
                 sum_dz[j] += grad_z[j]
@@ -181,7 +201,18 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
         for i in range(b * 64, min(rows, (b + 1) * 64)):
             row = x[i]
             out = grad_x[i]
-            _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
+            grad_row = grad_y[i]
+            if code == IDENTITY:
+                for j in range(columns):
+                    out[j] = grad_row[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
+                continue
+            if code == RELU:
+                for j in range(columns):
+                    centred = (row[j] - mean_hi[j]) - mean_lo[j]
+                    dz = grad_row[j] * (T(1.0) if centred * scale[j] + bias[j] > 0 else T(0.0))
+                    out[j] = dz * scale[j] + centred * slope[j] + offset[j]
+                continue
+            _grad_z_row(row, grad_row, y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
                         i * columns, out)
             for j in range(columns):
                 out[j] = out[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
