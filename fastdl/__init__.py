@@ -42,6 +42,8 @@ from .layers import SoftExponential
 from .normalization import BatchNorm
 from .normalization import Dropout
 from .normalization import Standardize
+from .step import CompileStepFallback
+from .step import compile_step
 from .threads import get_num_threads
 from .training import EarlyStopping
 from .training import History

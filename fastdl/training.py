@@ -1,7 +1,7 @@
 """The training loop, for those who want one: ``fit``, ``evaluate``, ``History``, ``EarlyStopping``.
 
-Thin and optional: it calls exactly what a hand-written loop would (forward, loss, backward, optimizer step,
-schedule step per epoch), so layers and optimizers stay usable without it.
+Thin and optional: it does exactly what a hand-written loop would (forward, loss, backward, optimizer step,
+schedule step per epoch; the first four fused by ``compile_step``), so layers and optimizers stay usable without it.
 """
 
 import math
@@ -14,6 +14,7 @@ from . import losses as fastdl_losses
 from .backend import asarray, to_numpy
 from .checkpoint import _umask
 from .data import batches
+from .step import compile_step
 
 
 class EarlyStopping:
@@ -145,7 +146,8 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     """Train ``model`` on ``train=(x, y)`` with mini-batches; returns a ``History``.
 
     Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,
-    gradient), backward, ``optimizer.step()``; then ``scheduler.step()`` (per epoch), evaluation on ``val``,
+    gradient), backward, ``optimizer.step()``, as one compiled call per batch (``fastdl.compile_step``) when the
+    model, loss and backend allow it, else layer by layer (with one ``CompileStepFallback`` warning); then ``scheduler.step()`` (per epoch), evaluation on ``val``,
     ``early_stopping`` on the validation loss (restoring the best weights at the end) and each callback as
     ``callback(record, model)``; a callback returning True stops training. Records hold loss, accuracy (softmax
     cross-entropy), val_loss, val_accuracy, seconds and samples_per_second per epoch.
@@ -154,6 +156,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
     loader = batches(x, y, batch_size, shuffle=True, seed=seed)
+    step = compile_step(model, loss, optimizer)  # one compiled call per batch where the model allows it
     bar = _Progress(progress)
     history = History()
     model.train()
@@ -161,12 +164,9 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
         start = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         for done, (xb, yb) in enumerate(loader, start=1):
-            outputs = model(asarray(xb))
-            value, grad = loss(outputs, asarray(yb))
+            value = step(asarray(xb), asarray(yb))
             if _is_classification(loss):
-                correct += int((to_numpy(outputs).argmax(axis=1) == yb).sum())
-            model.backward(grad, input_grad=False)
-            optimizer.step()
+                correct += int((to_numpy(step.outputs).argmax(axis=1) == yb).sum())
             total_loss += float(value) * len(yb)
             seen += len(yb)
             bar.batch(epoch, epochs, done, len(loader), total_loss / seen)

@@ -48,16 +48,14 @@ class SGD(Optimizer):
     def state_names(self):
         return {"momentum_buffer": 0.0} if self.uses_momentum else {}
 
-    def _update(self, kernels, group, state, T, grad_scale):
+    def _step_call(self, group, state):
         if not self.uses_momentum:
-            kernels.sgd_step(group.data, group.grad, T(grad_scale), T(self.weight_decay), T(self.l1), T(self.lr))
-            return
+            return "sgd_step", (group.data, group.grad), (self.weight_decay, self.l1, self.lr)
         first = self.steps == 1
         buffer_decay, grad_coefficient = (0.0, 1.0) if first else (self.momentum, 1.0 - self.dampening)
         direct, lookahead = (1.0, self.momentum) if self.nesterov else (0.0, 1.0)
-        kernels.sgd_momentum_step(group.data, group.grad, state["momentum_buffer"], T(grad_scale),
-                                  T(self.weight_decay), T(self.l1), T(self.lr), T(buffer_decay), T(grad_coefficient),
-                                  T(direct), T(lookahead))
+        return ("sgd_momentum_step", (group.data, group.grad, state["momentum_buffer"]),
+                (self.weight_decay, self.l1, self.lr, buffer_decay, grad_coefficient, direct, lookahead))
 
 
 class Adagrad(Optimizer):
@@ -77,10 +75,9 @@ class Adagrad(Optimizer):
     def state_names(self):
         return {"sum": self.initial_accumulator_value}
 
-    def _update(self, kernels, group, state, T, grad_scale):
+    def _step_call(self, group, state):
         lr = self.lr / (1 + (self.steps - 1) * self.lr_decay)
-        kernels.adagrad_step(group.data, group.grad, state["sum"], T(grad_scale), T(self.weight_decay), T(self.l1),
-                             T(lr), T(self.eps))
+        return "adagrad_step", (group.data, group.grad, state["sum"]), (self.weight_decay, self.l1, lr, self.eps)
 
 
 class RMSprop(Optimizer):
@@ -115,10 +112,10 @@ class RMSprop(Optimizer):
             names["momentum_buffer"] = 0.0
         return names
 
-    def _update(self, kernels, group, state, T, grad_scale):
-        kernels.rmsprop_step(group.data, group.grad, state["square_avg"], state.get("grad_avg"),
-                             state.get("momentum_buffer"), T(grad_scale), T(self.weight_decay), T(self.l1), T(self.lr),
-                             T(self.alpha), T(self.eps), T(self.momentum))
+    def _step_call(self, group, state):
+        return ("rmsprop_step",
+                (group.data, group.grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")),
+                (self.weight_decay, self.l1, self.lr, self.alpha, self.eps, self.momentum))
 
 
 class Adam(Optimizer):
@@ -149,7 +146,7 @@ class Adam(Optimizer):
             names["max_exp_avg_sq"] = 0.0
         return names
 
-    def _update(self, kernels, group, state, T, grad_scale):
+    def _step_call(self, group, state):
         beta1, beta2 = self.betas
         bias_correction1 = 1 - beta1 ** self.steps
         bias_correction2 = 1 - beta2 ** self.steps
@@ -157,9 +154,10 @@ class Adam(Optimizer):
             decay_factor, coupled_decay = 1 - self.lr * self.weight_decay, 0.0
         else:
             decay_factor, coupled_decay = 1.0, self.weight_decay
-        kernels.adam_step(group.data, group.grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-                          T(grad_scale), T(coupled_decay), T(self.l1), T(decay_factor), T(beta1), T(beta2),
-                          T(self.lr / bias_correction1), T(math.sqrt(bias_correction2)), T(self.eps))
+        return ("adam_step",
+                (group.data, group.grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")),
+                (coupled_decay, self.l1, decay_factor, beta1, beta2, self.lr / bias_correction1,
+                 math.sqrt(bias_correction2), self.eps))
 
 
 class AdamW(Adam):

@@ -138,6 +138,14 @@ class Optimizer:
         return True
 
     def _update(self, kernels, group, state, T, grad_scale):
+        """One group's update; the default runs the single kernel ``_step_call`` describes."""
+        name, arrays, scalars = self._step_call(group, state)
+        getattr(kernels, name)(*arrays, T(grad_scale), *(T(value) for value in scalars))
+
+    def _step_call(self, group, state):
+        """(kernel name, arrays, scalars): the update is ``kernel(*arrays, grad_scale, *scalars)`` with every
+        scalar in the parameters' dtype. ``fastdl.compile_step`` fuses this call into its compiled step.
+        Algorithms whose update is more than one kernel (LARS, LAMB) override ``_update`` instead."""
         raise NotImplementedError
 
     def hyperparameters(self):

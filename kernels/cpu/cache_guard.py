@@ -12,8 +12,13 @@ CPU_DIR = pathlib.Path(__file__).parent
 SOURCES = sorted(CPU_DIR.glob("*.py")) + [CPU_DIR.parent / "activation_table.py"]
 
 
+def source_digest():
+    """A hash of every CPU kernel source (generated code that calls the kernels keys its cache on it too)."""
+    return hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES)).hexdigest()
+
+
 def clear_if_sources_changed():
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES)).hexdigest()
+    digest = source_digest()
     cache_dir = CPU_DIR / "__pycache__"
     stamp = cache_dir / "fastdl_kernel_sources.sha256"
     try:

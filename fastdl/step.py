@@ -1,0 +1,453 @@
+"""``compile_step``: a whole training step (forward, loss, backward, optimizer update) as ONE compiled call.
+
+For small and medium MLPs a framework's step is mostly per-op dispatch from Python. ``compile_step`` writes,
+for the model's exact structure, a short Python module whose one ``@njit`` function calls the same kernels the
+layers call (the fused dense epilogues, batch norm, dropout, the loss, the optimizer's update over its flat
+buffer, and numpy's own BLAS for the GEMMs, see ``kernels/cpu/blas.py``), in the order the layer-by-layer
+path runs them. So the results are the layer path's, and the model, its gradients, running statistics, random
+counters and the optimizer's state are left exactly as that path leaves them. The module is written to a
+cache folder and compiled with ``cache=True``, so a second process loads it from disk.
+
+Supported: a ``Sequential`` (nested ones are flattened) of ``Dense``, ``BatchNorm``, ``Activation`` and
+``Dropout`` layers, with ``softmax_cross_entropy``, ``mse`` or ``binary_cross_entropy_with_logits`` (mean
+reduction), float32 or float64, on the ``cpu`` backend, in training mode. Every optimizer of ``fastdl.optim``
+works; SGD, Adagrad, RMSprop, Adam and AdamW (with ``max_grad_norm``, ``l1``, ``skip_nonfinite``) update
+inside the compiled call, LARS and LAMB (two or three kernels with Python between them) right after it.
+Anything else runs the layer-by-layer path, with a one-line ``CompileStepFallback`` warning saying why.
+"""
+
+import hashlib
+import importlib.util
+import os
+import pathlib
+import sys
+import tempfile
+import warnings
+
+import numba
+import numpy as np
+
+from . import losses as fastdl_losses
+from .backend import get_backend
+from .layers import Activation, Dense, Sequential
+from .normalization import BatchNorm, Dropout
+from .optim.optimizer import Optimizer
+
+LOSS_KERNELS = {
+    fastdl_losses.softmax_cross_entropy: "cross_entropy",
+    fastdl_losses.mse: "mse",
+    fastdl_losses.binary_cross_entropy_with_logits: "bce",
+}
+
+LARGE = "large"  # marks a batch size the compiled step leaves to the layer path (see _build_arguments)
+
+# status codes the compiled step writes into status[0]
+DONE, SKIPPED, BAD_INPUT, BAD_TARGET, NONFINITE_OUTPUT, NONFINITE_BATCHNORM = 1, 0, -1, -2, -3, -4
+
+
+def _first_line(error):
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+class CompileStepFallback(RuntimeWarning):
+    """``compile_step`` could not compile this model and runs it layer by layer (same results, slower)."""
+
+
+def cache_dir():
+    """Where generated step modules (and Numba's cache of them) live: $FASTDL_CACHE_DIR or ~/.cache/fastdl."""
+    root = os.environ.get("FASTDL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fastdl")
+    return pathlib.Path(root) / "steps"
+
+
+def compile_step(model, loss, optimizer, quiet=False):
+    """``step = compile_step(model, loss, optimizer)``; then ``value = step(x, y)`` trains on one batch.
+
+    ``loss`` is one of ``fastdl.losses.softmax_cross_entropy``, ``mse``, ``binary_cross_entropy_with_logits``.
+    Returns a ``CompiledStep``; ``step.compiled`` tells whether it runs as one compiled call, ``step.reason``
+    why not. ``quiet=True`` suppresses the fallback warning.
+    """
+    return CompiledStep(model, loss, optimizer, quiet)
+
+
+def _flatten(model):
+    if isinstance(model, Sequential):
+        return [leaf for layer in model.layers for leaf in _flatten(layer)]
+    return [model]
+
+
+class CompiledStep:
+    """A training step for one model, loss and optimizer; see ``compile_step``."""
+
+    def __init__(self, model, loss, optimizer, quiet=False):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.layers = _flatten(model)
+        self.outputs = None  # the model's output of the latest step (the loss's input)
+        self._kernel = None
+        self._arguments = {}  # per batch size: the buffers and parameter views the kernel reads and writes
+        self.reason = self._unsupported()
+        if self.reason is None:
+            # the layers whose random counters advance each step, and the batch norms that track statistics
+            self._counted = [(index, layer) for index, layer in enumerate(self.layers)
+                             if not isinstance(layer, Dropout) or layer.p > 0]
+            self._tracking = [(index, layer) for index, layer in enumerate(self.layers)
+                              if isinstance(layer, BatchNorm) and layer.track_running_stats]
+            self._fused = self._fused_update_name()
+            try:
+                self._kernel = _load(_generate(self.layers, LOSS_KERNELS[loss], self._fused))
+            except Exception as error:  # a compiler failure must not stop training: the layer path is exact
+                self.reason = f"compiling the step failed ({type(error).__name__}: {_first_line(error)})"
+        if self.reason is not None and not quiet and get_backend().name == "cpu":
+            warnings.warn(f"compile_step: {self.reason}; running the layer-by-layer path", CompileStepFallback,
+                          stacklevel=3)
+
+    @property
+    def compiled(self):
+        return self._kernel is not None
+
+    def _unsupported(self):
+        if get_backend().name != "cpu":
+            return f"the '{get_backend().name}' backend has no compiled step (only 'cpu')"
+        from .kernels.cpu import blas
+
+        if not blas.AVAILABLE:
+            return "numpy's BLAS library could not be located for calls from compiled code"
+        if self.loss not in LOSS_KERNELS:
+            return f"loss {getattr(self.loss, '__name__', self.loss)!r} is not one of {sorted(LOSS_KERNELS.values())}"
+        dtypes = set()
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, (Dense, BatchNorm, Activation, Dropout)):
+                return f"layer {index} ({getattr(layer, 'name', type(layer).__name__)}) is not supported"
+            if isinstance(layer, (Dense, BatchNorm)):
+                dtypes.add(np.dtype(layer.dtype))
+        if len(dtypes) != 1:
+            return f"the layers mix dtypes {sorted(map(str, dtypes))}"
+        self.dtype = dtypes.pop()
+        if not isinstance(self.layers[0], Dense):
+            return "the first layer must be Dense (it fixes the input width)"
+        return None
+
+    def _fused_update_name(self):
+        """The kernel the optimizer's update runs as, when it is one kernel over one flat buffer; else None."""
+        from .kernels.cpu.optim import PARALLEL_MIN_ELEMENTS
+
+        groups = self.optimizer.groups
+        if len(groups) != 1 or type(self.optimizer)._step_call is Optimizer._step_call:
+            return None
+        if groups[0].size >= PARALLEL_MIN_ELEMENTS:
+            return None  # a large update runs faster on both cores, after the compiled forward and backward
+        return self._next_step_call()[0]
+
+    def _next_step_call(self):
+        """The optimizer's (kernel, arrays, scalars) for its next step (scalars such as Adam's bias corrections
+        depend on the step number)."""
+        optimizer = self.optimizer
+        optimizer.steps += 1
+        try:
+            return optimizer._step_call(optimizer.groups[0], optimizer.state[0])
+        finally:
+            optimizer.steps -= 1
+
+    # -- the call ---------------------------------------------------------------------------------------------
+    def __call__(self, x, y):
+        if self._kernel is None or not all(layer.training for layer in self.layers):
+            return self._layer_path(x, y)
+        return self._compiled_path(x, y)
+
+    def _layer_path(self, x, y):
+        outputs = self.model(x)
+        value, grad = self.loss(outputs, y)
+        self.model.backward(grad, input_grad=False)
+        self.optimizer.step()
+        self.outputs = outputs
+        return float(value)
+
+    def _check_input(self, x, y):
+        from . import _checks
+
+        first = self.layers[0]
+        _checks.array(x, "compile_step", "x", ndim=2, dtype=self.dtype, last_dim=first.in_features)
+        if LOSS_KERNELS[self.loss] == "cross_entropy":
+            _checks.backend_array(y, "compile_step", "y")
+            if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iu":
+                raise ValueError(f"compile_step: y must be integer labels of shape ({x.shape[0]},) for x of shape "
+                                 f"{tuple(x.shape)}, got {y.dtype} {tuple(y.shape)}")
+            return np.ascontiguousarray(x), y.astype(np.int64, copy=False)
+        _checks.array(y, "compile_step", "y", dtype=self.dtype)
+        expected = (x.shape[0], self._output_width())
+        if y.shape != expected:
+            raise ValueError(f"compile_step: y must have the model output's shape {expected}, got {tuple(y.shape)}")
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def _output_width(self):
+        return next(layer.out_features for layer in reversed(self.layers) if isinstance(layer, Dense))
+
+    def _compiled_path(self, x, y):
+        x, y = self._check_input(x, y)
+        optimizer = self.optimizer
+        optimizer._check_ready(get_backend())
+        arguments = self._arguments.get(x.shape[0])
+        if arguments is None:
+            arguments = self._arguments[x.shape[0]] = self._build_arguments(x.shape[0])
+        if arguments is LARGE:
+            return self._layer_path(x, y)
+        counters, factors, hyper, status, tail = arguments
+        # every random counter and running-statistics factor as the layers would set them for this step
+        for index, layer in self._counted:
+            counters[index] = layer._counter + 1
+        for index, layer in self._tracking:
+            factors[index] = 1.0 / float(layer.num_batches_tracked[0] + 1) if layer.momentum is None else layer.momentum
+        fused = self._fused is not None
+        hyper[0] = optimizer.max_grad_norm or 0.0
+        hyper[1] = float(optimizer.skip_nonfinite)
+        if fused:
+            scalars = self._next_step_call()[2]
+            hyper[2:2 + len(scalars)] = scalars
+        try:
+            value = self._kernel(x, y, counters, factors, hyper, status, *tail)
+        except numba.core.errors.NumbaError as error:  # compilation happens on the first call; nothing ran yet
+            self._kernel, self.reason = None, f"compiling the step failed ({type(error).__name__}: {error})"
+            warnings.warn(f"compile_step: {self.reason}; running the layer-by-layer path", CompileStepFallback,
+                          stacklevel=2)
+            return self._layer_path(x, y)
+        code = int(status[0])
+        if code in (BAD_INPUT, BAD_TARGET):
+            self._raise_input_error(code, x, y)
+        for index, layer in self._counted:  # the forward ran: counters and statistics moved on
+            layer._counter += 1
+        if code != NONFINITE_BATCHNORM:
+            for index, layer in self._tracking:
+                layer.num_batches_tracked += 1
+        self.outputs = self._outputs_of[x.shape[0]]
+        if code == NONFINITE_BATCHNORM:
+            raise ValueError("compile_step: a BatchNorm input became NaN or Inf during the forward pass")
+        if code == NONFINITE_OUTPUT:
+            raise ValueError(f"compile_step: the model's output contains NaN or Inf (shape {self.outputs.shape})")
+        if not fused:
+            optimizer.step()
+            return float(value)
+        if optimizer.max_grad_norm is not None or optimizer.skip_nonfinite:
+            optimizer.last_grad_norm = float(status[1])
+        if code == SKIPPED:
+            optimizer.skipped_steps += 1
+        else:
+            optimizer.steps += 1
+        return float(value)
+
+    def _raise_input_error(self, code, x, y):
+        if code == BAD_INPUT:
+            raise ValueError(f"compile_step: x contains NaN or Inf (shape {tuple(x.shape)})")
+        if LOSS_KERNELS[self.loss] == "cross_entropy":
+            classes = self._outputs_of[x.shape[0]].shape[1]
+            raise ValueError(f"compile_step: labels must lie in [0, {classes}), got values in "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        raise ValueError(f"compile_step: y contains NaN or Inf (shape {tuple(y.shape)})")
+
+    # -- buffers ----------------------------------------------------------------------------------------------
+    def _build_arguments(self, batch):
+        """The kernel's arguments for this batch size, or LARGE when a batch-norm or dropout tensor is big enough
+        that its parallel kernel (which compiled steps cannot call, see _generate) is worth running layer by layer."""
+        from .kernels.cpu.normalization import PARALLEL_MIN_ELEMENTS
+
+        width = self.layers[0].in_features
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                width = layer.out_features
+            elif isinstance(layer, (BatchNorm, Dropout)) and batch * width >= PARALLEL_MIN_ELEMENTS:
+                return LARGE
+            elif isinstance(layer, BatchNorm) and batch < 2:
+                return LARGE  # the layer path raises BatchNorm's own error (no variance of one sample)
+        dtype = self.dtype
+        tail = []
+        width = self.layers[0].in_features
+        for index, layer in enumerate(self.layers):
+            shape = (batch, width)
+            if isinstance(layer, Dense):
+                out = (batch, layer.out_features)
+                code, params = layer.activation.kernel_args(dtype, True)
+                y = np.empty(out, dtype)
+                z = np.empty(out, dtype) if layer.activation.needs_preactivation else y
+                has_bias = layer.bias is not None
+                tail += [layer.weight.data, layer.bias.data if has_bias else layer._no_bias, layer.weight.grad,
+                         layer.bias.grad if has_bias else layer._no_bias, code, params, np.uint64(layer.seed),
+                         z, z is not y, y, np.empty(out, dtype), np.empty(shape, dtype)]
+                width = layer.out_features
+            elif isinstance(layer, BatchNorm):
+                code, params = layer.activation.kernel_args(dtype, True)
+                weight, bias = layer._affine()
+                if layer.affine:
+                    grad_weight, grad_bias = layer.weight.grad, layer.bias.grad
+                else:
+                    grad_weight, grad_bias = np.empty(width, dtype), np.empty(width, dtype)
+                blocks = (batch + 63) // 64
+                tail += [weight, bias, grad_weight, grad_bias, layer.running_mean, layer.running_var, float(layer.eps),
+                         code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), np.empty(shape, dtype),
+                         np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
+                         np.empty(shape, dtype)]
+            elif isinstance(layer, Activation):
+                code, params = layer.spec.kernel_args(dtype, True)
+                tail += [code, params, np.uint64(layer.seed), np.empty(shape, dtype), np.empty(shape, dtype)]
+            else:  # Dropout (p = 0 is the identity: the generated code passes the input through)
+                tail += [float(layer.p), dtype.type(1.0 / (1.0 - layer.p)), np.uint64(layer.seed),
+                         np.empty(shape, np.uint8), np.empty(shape, dtype), np.empty(shape, dtype)]
+        tail.append(np.empty((batch, width), dtype))  # the loss's gradient
+        self.__dict__.setdefault("_outputs_of", {})[batch] = self._last_output(tail)
+        group = self.optimizer.groups[0]
+        norms = group.norms
+        tail += [group.grad, norms.piece_bounds, norms.piece_segments, norms.partials, norms.sums]
+        if self._fused is not None:
+            tail += list(self._next_step_call()[1])
+        n = len(self.layers)
+        return np.zeros(n, np.uint64), np.zeros(n), np.zeros(16), np.zeros(2), tuple(tail)
+
+    def _last_output(self, tail):
+        # the array the loss reads: the last layer's output buffer (see _generate for each layer's argument order)
+        sizes = {Dense: 12, BatchNorm: 16, Activation: 5, Dropout: 6}
+        offset, last = 0, None
+        for layer in self.layers:
+            width = sizes[type(layer)]
+            if isinstance(layer, Dense):
+                last = tail[offset + 9]
+            elif isinstance(layer, BatchNorm):
+                last = tail[offset + 12]
+            elif isinstance(layer, Activation):
+                last = tail[offset + 4]
+            elif layer.p > 0:
+                last = tail[offset + 4]
+            offset += width
+        return last
+
+
+# -- code generation ----------------------------------------------------------------------------------------------
+HEADER = '''"""Generated by fastdl.compile_step for one model structure; safe to delete (it is regenerated)."""
+import math
+import numpy as np
+from numba import njit
+from fastdl.kernels.cpu.blas import matmul, matmul_at_b, matmul_a_bt
+from fastdl.kernels.cpu.dense import activate_rows, activation_grad_rows, all_finite_kernel
+from fastdl.kernels.cpu import normalization as bn
+from fastdl.kernels.cpu import losses
+from fastdl.kernels.cpu import optim
+'''
+
+
+def _generate(layers, loss_kind, update):
+    """Source of a module with ``training_step(x, y, counters, factors, hyper, status, *tail)``.
+
+    Only serial kernels appear here: Numba segfaults loading a cached function that calls a ``parallel=True``
+    one (tested with numba 0.68), so large batch norms and updates stay outside (see _build_arguments).
+    """
+    names, forward, backward = [], [], []
+    h = "x"
+    for k, layer in enumerate(layers):
+        p = f"l{k}_"
+        if isinstance(layer, Dense):
+            args = ["weight", "bias", "grad_weight", "grad_bias", "code", "params", "seed", "z", "save_z", "y",
+                    "grad_z", "grad_x"]
+            forward += [f"matmul({h}, {p}weight, {p}y)",
+                        f"activate_rows({p}y, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z, "
+                        f"{p}y, False)"]
+            grad_lines = [f"activation_grad_rows(g, {p}z, {p}y, {p}code, {p}params, {p}seed, counters[{k}], "
+                          f"{p}grad_z, {p}grad_bias, False)",
+                          f"matmul_at_b({h}, {p}grad_z, {p}grad_weight)"]
+            if k > 0:
+                grad_lines += [f"matmul_a_bt({p}grad_z, {p}weight, {p}grad_x)", f"g = {p}grad_x"]
+            out = f"{p}y"
+        elif isinstance(layer, BatchNorm):
+            args = ["weight", "bias", "grad_weight", "grad_bias", "running_mean", "running_var", "eps", "code",
+                    "params", "seed", "mean", "inv_std", "y", "workspace", "scratch", "grad_x"]
+            call = (f"({h}, {p}weight, {p}bias, {p}eps, factors[{k}], {p}running_mean, {p}running_var, {p}code, "
+                    f"{p}params, {p}seed, counters[{k}], {p}mean, {p}inv_std, {p}y, {p}workspace, {p}scratch)")
+            forward += [f"finite = bn.forward_train_serial{call}",
+                        "if not finite:", f"    status[0] = {NONFINITE_BATCHNORM}", "    return math.nan"]
+            back = (f"({h}, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
+                    f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, False, {p}workspace, {p}scratch)")
+            grad_lines = [f"bn.backward_serial{back}", f"g = {p}grad_x"]
+            out = f"{p}y"
+        elif isinstance(layer, Activation):
+            args = ["code", "params", "seed", "grad_x", "y"]
+            forward += [f"activate_rows({h}, {p}params[:0], {p}code, {p}params, {p}seed, counters[{k}], {p}y, False, "
+                        f"{p}y, True)"]
+            grad_lines = [f"activation_grad_rows(g, {h}, {p}y, {p}code, {p}params, {p}seed, counters[{k}], "
+                          f"{p}grad_x, {p}params[:0], False)", f"g = {p}grad_x"]
+            out = f"{p}y"
+        else:
+            args = ["p", "scale", "seed", "mask", "y", "grad_x"]
+            if layer.p > 0:
+                call = (f"({h}.reshape(-1), {p}p, {p}scale, {p}seed, counters[{k}], {p}mask.reshape(-1), "
+                        f"{p}y.reshape(-1))")
+                forward += [f"bn.dropout_forward_serial{call}"]
+                grad_lines = [f"bn.dropout_backward_kernel(g.reshape(-1), {p}mask.reshape(-1), {p}scale, "
+                              f"{p}grad_x.reshape(-1))", f"g = {p}grad_x"]
+                out = f"{p}y"
+            else:
+                grad_lines, out = [], h
+        names += [p + a for a in args]
+        backward = grad_lines + backward
+        h = out
+    names += ["grad_loss", "flat_grad", "piece_bounds", "piece_segments", "partials", "sums"]
+    if loss_kind == "cross_entropy":
+        checks = [f"classes = {h}.shape[1]", "for i in range(y.shape[0]):",
+                  "    if y[i] < 0 or y[i] >= classes:", f"        status[0] = {BAD_TARGET}", "        return math.nan"]
+        loss = f"value = losses.softmax_cross_entropy_kernel({h}, y, 0.0, 1.0 / {h}.shape[0], grad_loss)"
+    else:
+        checks = ["if not all_finite_kernel(y.reshape(-1)):",
+                  f"    status[0] = {BAD_TARGET}", "    return math.nan"]
+        kernel = "mse_kernel" if loss_kind == "mse" else "bce_with_logits_kernel"
+        loss = f"value = losses.{kernel}({h}.reshape(-1), y.reshape(-1), 1.0 / {h}.size, grad_loss.reshape(-1))"
+    update_lines = ["status[0] = " + str(DONE)]
+    state_names = []
+    if update is not None:
+        kernel = update[:-len("_step")]
+        state_names = {"sgd": 2, "sgd_momentum": 3, "adagrad": 3, "rmsprop": 5, "adam": 5}[kernel]
+        state_names = [f"o_{i}" for i in range(state_names)]
+        scalars = {"sgd": 3, "sgd_momentum": 7, "adagrad": 4, "rmsprop": 6, "adam": 8}[kernel]
+        scalar_args = ", ".join(f"T(hyper[{2 + i}])" for i in range(scalars))
+        call = f"({', '.join(state_names)}, T(grad_scale), {scalar_args})"
+        update_lines = [
+            "T = flat_grad.dtype.type",
+            "grad_scale = 1.0",
+            "if hyper[0] > 0 or hyper[1] > 0:  # the optimizer's norm pass, same kernel, same pieces",
+            "    optim.segment_sums_of_squares_serial(flat_grad, None, piece_bounds, piece_segments, partials, sums)",
+            "    norm = math.sqrt(sums[:, 0].sum())",
+            "    status[1] = norm",
+            "    if hyper[1] > 0 and not math.isfinite(norm):",
+            f"        status[0] = {SKIPPED}",
+            "        return value",
+            "    if hyper[0] > 0:",
+            "        grad_scale = min(1.0, hyper[0] / (norm + 1e-6))",
+            f"optim.{kernel}_serial{call}",
+            f"status[0] = {DONE}",
+        ]
+    names += state_names
+    body = ["if not all_finite_kernel(x.reshape(-1)):", f"    status[0] = {BAD_INPUT}", "    return math.nan"]
+    body += checks + forward
+    body += [f"if not all_finite_kernel({h}.reshape(-1)):", f"    status[0] = {NONFINITE_OUTPUT}", "    return math.nan"]
+    body += [loss, "g = grad_loss"] + backward + update_lines + ["return value"]
+    signature = ", ".join(["x", "y", "counters", "factors", "hyper", "status"] + names)
+    source = HEADER + "\n\n@njit(cache=True)\ndef training_step(" + signature + "):\n"
+    return source + "".join(f"    {line}\n" for line in body)
+
+
+def _load(source):
+    """Import the generated module from the cache folder (written atomically), compiled once per machine."""
+    from .kernels.cpu.cache_guard import source_digest
+
+    key = hashlib.sha256((source + source_digest() + numba.__version__).encode()).hexdigest()[:16]
+    name = f"fastdl_step_{key}"
+    if name in sys.modules:
+        return sys.modules[name].training_step
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.exists() or path.read_text() != source:
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(handle, "w") as file:
+            file.write(source)
+        os.replace(temporary, path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module.training_step

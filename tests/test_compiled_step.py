@@ -1,0 +1,283 @@
+"""compile_step: one compiled call per step must leave everything exactly as the layer-by-layer path does.
+
+Both paths call the same kernels in the same order and the same BLAS (numpy's own, from inside the compiled
+step), so the comparisons below are for bit equality: parameters, gradients, running statistics, random
+counters, optimizer state and step counts.
+"""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import losses
+from fastdl.step import CompileStepFallback, compile_step
+
+
+def layer_path_step(model, loss, optimizer, x, y):
+    """The reference: what fastdl.fit did per batch before compile_step existed."""
+    value, grad = loss(model(x), y)
+    model.backward(grad, input_grad=False)
+    optimizer.step()
+    return float(value)
+
+
+def snapshot(model, optimizer):
+    """Every piece of state a step may change, as plain arrays and numbers."""
+    state = {f"param{i}": p.data.copy() for i, p in enumerate(model.parameters())}
+    state.update({f"grad{i}": p.grad.copy() for i, p in enumerate(model.parameters())})
+    for name, value in model.state_dict().items():
+        state["model." + name] = np.array(value, copy=True)
+    for i, layer in enumerate(fastdl.step._flatten(model)):
+        state[f"counter{i}"] = getattr(layer, "_counter", None)
+    optimizer_state = optimizer.state_dict()
+    state.update({"optimizer." + k: v for k, v in optimizer_state["state"].items()})
+    state.update(steps=optimizer.steps, skipped=optimizer.skipped_steps, norm=optimizer.last_grad_norm)
+    return state
+
+
+def assert_same_state(actual, expected):
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def data(loss, batch, features, outputs, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, features)).astype(dtype)
+    if loss is losses.softmax_cross_entropy:
+        return x, rng.integers(0, outputs, batch)
+    if loss is losses.mse:
+        return x, rng.standard_normal((batch, outputs)).astype(dtype)
+    return x, rng.integers(0, 2, (batch, outputs)).astype(dtype)
+
+
+def run_both(build, loss, optimizer_factory, dtype, batches=(16, 16, 5, 16), features=6, outputs=3):
+    """Train two identical models, one per path, and compare their whole state after each step."""
+    results = []
+    for compiled in (False, True):
+        model = build(dtype)
+        optimizer = optimizer_factory(model.parameters())
+        step = compile_step(model, loss, optimizer)
+        assert step.compiled, step.reason
+        values, states = [], []
+        for index, batch in enumerate(batches):
+            x, y = data(loss, batch, features, outputs, dtype, seed=index)
+            values.append(step(x, y) if compiled else layer_path_step(model, loss, optimizer, x, y))
+            states.append(snapshot(model, optimizer))
+        results.append((values, states))
+    (reference_values, reference_states), (values, states) = results
+    assert values == reference_values
+    for actual, expected in zip(states, reference_states):
+        assert_same_state(actual, expected)
+
+
+def mlp(dtype):
+    return fastdl.Sequential(
+        fastdl.Dense(6, 8, activation="relu", seed=1, dtype=dtype),
+        fastdl.BatchNorm(8, activation="tanh", dtype=dtype),
+        fastdl.Dropout(0.25, seed=7),
+        fastdl.Dense(8, 8, activation="gelu", seed=2, dtype=dtype, bias=False),
+        fastdl.Activation("rrelu", seed=3),
+        fastdl.BatchNorm(8, momentum=None, affine=False, dtype=dtype),
+        fastdl.Dense(8, 3, seed=4, dtype=dtype),
+    )
+
+
+@pytest.fixture
+def cpu():
+    with fastdl.use_backend("cpu"):
+        yield
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.mse, losses.binary_cross_entropy_with_logits],
+                         ids=["cross_entropy", "mse", "bce"])
+def test_every_layer_kind_and_loss_matches_the_layer_path_exactly(cpu, dtype, loss):
+    run_both(mlp, loss, lambda params: fastdl.optim.Adam(params, lr=1e-2), dtype)
+
+
+def tiny(dtype):
+    return fastdl.Sequential(fastdl.Dense(6, 5, activation="sigmoid", seed=1, dtype=dtype),
+                             fastdl.Dense(5, 3, activation="softmax", seed=2, dtype=dtype),
+                             fastdl.Dense(3, 3, seed=3, dtype=dtype))
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: fastdl.optim.SGD(p, lr=0.1, weight_decay=1e-3),
+    "sgd_nesterov_clipped": lambda p: fastdl.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, max_grad_norm=0.05),
+    "adagrad_l1": lambda p: fastdl.optim.Adagrad(p, lr=0.1, lr_decay=0.01, l1=1e-3),
+    "rmsprop_centered_momentum": lambda p: fastdl.optim.RMSprop(p, lr=1e-2, centered=True, momentum=0.5),
+    "adam_amsgrad_clipped": lambda p: fastdl.optim.Adam(p, lr=1e-2, amsgrad=True, max_grad_norm=0.1),
+    "adamw_skip_nonfinite": lambda p: fastdl.optim.AdamW(p, lr=1e-2, skip_nonfinite=True),
+    "lars": lambda p: fastdl.optim.LARS(p, lr=0.1, max_grad_norm=1.0),
+    "lamb": lambda p: fastdl.optim.LAMB(p, lr=1e-2, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_matches_the_layer_path_exactly(cpu, name):
+    run_both(tiny, losses.softmax_cross_entropy, OPTIMIZERS[name], np.float32)
+
+
+def test_lr_changes_between_steps_reach_the_compiled_update(cpu):
+    def schedule(params):
+        optimizer = fastdl.optim.Adam(params, lr=1e-2)
+        optimizer.lr_values = iter([1e-2, 3e-3, 0.0, 5e-2])
+        return optimizer
+
+    models = []
+    for compiled in (False, True):
+        model = tiny(np.float32)
+        optimizer = schedule(model.parameters())
+        step = compile_step(model, losses.softmax_cross_entropy, optimizer)
+        for index in range(4):
+            optimizer.lr = next(optimizer.lr_values)
+            x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32, seed=index)
+            step(x, y) if compiled else layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+        models.append(snapshot(model, optimizer))
+    assert_same_state(models[1], models[0])
+
+
+def test_nonfinite_gradients_are_skipped_as_the_optimizer_would(cpu):
+    model = tiny(np.float32)
+    optimizer = fastdl.optim.Adam(model.parameters(), lr=1e-2, skip_nonfinite=True)
+    step = compile_step(model, losses.mse, optimizer)
+    x, y = data(losses.mse, 8, 6, 3, np.float32)
+    model[2].weight.data[...] = 1e30  # finite outputs (softmax rows sum to 1) whose input gradients overflow
+    before = [p.data.copy() for p in model.parameters()]
+    with np.errstate(all="ignore"):
+        step(x, y)
+    assert optimizer.skipped_steps == 1 and optimizer.steps == 0
+    assert not np.isfinite(optimizer.last_grad_norm)
+    for p, old in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, old)
+
+
+@pytest.mark.parametrize("bad", ["nan_x", "wrong_width", "wrong_dtype", "label_range", "wrong_target_shape"])
+def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
+    model = mlp(np.float32)
+    optimizer = fastdl.optim.Adam(model.parameters())
+    loss = losses.mse if bad == "wrong_target_shape" else losses.softmax_cross_entropy
+    step = compile_step(model, loss, optimizer)
+    x, y = data(loss, 8, 6, 3, np.float32)
+    step(x, y)
+    before = snapshot(model, optimizer)
+    if bad == "nan_x":
+        x[1, 2] = np.nan
+    elif bad == "wrong_width":
+        x = x[:, :5]
+    elif bad == "wrong_dtype":
+        x = x.astype(np.float64)
+    elif bad == "label_range":
+        y[3] = 3
+    else:
+        y = y[:, :2]
+    error = TypeError if bad == "wrong_dtype" else ValueError
+    with pytest.raises(error, match="compile_step"):
+        step(x, y)
+    assert_same_state(snapshot(model, optimizer), before)
+
+
+def test_batch_of_one_with_batch_norm_raises_the_layer_error(cpu):
+    model = mlp(np.float32)
+    step = compile_step(model, losses.softmax_cross_entropy, fastdl.optim.SGD(model.parameters(), lr=0.1))
+    x, y = data(losses.softmax_cross_entropy, 1, 6, 3, np.float32)
+    with pytest.raises(ValueError, match="more than 1 sample"):
+        step(x, y)
+
+
+def test_unsupported_layer_falls_back_with_one_warning_and_same_results(cpu):
+    def build(dtype):
+        return fastdl.Sequential(fastdl.Dense(6, 4, seed=1), fastdl.PReLU(4), fastdl.Dense(4, 3, seed=2))
+
+    states = []
+    for compiled in (False, True):
+        model = build(np.float32)
+        optimizer = fastdl.optim.SGD(model.parameters(), lr=0.1)
+        if compiled:
+            with pytest.warns(CompileStepFallback, match=r"PReLU\(4\)"):
+                step = compile_step(model, losses.softmax_cross_entropy, optimizer)
+            assert not step.compiled
+        for index in range(3):
+            x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32, seed=index)
+            step(x, y) if compiled else layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+        states.append(snapshot(model, optimizer))
+    assert_same_state(states[1], states[0])
+
+
+def test_reference_backend_runs_the_layer_path_without_a_warning():
+    with fastdl.use_backend("numpy"):
+        model = tiny(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            step = compile_step(model, losses.softmax_cross_entropy, fastdl.optim.SGD(model.parameters(), lr=0.1))
+        assert not step.compiled and "numpy" in step.reason
+        x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32)
+        assert np.isfinite(step(x, y))
+
+
+def test_eval_mode_model_runs_the_layer_path(cpu):
+    model = mlp(np.float32)
+    optimizer = fastdl.optim.SGD(model.parameters(), lr=0.1)
+    step = compile_step(model, losses.softmax_cross_entropy, optimizer)
+    model.eval()
+    running = model[1].running_mean.copy()
+    step(*data(losses.softmax_cross_entropy, 8, 6, 3, np.float32))
+    np.testing.assert_array_equal(model[1].running_mean, running)  # eval: running statistics are used, not updated
+    assert optimizer.steps == 1
+
+
+def test_second_call_does_not_recompile_and_allocates_nothing_new(cpu):
+    import tracemalloc
+
+    model = mlp(np.float32)
+    step = compile_step(model, losses.softmax_cross_entropy, fastdl.optim.Adam(model.parameters()))
+    x, y = data(losses.softmax_cross_entropy, 16, 6, 3, np.float32)
+    step(x, y)
+    signatures = len(step._kernel.signatures)
+    tracemalloc.start()
+    step(x, y)
+    first, _ = tracemalloc.get_traced_memory()
+    for _ in range(20):
+        step(x, y)
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(step._kernel.signatures) == signatures  # earlier tests may have compiled float64 too
+    assert after - first < 4096  # no buffer per call (a few small Python objects at most)
+
+
+def test_a_second_process_loads_the_compiled_step_from_the_disk_cache(cpu, tmp_path):
+    script = (
+        "import numpy as np, fastdl\n"
+        "fastdl.set_backend('cpu')\n"
+        "model = fastdl.Sequential(fastdl.Dense(6, 5, activation='elu', seed=1), fastdl.Dense(5, 2, seed=2))\n"
+        "step = fastdl.compile_step(model, fastdl.losses.mse, fastdl.optim.SGD(model.parameters(), lr=0.1))\n"
+        "step(np.ones((4, 6), np.float32), np.zeros((4, 2), np.float32))\n"
+        "print(step._kernel.stats.cache_hits.__len__(), sum(step._kernel.stats.cache_misses.values()))\n"
+    )
+    env = {**__import__("os").environ, "FASTDL_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+            for _ in range(2)]
+    hits, misses = map(int, runs[1].stdout.split())
+    assert (hits, misses) == (1, 0), runs[1].stdout + runs[1].stderr
+    assert list(tmp_path.glob("steps/__pycache__/*.nbc"))
+
+
+def test_fit_uses_the_compiled_step(cpu, monkeypatch):
+    calls = []
+    original = fastdl.step.CompiledStep._compiled_path
+
+    def counting(self, x, y):
+        calls.append(len(x))
+        return original(self, x, y)
+
+    monkeypatch.setattr(fastdl.step.CompiledStep, "_compiled_path", counting)
+    model = tiny(np.float32)
+    x, y = data(losses.softmax_cross_entropy, 40, 6, 3, np.float32)
+    history = fastdl.fit(model, losses.softmax_cross_entropy, fastdl.optim.Adam(model.parameters(), lr=1e-2),
+                         (x, y), epochs=2, batch_size=16, progress=False, seed=0)
+    assert calls == [16, 16, 8] * 2
+    assert np.isfinite(history["loss"]).all() and len(history["accuracy"]) == 2
