@@ -39,7 +39,7 @@ LOSS_KERNELS = {
     fastdl_losses.binary_cross_entropy_with_logits: "bce",
 }
 
-LARGE = "large"  # marks a batch size the compiled step leaves to the layer path (see _build_arguments)
+LAYER_PATH = "layer path"  # marks a batch size the compiled step leaves to the layer path (see _build_arguments)
 
 # status codes the compiled step writes into status[0]
 DONE, SKIPPED, BAD_INPUT, BAD_TARGET, NONFINITE_OUTPUT, NONFINITE_BATCHNORM = 1, 0, -1, -2, -3, -4
@@ -130,13 +130,9 @@ class CompiledStep:
 
     def _fused_update_name(self):
         """The kernel the optimizer's update runs as, when it is one kernel over one flat buffer; else None."""
-        from .kernels.cpu.optim import PARALLEL_MIN_ELEMENTS
-
         groups = self.optimizer.groups
         if len(groups) != 1 or type(self.optimizer)._step_call is Optimizer._step_call:
             return None
-        if groups[0].size >= PARALLEL_MIN_ELEMENTS:
-            return None  # a large update runs faster on both cores, after the compiled forward and backward
         return self._next_step_call()[0]
 
     def _next_step_call(self):
@@ -190,7 +186,7 @@ class CompiledStep:
         arguments = self._arguments.get(x.shape[0])
         if arguments is None:
             arguments = self._arguments[x.shape[0]] = self._build_arguments(x.shape[0])
-        if arguments is LARGE:
+        if arguments is LAYER_PATH:
             return self._layer_path(x, y)
         counters, factors, hyper, status, tail = arguments
         # every random counter and running-statistics factor as the layers would set them for this step
@@ -246,18 +242,10 @@ class CompiledStep:
 
     # -- buffers ----------------------------------------------------------------------------------------------
     def _build_arguments(self, batch):
-        """The kernel's arguments for this batch size, or LARGE when a batch-norm or dropout tensor is big enough
-        that its parallel kernel (which compiled steps cannot call, see _generate) is worth running layer by layer."""
-        from .kernels.cpu.normalization import PARALLEL_MIN_ELEMENTS
-
-        width = self.layers[0].in_features
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                width = layer.out_features
-            elif isinstance(layer, (BatchNorm, Dropout)) and batch * width >= PARALLEL_MIN_ELEMENTS:
-                return LARGE
-            elif isinstance(layer, BatchNorm) and batch < 2:
-                return LARGE  # the layer path raises BatchNorm's own error (no variance of one sample)
+        """The kernel's arguments for this batch size, or LAYER_PATH for a batch of one with batch norm (the layer
+        path then raises BatchNorm's own error: one sample has no variance)."""
+        if batch < 2 and any(isinstance(layer, BatchNorm) for layer in self.layers):
+            return LAYER_PATH
         dtype = self.dtype
         tail = []
         width = self.layers[0].in_features
@@ -335,8 +323,10 @@ from fastdl.kernels.cpu import optim
 def _generate(layers, loss_kind, update):
     """Source of a module with ``training_step(x, y, counters, factors, hyper, status, *tail)``.
 
-    Only serial kernels appear here: Numba segfaults loading a cached function that calls a ``parallel=True``
-    one (tested with numba 0.68), so large batch norms and updates stay outside (see _build_arguments).
+    Only serial kernels appear here, whatever the size. Next to GEMMs that is faster anyway: a parallel update
+    wakes Numba's pool, whose threads then spin while the next GEMM wants the cores (784-1024-1024-10, batch
+    256: 24-30 ms per step with the parallel Adam, 17-22 ms serial, measured in turns). Also, Numba segfaults
+    loading a cached function that calls a ``parallel=True`` one (numba 0.68).
     """
     names, forward, backward = [], [], []
     h = "x"
