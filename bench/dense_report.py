@@ -11,52 +11,17 @@ import datetime
 import json
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import fastdl  # noqa: E402
+from fastdl.bench.timing import interleaved_rounds, medians, paired  # noqa: E402,F401 (re-exported)
 from shapes import DENSE_SHAPES, dense_case, gemm_flops  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-
-
-def interleaved_rounds(calls, rounds=9, seconds_per_call=0.1):
-    """Each callable's median time (us) in every round; the contenders take turns within a round.
-
-    The host is shared and drifts by 10% and more between seconds, so compare contenders with ``paired``:
-    the median over rounds of the ratio measured within each round, where both saw the same conditions.
-    """
-    per_round = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            # Let the pools of whatever ran before (BLAS, PyTorch's OpenMP) stop spinning: a pool still
-            # spinning on the other core halves the next library's GEMM on these 2 cores.
-            time.sleep(0.2)
-            for _ in range(3):
-                call()
-            samples, start = [], time.perf_counter()
-            while time.perf_counter() - start < seconds_per_call or len(samples) < 5:
-                t0 = time.perf_counter()
-                call()
-                samples.append(time.perf_counter() - t0)
-            per_round[name].append(statistics.median(samples) * 1e6)
-    return per_round
-
-
-def medians(per_round):
-    return {name: statistics.median(values) for name, values in per_round.items()}
-
-
-def paired(per_round, numerator, denominator):
-    """Median over rounds of numerator / denominator, each ratio taken within one round."""
-    if numerator not in per_round or denominator not in per_round:
-        return None
-    return statistics.median(a / b for a, b in zip(per_round[numerator], per_round[denominator]))
 
 
 def torch_calls(shape):

@@ -17,7 +17,8 @@ from numba import njit, prange
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import fastdl  # noqa: E402
-from dense_report import interleaved_rounds, medians, paired, torch_cells, write_results  # noqa: E402
+from dense_report import torch_cells, write_results  # noqa: E402
+from fastdl.bench.timing import interleaved_rounds, medians, paired  # noqa: E402
 
 SHAPES = [(1024, 1024), (4096, 512)]
 

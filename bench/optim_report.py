@@ -22,7 +22,8 @@ from numba import njit, prange
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import fastdl  # noqa: E402
-from dense_report import interleaved_rounds, medians, paired, write_results  # noqa: E402
+from dense_report import write_results  # noqa: E402
+from fastdl.bench.timing import interleaved_rounds, medians, paired  # noqa: E402
 from fastdl import optim  # noqa: E402
 
 TOTAL = 10_000_000

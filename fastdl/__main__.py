@@ -1,5 +1,5 @@
-"""Command line: ``fastdl train`` (the main job: an MLP on the digits shipped with fastdl) and ``fastdl demo``
-(a tiny network on two moons)."""
+"""Command line: ``fastdl train`` (the main job: an MLP on the digits shipped with fastdl), ``fastdl bench``
+(the benchmark suite, see ``fastdl.bench``) and ``fastdl demo`` (a tiny network on two moons)."""
 
 import argparse
 import sys
@@ -8,8 +8,18 @@ from . import backend, demo, train_digits
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench.runner import main as bench_main
+
+        try:
+            return bench_main(argv[1:])
+        except (RuntimeError, ValueError) as error:
+            print(f"fastdl: {error}", file=sys.stderr)
+            return 2
     parser = argparse.ArgumentParser(prog="fastdl", description="fastdl: fused deep-learning kernels")
     commands = parser.add_subparsers(dest="command")
+    commands.add_parser("bench", help="run the benchmark suite (fastdl bench --help for its options)")
     demo_parser = commands.add_parser("demo", help="train a tiny network on two moons and print the loss")
     demo_parser.add_argument("--backend", default=None, help="numpy, cpu (default) or gpu")
     demo_parser.add_argument("--steps", type=int, default=300)

@@ -1,0 +1,313 @@
+"""The benchmark cases: each op at sizes that matter, with the bytes or flops it must move.
+
+A case builds one callable per contender: ``build()`` runs fastdl on the active backend (the suite builds and
+calls it under each backend in turn), ``build_torch(device)`` the closest PyTorch equivalent, or None.
+Bytes count what the op must read and write (the write-allocate read not counted); flops count GEMM flops.
+GPU callables synchronize inside, so a time is the op's, not its launch's.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+import fastdl
+from fastdl import optim
+
+BANDWIDTH, GEMM = "GB/s", "GFLOP/s"
+
+
+@dataclass
+class Case:
+    op: str
+    size: str
+    unit: str  # BANDWIDTH or GEMM: which ceiling judges it
+    work: float  # bytes or flops per call
+    build: Callable[[], Callable[[], object]]
+    build_torch: Optional[Callable[[str], Callable[[], object]]] = None
+    quick: bool = False
+
+    @property
+    def name(self):
+        return f"{self.op} [{self.size}]"
+
+
+def _synchronized(call):
+    """The call, followed by a device synchronization when the active backend is the GPU."""
+    if fastdl.get_backend().name != "gpu":
+        return call
+    import cupy
+
+    stream = cupy.cuda.get_current_stream()
+
+    def run():
+        call()
+        stream.synchronize()
+    return run
+
+
+def _torch_synchronized(call, device):
+    if device != "cuda":
+        return call
+    import torch
+
+    def run():
+        call()
+        torch.cuda.synchronize()
+    return run
+
+
+def _random(shape, dtype=np.float32, seed=0):
+    return fastdl.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+
+# -- dense ----------------------------------------------------------------------------------------------------------
+TORCH_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "gelu": "gelu"}
+
+
+def dense_case(activation, shape, backward, quick):
+    batch, fan_in, fan_out = shape
+
+    def build():
+        layer = fastdl.Dense(fan_in, fan_out, activation=activation, seed=0)
+        x, grad = _random((batch, fan_in)), _random((batch, fan_out), seed=1)
+        if backward:
+            return _synchronized(lambda: (layer(x), layer.backward(grad)))
+        return _synchronized(lambda: layer(x))
+
+    def build_torch(device):
+        import torch
+
+        linear = torch.nn.Linear(fan_in, fan_out, device=device)
+        act = getattr(torch.nn.functional, TORCH_ACTIVATIONS[activation])
+        # requires_grad on x: PyTorch then computes dX too, as fastdl's backward does
+        x = torch.randn(batch, fan_in, device=device, requires_grad=backward)
+        grad = torch.randn(batch, fan_out, device=device)
+
+        def forward():
+            with torch.no_grad():
+                act(linear(x))
+
+        def forward_backward():
+            linear.zero_grad(set_to_none=False)
+            x.grad = None
+            act(linear(x)).backward(grad)
+        return _torch_synchronized(forward_backward if backward else forward, device)
+
+    op = f"dense {'fwd+bwd' if backward else 'fwd'} ({activation})"
+    flops = 2 * batch * fan_in * fan_out * (3 if backward else 1)
+    return Case(op, "x".join(map(str, shape)), GEMM, flops, build, build_torch, quick)
+
+
+# -- softmax cross-entropy ----------------------------------------------------------------------------------------
+def cross_entropy_case(rows, classes, quick):
+    def build():
+        logits = _random((rows, classes))
+        labels = fastdl.asarray(np.random.default_rng(1).integers(0, classes, rows))
+        grad = fastdl.get_backend().xp.empty_like(logits)
+        return _synchronized(lambda: fastdl.losses.softmax_cross_entropy(logits, labels, out=grad))
+
+    def build_torch(device):
+        import torch
+
+        logits = torch.randn(rows, classes, device=device, requires_grad=True)
+        labels = torch.randint(0, classes, (rows,), device=device)
+
+        def run():
+            logits.grad = None
+            torch.nn.functional.cross_entropy(logits, labels).backward()
+        return _torch_synchronized(run, device)
+
+    # reads the logits and labels, writes the gradient
+    return Case("softmax cross-entropy (loss + grad)", f"{rows}x{classes}", BANDWIDTH,
+                2 * 4 * rows * classes + 8 * rows, build, build_torch, quick)
+
+
+# -- batch norm ----------------------------------------------------------------------------------------------------
+def batchnorm_case(kind, shape, quick):
+    rows, features = shape
+
+    def build():
+        layer = fastdl.BatchNorm(features)
+        x, grad = _random(shape), _random(shape, seed=1)
+        if kind == "eval":
+            layer.eval()
+            return _synchronized(lambda: layer(x))
+        if kind == "backward":
+            layer(x)
+            return _synchronized(lambda: layer.backward(grad))
+        return _synchronized(lambda: layer(x))
+
+    def build_torch(device):
+        import torch
+
+        layer = torch.nn.BatchNorm1d(features, device=device)
+        x = torch.randn(*shape, device=device, requires_grad=kind == "backward")
+        grad = torch.randn(*shape, device=device)
+        if kind == "eval":
+            layer.eval()
+        if kind == "backward":
+            y = layer(x)
+
+            def backward():
+                y.backward(grad, retain_graph=True)
+            return _torch_synchronized(backward, device)
+
+        def forward():
+            with torch.no_grad():
+                layer(x)
+        return _torch_synchronized(forward, device)
+
+    arrays = 3 if kind == "backward" else 2  # backward reads x and dy, writes dx; forwards read x, write y
+    return Case(f"batch norm {kind}", f"{rows}x{features}", BANDWIDTH, arrays * 4 * rows * features, build,
+                build_torch, quick)
+
+
+# -- dropout -------------------------------------------------------------------------------------------------------
+def dropout_case(elements, quick):
+    shape = (elements // 1024, 1024) if elements >= 1024 else (1, elements)
+
+    def build():
+        layer = fastdl.Dropout(0.5, seed=0)
+        x = _random(shape)
+        return _synchronized(lambda: layer(x))
+
+    def build_torch(device):
+        import torch
+
+        x = torch.randn(*shape, device=device)
+
+        def run():
+            with torch.no_grad():
+                torch.nn.functional.dropout(x, 0.5, training=True)
+        return _torch_synchronized(run, device)
+
+    # reads x, writes y and a one-byte mask
+    return Case("dropout fwd (p=0.5)", f"{shape[0]}x{shape[1]}", BANDWIDTH, 9 * elements, build, build_torch, quick)
+
+
+# -- optimizers ----------------------------------------------------------------------------------------------------
+# name: (fastdl class and arguments, PyTorch class and arguments or None, bytes moved per float32 parameter)
+OPTIMIZERS = {
+    "SGD momentum": ((optim.SGD, dict(lr=0.01, momentum=0.9)), ("SGD", dict(lr=0.01, momentum=0.9)), 20),
+    "SGD Nesterov": ((optim.SGD, dict(lr=0.01, momentum=0.9, nesterov=True)),
+                     ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)), 20),
+    "Adagrad": ((optim.Adagrad, {}), ("Adagrad", {}), 20),
+    "RMSprop": ((optim.RMSprop, {}), ("RMSprop", {}), 20),
+    "Adam": ((optim.Adam, {}), ("Adam", {}), 28),
+    "Adam + clip": ((optim.Adam, dict(max_grad_norm=1.0)), ("Adam", {}), 32),  # + the norm pass reading g
+    "AdamW": ((optim.AdamW, {}), ("AdamW", {}), 28),
+    "LARS": ((optim.LARS, dict(lr=0.1)), None, 28),  # norm pass reads p, g; step reads p, g, b, writes p, b
+    "LAMB": ((optim.LAMB, {}), None, 40),  # moments read p, g, m, v, write m, v; apply reads p, m, v, writes p
+}
+# one big tensor (memory bound) and the many small tensors of a small MLP (per-call overhead dominates)
+LAYOUTS = {"1 x 10M": [(10_000_000,)],
+           "MLP 64-64-64-10": [(64, 64), (64,), (64, 64), (64,), (64, 10), (10,)]}
+FUSED = {"SGD", "Adagrad", "Adam", "AdamW"}  # PyTorch's fused=True exists for these; the others use foreach=True
+
+
+def optimizer_case(name, layout, quick):
+    (cls, kwargs), reference, bytes_per_parameter = OPTIMIZERS[name]
+    shapes = LAYOUTS[layout]
+    elements = sum(int(np.prod(shape)) for shape in shapes)
+
+    def build():
+        parameters = [fastdl.Parameter(_random(shape, seed=i) * 0.1) for i, shape in enumerate(shapes)]
+        optimizer = cls(parameters, **kwargs)
+        for i, parameter in enumerate(parameters):
+            parameter.grad = _random(shape=parameter.shape, seed=100 + i)
+        return _synchronized(optimizer.step)
+
+    def build_torch(device):
+        import torch
+
+        tensors = [(torch.randn(shape, device=device) * 0.1).requires_grad_(True) for shape in shapes]
+        for tensor in tensors:
+            tensor.grad = torch.randn(tensor.shape, device=device)
+        torch_name, torch_kwargs = reference
+        variant = {"fused": True} if torch_name in FUSED else {"foreach": True}
+        optimizer = getattr(torch.optim, torch_name)(tensors, **torch_kwargs, **variant)
+
+        def step():
+            if name.endswith("clip"):
+                torch.nn.utils.clip_grad_norm_(tensors, 1.0, foreach=True)
+            optimizer.step()
+        return _torch_synchronized(step, device)
+
+    return Case(f"optimizer {name}", layout, BANDWIDTH, bytes_per_parameter * elements, build,
+                build_torch if reference else None, quick)
+
+
+# -- whole training steps ----------------------------------------------------------------------------------------
+def mlp_step_case(sizes, batch, batchnorm, quick):
+    """One training step (forward, softmax cross-entropy, backward, Adam) of an MLP, via ``compile_step``."""
+
+    def build():
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            if batchnorm and not last:
+                layers += [fastdl.Dense(fan_in, fan_out, seed=i), fastdl.BatchNorm(fan_out, activation="relu")]
+            else:
+                layers.append(fastdl.Dense(fan_in, fan_out, activation="identity" if last else "relu", seed=i))
+        model = fastdl.Sequential(*layers)
+        step = fastdl.compile_step(model, fastdl.losses.softmax_cross_entropy, optim.Adam(model.parameters()),
+                                   quiet=True)
+        x = _random((batch, sizes[0]))
+        labels = fastdl.asarray(np.random.default_rng(1).integers(0, sizes[-1], batch))
+        return _synchronized(lambda: step(x, labels))
+
+    def build_torch(device):
+        import torch
+
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(torch.nn.Linear(fan_in, fan_out))
+            if i < len(sizes) - 2:
+                layers += ([torch.nn.BatchNorm1d(fan_out)] if batchnorm else []) + [torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), fused=True)
+        x = torch.randn(batch, sizes[0], device=device)
+        labels = torch.randint(0, sizes[-1], (batch,), device=device)
+
+        def step():
+            optimizer.zero_grad(set_to_none=False)
+            torch.nn.functional.cross_entropy(model(x), labels).backward()
+            optimizer.step()
+        return _torch_synchronized(step, device)
+
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    # forward, dW and dX GEMMs per layer; the first layer needs no dX
+    flops = sum(2 * batch * a * b * 3 for a, b in pairs) - 2 * batch * sizes[0] * sizes[1]
+    kind = "Dense+BN+ReLU" if batchnorm else "Dense+ReLU"
+    return Case(f"MLP train step ({kind}, Adam)", f"{'-'.join(map(str, sizes))}, batch {batch}", GEMM, flops, build,
+                build_torch, quick)
+
+
+def all_cases():
+    cases = []
+    for activation in ("relu", "tanh", "gelu"):
+        for shape in ((256, 1024, 1024), (32, 64, 64)):
+            for backward in (False, True):
+                cases.append(dense_case(activation, shape, backward, quick=activation == "relu"))
+    cases += [cross_entropy_case(32, 10, quick=True), cross_entropy_case(4096, 1000, quick=True)]
+    for kind in ("train forward", "backward", "eval"):
+        for shape in ((1024, 1024), (4096, 512), (32, 64)):
+            cases.append(batchnorm_case(kind, shape, quick=shape == (1024, 1024) or kind == "train forward"))
+    cases += [dropout_case(1 << 22, quick=True), dropout_case(2048, quick=False)]
+    for name in OPTIMIZERS:
+        for layout in LAYOUTS:
+            cases.append(optimizer_case(name, layout, quick=name in ("Adam", "SGD momentum")))
+    cases += [mlp_step_case([64, 64, 64, 10], 32, False, quick=True),
+              mlp_step_case([256, 256, 10], 128, False, quick=False),
+              mlp_step_case([784, 1024, 1024, 10], 256, False, quick=False),
+              mlp_step_case([64, 64, 64, 10], 32, True, quick=True),
+              mlp_step_case([784, 1024, 1024, 10], 256, True, quick=True)]
+    return cases
+
+
+def suite(name):
+    """The cases of the 'quick' or 'full' suite."""
+    if name not in ("quick", "full"):
+        raise ValueError(f"fastdl bench: suite must be 'quick' or 'full', got {name!r}")
+    return [case for case in all_cases() if name == "full" or case.quick]

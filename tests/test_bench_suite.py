@@ -1,0 +1,55 @@
+"""The benchmark suite runs: every case builds and runs on the CPU backend, and ``fastdl bench`` writes its
+table, JSON and plot (timings themselves are never asserted here; they live in bench/results)."""
+
+import json
+
+import pytest
+
+import fastdl
+from fastdl.__main__ import main as fastdl_main
+from fastdl.bench import cases, runner
+
+
+@pytest.mark.parametrize("case", cases.all_cases(), ids=lambda case: case.name)
+def test_every_case_runs_on_the_cpu_backend(case):
+    with fastdl.use_backend("cpu"):
+        call = case.build()
+        call()
+    assert case.work > 0 and case.unit in (cases.BANDWIDTH, cases.GEMM)
+
+
+def test_quick_suite_is_a_subset_with_every_op_family():
+    quick = cases.suite("quick")
+    families = {case.op.split(" ")[0] for case in quick}
+    assert {"dense", "softmax", "batch", "dropout", "optimizer", "MLP"} <= families
+    assert len(quick) < len(cases.suite("full"))
+    with pytest.raises(ValueError, match="quick"):
+        cases.suite("everything")
+
+
+def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
+    small = [cases.dense_case("relu", (8, 16, 16), True, quick=True), cases.optimizer_case("Adam", "MLP 64-64-64-10", True)]
+    monkeypatch.setattr(cases, "suite", lambda name: small)
+    monkeypatch.setitem(runner.SETTINGS, "quick", dict(rounds=2, seconds_per_call=0.001, pause=0.0))
+    monkeypatch.setattr(runner.ceilings, "cpu_ceilings", lambda quick: {
+        "copy_GBps": 40.0, "triad_GBps": 30.0, "bandwidth_GBps": 40.0, "stream_copy_GBps": 27.0, "gemm_GFLOPs": 100.0,
+        "stream_elements": 1, "gemm_side": 1})
+    assert fastdl_main(["bench", "--backend", "numpy,cpu", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "cpu-numpy-quick.json").read_text())
+    rows = report["results"]
+    assert [(r["op"], r["backend"]) for r in rows] == [(small[0].op, "numpy"), (small[0].op, "cpu"),
+                                                       (small[1].op, "numpy"), (small[1].op, "cpu")]
+    for row in rows:
+        assert row["rate"] == pytest.approx(
+            next(c.work for c in small if c.op == row["op"]) / row["us"] / 1e3)
+        assert row["of_ceiling"] == pytest.approx(row["rate"] / (100.0 if row["unit"] == "GFLOP/s" else 40.0))
+    assert all(r["vs_numpy"] > 0 for r in rows if r["backend"] == "cpu")
+    table = (tmp_path / "cpu-numpy-quick.md").read_text()
+    assert "| dense fwd+bwd (relu) | 8x16x16 | cpu |" in table and "copy 40.0 GB/s" in table
+    assert (tmp_path / "cpu-numpy-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_command_reports_an_unknown_backend(capsys):
+    assert fastdl_main(["bench", "--backend", "tpu"]) == 2
+    assert "tpu" in capsys.readouterr().err
