@@ -213,6 +213,9 @@ class _RandomCounter:
         self._counter = 0
 
 
+DROPOUT_STREAM = 0x5851F42D4C957F2D  # xor-ed into a Dense layer's seed for its dropout mask
+
+
 class Dense(Module, _RandomCounter):
     """y = act(x @ weight + bias), with the activation fused into the layer's kernels.
 
@@ -224,6 +227,10 @@ class Dense(Module, _RandomCounter):
         init: initializer name or function; default He (Kaiming) uniform for ReLU-like activations,
             Xavier (Glorot) uniform otherwise.
         seed: makes the initialization (and RReLU's draws) reproducible.
+        dropout: inverted dropout on the output in training, fused into the same pass as bias and activation
+            (forward) and activation gradient (backward). The mask is exactly the one
+            ``Dropout(p, seed=layer.dropout_seed)`` placed after the layer would draw, so both spellings train
+            identically; it is stored as bytes.
         dtype: "float32" or "float64".
 
     >>> layer = Dense(4, 3, activation="relu", seed=0)
@@ -231,7 +238,10 @@ class Dense(Module, _RandomCounter):
     """
 
     def __init__(self, in_features, out_features, activation="identity", bias=True, init=None, seed=None,
-                 dtype="float32"):
+                 dtype="float32", dropout=0.0):
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Dense: dropout must lie in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
         self.in_features = _checks.positive_int(in_features, "Dense", "in_features")
         self.out_features = _checks.positive_int(out_features, "Dense", "out_features")
         self.dtype = _checks.float_dtype(dtype, "Dense")
@@ -246,8 +256,14 @@ class Dense(Module, _RandomCounter):
         self._init_random(seed)
 
     @property
+    def dropout_seed(self):
+        """The seed of this layer's dropout mask: a stream apart from the activation's (RReLU) draws."""
+        return self.seed ^ DROPOUT_STREAM
+
+    @property
     def name(self):
-        return f"Dense({self.in_features}->{self.out_features}, {self.activation.name})"
+        dropout = f", dropout={self.dropout}" if self.dropout else ""
+        return f"Dense({self.in_features}->{self.out_features}, {self.activation.name}{dropout})"
 
     def forward(self, x):
         backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features, finite=True)
@@ -258,7 +274,18 @@ class Dense(Module, _RandomCounter):
             self._counter += 1
         code, params = self.activation.kernel_args(self.dtype, self.training)
         bias = self.bias.data if self.bias is not None else self._no_bias
-        backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, self._counter, z, y)
+        self._forward_dropout = self.training and self.dropout > 0
+        if self._forward_dropout:
+            # y is the dropped output; the activation's output a is kept for the backward (sigmoid' uses it)
+            a = self._workspace("a", y.shape, self.dtype)
+            z = z if self.activation.needs_preactivation else a
+            mask = self._workspace("mask", y.shape, np.uint8)
+            backend.kernels.dense_dropout_forward(x, self.weight.data, bias, code, params, self.seed, self._counter,
+                                                  self.dropout, self.dropout_seed, z, a, mask, y)
+            self._forward_a = a
+        else:
+            backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, self._counter, z, y)
+            self._forward_a = y
         self._forward_input, self._forward_z, self._forward_y = x, z, y
         self._forward_training = self.training
         return y
@@ -270,13 +297,20 @@ class Dense(Module, _RandomCounter):
         grad_x = self._workspace("grad_x", x.shape, self.dtype) if input_grad else None
         code, params = self.activation.kernel_args(self.dtype, self._forward_training)
         grad_bias = self.bias.grad if self.bias is not None else self._no_bias
-        get_backend().kernels.dense_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_y, code,
-                                             params, self.seed, self._counter, grad_z, self.weight.grad, grad_bias,
-                                             grad_x, accumulate)
+        kernels = get_backend().kernels
+        if self._forward_dropout:
+            kernels.dense_dropout_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_a,
+                                           self._buffers["mask"], self.dropout, code, params, self.seed, self._counter,
+                                           grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
+        else:
+            kernels.dense_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_y, code, params,
+                                   self.seed, self._counter, grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
         return grad_x
 
     def __repr__(self):
-        return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, bias={self.bias is not None})"
+        dropout = f", dropout={self.dropout}" if self.dropout else ""
+        return (f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, "
+                f"bias={self.bias is not None}{dropout})")
 
 
 class Activation(Module, _RandomCounter):

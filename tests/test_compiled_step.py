@@ -80,7 +80,7 @@ def mlp(dtype):
         fastdl.Dense(6, 8, activation="relu", seed=1, dtype=dtype),
         fastdl.BatchNorm(8, activation="tanh", dtype=dtype),
         fastdl.Dropout(0.25, seed=7),
-        fastdl.Dense(8, 8, activation="gelu", seed=2, dtype=dtype, bias=False),
+        fastdl.Dense(8, 8, activation="gelu", seed=2, dtype=dtype, bias=False, dropout=0.3),
         fastdl.Activation("rrelu", seed=3),
         fastdl.BatchNorm(8, momentum=None, affine=False, dtype=dtype),
         fastdl.Dense(8, 3, seed=4, dtype=dtype),

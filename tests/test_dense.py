@@ -166,3 +166,45 @@ def test_cpu_kernels_do_not_recompile_on_second_call():
             layer.backward(np.ones((3, 4), np.float32))
             fastdl.losses.softmax_cross_entropy(layer._forward_y, np.zeros(3, np.int64), label_smoothing=0.1)
         assert [len(k.signatures) for k in kernels] == counts
+
+
+# -- fused dropout ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "gelu", "rrelu"])
+def test_dense_dropout_is_exactly_dense_then_dropout(backend, dtype, activation):
+    """The fused layer draws the very mask a Dropout(p, seed=layer.dropout_seed) after it would, step after step."""
+    rng = np.random.default_rng(0)
+    fused = fastdl.Dense(7, 33, activation=activation, seed=4, dtype=dtype, dropout=0.3)
+    plain = fastdl.Dense(7, 33, activation=activation, seed=4, dtype=dtype)
+    separate = fastdl.Sequential(plain, fastdl.Dropout(0.3, seed=fused.dropout_seed))
+    for step in range(3):
+        x = fastdl.asarray(rng.standard_normal((9, 7)).astype(dtype))
+        grad = fastdl.asarray(rng.standard_normal((9, 33)).astype(dtype))
+        y_fused, y_separate = fused(x), separate(x)
+        np.testing.assert_array_equal(fastdl.to_numpy(y_fused), fastdl.to_numpy(y_separate))
+        np.testing.assert_array_equal(fastdl.to_numpy(fused._buffers["mask"]), fastdl.to_numpy(separate[1].mask))
+        dx_fused, dx_separate = fused.backward(grad), separate.backward(grad)
+        assert_close(dx_fused, fastdl.to_numpy(dx_separate), dtype)
+        assert_close(fused.weight.grad, fastdl.to_numpy(plain.weight.grad), dtype)
+        assert_close(fused.bias.grad, fastdl.to_numpy(plain.bias.grad), dtype)
+    dropped = float((fastdl.to_numpy(fused._buffers["mask"]) == 0).mean())
+    assert 0.1 < dropped < 0.6  # some dropped, some kept (the exact rate is Dropout's own statistical test)
+
+
+def test_dense_dropout_gradcheck(backend):
+    layer = fastdl.Dense(4, 6, activation="tanh", seed=1, dtype="float64", dropout=0.5)
+    assert fastdl.testing.gradcheck(layer, fastdl.asarray(np.random.default_rng(2).standard_normal((5, 4))))
+    assert (fastdl.to_numpy(layer._buffers["mask"]) == 0).any()  # the check went through dropped elements
+
+
+def test_dense_dropout_is_the_identity_in_eval(backend):
+    layer = fastdl.Dense(4, 6, seed=1, dropout=0.5)
+    reference = fastdl.Dense(4, 6, seed=1)
+    x = fastdl.asarray(np.ones((3, 4), np.float32))
+    layer.eval()
+    np.testing.assert_array_equal(fastdl.to_numpy(layer(x)), fastdl.to_numpy(reference(x)))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, True, "0.5"])
+def test_dense_dropout_out_of_range_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match=r"Dense: dropout must lie in \[0, 1\)"):
+        fastdl.Dense(4, 6, dropout=bad)

@@ -4,7 +4,15 @@ from .cache_guard import clear_if_sources_changed
 
 clear_if_sources_changed()
 
-from .dense import activation_backward, activation_forward, all_finite, dense_backward, dense_forward
+from .dense import (
+    activation_backward,
+    activation_forward,
+    all_finite,
+    dense_backward,
+    dense_dropout_backward,
+    dense_dropout_forward,
+    dense_forward,
+)
 from .learnable import (
     apl_backward,
     apl_forward,

@@ -13,7 +13,22 @@ Why the element-wise passes are serial: they sit between GEMMs, and on the CPU a
 import numpy as np
 from numba import njit
 
-from .activations import activate_row_in_place, activation_grad_row_call, activation_grad_row_in_place
+from .activations import activate_row_in_place, activation_grad_row_call
+from .counter_rng import uniform
+
+
+@njit(inline="always")
+def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save_z, y_out, copy_source):
+    columns = source.shape[1]
+    y_row = y_out[i]
+    if copy_source:
+        y_row[:] = source[i]
+    if bias.shape[0] > 0:
+        for j in range(columns):
+            y_row[j] += bias[j]
+    if save_z:
+        z_out[i][:] = y_row
+    activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
 
 
 @njit(cache=True)
@@ -25,21 +40,26 @@ def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_ou
     256x1024 ReLU), so the row is first brought into the output while it sits in L1. ``copy_source`` is False
     when ``source`` already is the output (the dense forward, after its GEMM).
     """
-    rows, columns = source.shape
-    has_bias = bias.shape[0] > 0
-    p0 = params[0]
-    p1 = params[1]
+    for i in range(source.shape[0]):
+        _bias_activate_row(i, source, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out,
+                           copy_source)
+
+
+@njit(cache=True)
+def activate_dropout_rows(a_out, bias, code, params, seed, counter, z_out, save_z, p, scale, dropout_seed, mask_out,
+                          y_out):
+    """a_out = act(a_out + bias), then y_out = a_out * scale where the mask keeps, row by row while the row is
+    in L1: the mask and values are exactly those of a Dropout layer with seed ``dropout_seed`` (same counter)."""
+    rows, columns = a_out.shape
     for i in range(rows):
-        source_row = source[i]
+        _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False)
+        a_row = a_out[i]
+        mask_row = mask_out[i]
         y_row = y_out[i]
-        if copy_source:
-            y_row[:] = source_row
-        if has_bias:
-            for j in range(columns):
-                y_row[j] += bias[j]
-        if save_z:
-            z_out[i][:] = y_row
-        activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
+        for j in range(columns):
+            keep = uniform(dropout_seed, counter, np.uint64(i * columns + j)) >= p
+            mask_row[j] = keep
+            y_row[j] = a_row[j] * scale if keep else 0
 
 
 @njit(cache=True)
@@ -56,6 +76,29 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
         if has_bias:
             for j in range(columns):
                 grad_bias[j] += grad_z[i, j]
+
+
+@njit(cache=True)
+def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, counter, grad_z, grad_bias,
+                                 accumulate_bias):
+    """grad_z = (grad_y * mask * scale) * act'(z) and grad_bias (+)= its column sums, in one pass."""
+    rows, columns = grad_y.shape
+    has_bias = grad_bias.shape[0] > 0
+    p0 = params[0]
+    p1 = params[1]
+    if has_bias and not accumulate_bias:
+        grad_bias[:] = 0
+    for i in range(rows):
+        out = grad_z[i]
+        grad_row = grad_y[i]
+        mask_row = mask[i]
+        for j in range(columns):
+            out[j] = grad_row[j] * scale if mask_row[j] else 0
+        # element-wise in one row, so reading and writing the same row as grad_y and grad_z is safe
+        activation_grad_row_call(code, out, z[i], a[i], out, p0, p1, seed, counter, i * columns)
+        if has_bias:
+            for j in range(columns):
+                grad_bias[j] += out[j]
 
 
 @njit(cache=True)
@@ -92,10 +135,28 @@ def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
                   y_out, False)
 
 
+def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
+                          y_out):
+    np.matmul(x, weight, out=a_out)
+    activate_dropout_rows(a_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
+                          float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, y_out)
+
+
+def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
+                           grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    dropout_activation_grad_rows(grad_y, mask, grad_y.dtype.type(1.0 / (1.0 - p)), z, a, code, params,
+                                 np.uint64(seed), np.uint64(counter), grad_z_work, grad_bias, accumulate)
+    _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
+
+
 def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
                    grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     activation_grad_rows(grad_y, z, y, code, params, np.uint64(seed), np.uint64(counter), grad_z_work,
                          grad_bias, accumulate)
+    _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
+
+
+def _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate):
     if accumulate:
         grad_weight += x.T @ grad_z_work  # the rarer path: one temporary, the default path allocates nothing
     else:

@@ -1,6 +1,14 @@
 """The numpy reference backend: every kernel written straight from its formula."""
 
-from .dense import activation_backward, activation_forward, all_finite, dense_backward, dense_forward
+from .dense import (
+    activation_backward,
+    activation_forward,
+    all_finite,
+    dense_backward,
+    dense_dropout_backward,
+    dense_dropout_forward,
+    dense_forward,
+)
 from .learnable import (
     apl_backward,
     apl_forward,
