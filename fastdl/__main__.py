@@ -32,13 +32,15 @@ def main(argv=None):
     train_parser.add_argument("--hidden", type=int, default=128)
     train_parser.add_argument("--seed", type=int, default=0)
     train_parser.add_argument("--out", default="fastdl-digits", help="folder for the checkpoint and the plot")
+    train_parser.add_argument("--distributed", action="store_true",
+                              help="data-parallel over the ranks of mpirun (mpirun -n 2 fastdl train --distributed)")
     args = parser.parse_args(argv)
     try:
         if getattr(args, "backend", None):
             backend.set_backend(args.backend)
         if args.command == "train":
             train_digits.train(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                               hidden=args.hidden, seed=args.seed, out=args.out)
+                               hidden=args.hidden, seed=args.seed, out=args.out, distributed=args.distributed)
         else:
             demo.main(steps=getattr(args, "steps", 300))
     except (RuntimeError, ValueError) as error:

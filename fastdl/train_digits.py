@@ -22,6 +22,10 @@ from .training import EarlyStopping, evaluate, fit
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "lamb": LAMB}
 
 
+def _silent(*args, **kwargs):
+    pass
+
+
 def build_model(hidden, seed, dropout=0.2, inputs=64, classes=10):
     return Sequential(
         Dense(inputs, hidden, seed=seed), BatchNorm(hidden, activation="relu"), Dropout(dropout, seed=seed + 1),
@@ -39,9 +43,16 @@ def make_optimizer(name, parameters, lr):
 
 
 def train(epochs=40, batch_size=32, optimizer="adam", lr=3e-3, hidden=128, seed=0, out="fastdl-digits",
-          progress=True, log=print):
-    """Train and report; returns (test accuracy, History)."""
+          progress=True, log=print, distributed=False):
+    """Train and report; returns (test accuracy, History). ``distributed``: data-parallel over the ranks of
+    mpirun (``batch_size`` per rank); only rank 0 logs and writes files."""
     started = time.perf_counter()
+    if distributed:
+        from . import distributed as dist
+
+        dist.init()
+        if not dist.is_main():
+            log = _silent
     (x_train, y_train), (x_test, y_test) = load_digits()
     # the last 15% of a fixed permutation of the training images watch over early stopping
     order = np.random.default_rng(seed).permutation(len(x_train))
@@ -57,7 +68,8 @@ def train(epochs=40, batch_size=32, optimizer="adam", lr=3e-3, hidden=128, seed=
                                      after=lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=max(1, epochs - warmup)))
     history = fit(model, losses.softmax_cross_entropy, opt, train=(x_train[train_part], y_train[train_part]),
                   val=(x_train[val_part], y_train[val_part]), epochs=epochs, batch_size=batch_size,
-                  scheduler=schedule, early_stopping=EarlyStopping(patience=10), progress=progress, seed=seed)
+                  scheduler=schedule, early_stopping=EarlyStopping(patience=10), progress=progress, seed=seed,
+                  distributed=distributed)
     test = evaluate(model, x_test, y_test)
     seconds = time.perf_counter() - started
     # the median epoch: the first one also pays the kernels' JIT compilation on a fresh install
@@ -66,6 +78,8 @@ def train(epochs=40, batch_size=32, optimizer="adam", lr=3e-3, hidden=128, seed=
         f"{' (early stop, best epoch ' + str(history.best_epoch) + ')' if history.stopped_early else ''}; "
         f"training throughput {throughput:,.0f} samples/s (median epoch); {seconds:.1f} s in all, JIT compilation "
         "included")
+    if log is _silent:
+        return test["accuracy"], history
     os.makedirs(out, exist_ok=True)
     checkpoint = os.path.join(out, "checkpoint.npz")
     save(checkpoint, model, opt, extra={"test_accuracy": test["accuracy"], "epochs": len(history)})

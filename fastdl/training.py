@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from . import losses as fastdl_losses
 from .backend import asarray, to_numpy
 from .checkpoint import _umask
@@ -141,8 +143,25 @@ class _Progress:
         self.stream.flush()
 
 
+class _DistributedStep:
+    """Forward, loss, backward with the gradients all-reduced as the backward goes, update: the layer path
+    (the all-reduce must sit between backward and update, which a compiled step cannot leave)."""
+
+    def __init__(self, model, loss, optimizer):
+        self.model, self.loss, self.optimizer, self.outputs = model, loss, optimizer, None
+
+    def __call__(self, x, y):
+        from . import distributed
+
+        self.outputs = self.model(x)
+        value, grad = self.loss(self.outputs, y)
+        distributed.backward_and_allreduce(self.model, grad, self.optimizer)
+        self.optimizer.step()
+        return float(value)
+
+
 def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, scheduler=None, early_stopping=None,
-        callbacks=None, progress=True, seed=None):
+        callbacks=None, progress=True, seed=None, distributed=False):
     """Train ``model`` on ``train=(x, y)`` with mini-batches; returns a ``History``.
 
     Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,
@@ -151,12 +170,28 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     ``early_stopping`` on the validation loss (restoring the best weights at the end) and each callback as
     ``callback(record, model)``; a callback returning True stops training. Records hold loss, accuracy (softmax
     cross-entropy), val_loss, val_accuracy, seconds and samples_per_second per epoch.
+
+    ``distributed=True`` (inside ``mpirun``, see ``fastdl.distributed``): rank 0's weights, optimizer state and
+    seed go to every rank, each rank trains on its share of every global batch of ``batch_size * world_size``,
+    gradients are averaged over the ranks after each backward (overlapping it), and the records hold the
+    global loss and accuracy; only rank 0 shows progress.
     """
     x, y = train
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
-    loader = batches(x, y, batch_size, shuffle=True, seed=seed)
-    step = compile_step(model, loss, optimizer)  # one compiled call per batch where the model allows it
+    if distributed:
+        from . import distributed as dist
+
+        dist.init()
+        seed = dist.broadcast_object(np.random.SeedSequence(seed).entropy if seed is None else seed)
+        dist.broadcast_parameters(model)
+        dist.broadcast_optimizer_state(optimizer)
+        loader = batches(x, y, batch_size, shuffle=True, seed=seed, rank=dist.rank(), world_size=dist.world_size())
+        step = _DistributedStep(model, loss, optimizer)
+        progress = progress and dist.is_main()
+    else:
+        loader = batches(x, y, batch_size, shuffle=True, seed=seed)
+        step = compile_step(model, loss, optimizer)  # one compiled call per batch where the model allows it
     bar = _Progress(progress)
     history = History()
     model.train()
@@ -171,6 +206,8 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
             seen += len(yb)
             bar.batch(epoch, epochs, done, len(loader), total_loss / seen)
         seconds = time.perf_counter() - start
+        if distributed:  # the epoch's totals over every rank
+            total_loss, correct, seen = dist.sum_over_ranks([total_loss, correct, seen])
         record = {"epoch": epoch, "loss": total_loss / seen, "lr": optimizer.lr, "seconds": seconds,
                   "samples_per_second": seen / seconds}
         if _is_classification(loss):

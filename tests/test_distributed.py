@@ -1,0 +1,192 @@
+"""Data-parallel training over MPI, with the ranks as processes on this machine (``mpiexec -n 2``).
+
+The reference for every comparison is one process training on the concatenated batch: with the gradients
+averaged over 2 ranks of batch B, the parameters must match one rank at batch 2B to rounding.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastdl
+
+pytest.importorskip("mpi4py", reason="MPI tests need mpi4py and an MPI library (pip install 'fastdl[mpi]')")
+
+
+def _mpiexec():
+    beside_python = pathlib.Path(sys.executable).parent / "mpiexec"
+    return str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install 'fastdl[mpi]')")
+
+COMMON = """
+import sys
+import numpy as np
+import fastdl
+from fastdl import distributed as dist
+
+def build(seed=0):
+    return fastdl.Sequential(fastdl.Dense(5, 7, activation="tanh", seed=seed, dtype="float64"),
+                             fastdl.Dense(7, 3, seed=seed + 1, dtype="float64"))
+
+def make_optimizer(name, parameters):
+    if name == "sgd":
+        return fastdl.optim.SGD(parameters, lr=0.1, momentum=0.9)
+    if name == "sgd_clipped":
+        return fastdl.optim.SGD(parameters, lr=0.1, momentum=0.9, max_grad_norm=0.05)
+    if name == "adam":
+        return fastdl.optim.Adam(parameters, lr=0.01)
+    return fastdl.optim.Adam(parameters, lr=0.01, max_grad_norm=0.05)
+
+def data(step, batch):
+    rng = np.random.default_rng(step)
+    return rng.standard_normal((batch, 5)), rng.integers(0, 3, batch)
+"""
+
+
+def run_ranks(tmp_path, body, ranks=2, timeout=240):
+    script = tmp_path / "job.py"
+    script.write_text(COMMON + textwrap.dedent(body))
+    env = {**os.environ, "FASTDL_BACKEND": "cpu"}
+    return subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(script), str(tmp_path)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def single_process(optimizer_name, steps=3, batch=8):
+    with fastdl.use_backend("cpu"):
+        model = fastdl.Sequential(fastdl.Dense(5, 7, activation="tanh", seed=0, dtype="float64"),
+                                  fastdl.Dense(7, 3, seed=1, dtype="float64"))
+        optimizer = {"sgd": lambda p: fastdl.optim.SGD(p, lr=0.1, momentum=0.9),
+                     "sgd_clipped": lambda p: fastdl.optim.SGD(p, lr=0.1, momentum=0.9, max_grad_norm=0.05),
+                     "adam": lambda p: fastdl.optim.Adam(p, lr=0.01),
+                     "adam_clipped": lambda p: fastdl.optim.Adam(p, lr=0.01, max_grad_norm=0.05)}[optimizer_name](
+            model.parameters())
+        for step in range(steps):
+            rng = np.random.default_rng(step)
+            x, y = rng.standard_normal((batch, 5)), rng.integers(0, 3, batch)
+            value, grad = fastdl.losses.softmax_cross_entropy(model(x), y)
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+        return [p.data.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["allreduce_after", "overlapping_backward"])
+def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path, overlap):
+    body = f"""
+    dist.init()
+    rank, size = dist.rank(), dist.world_size()
+    results = {{}}
+    for name in ("sgd", "sgd_clipped", "adam", "adam_clipped"):
+        model = build(seed=rank * 10)  # different initial weights on purpose: the broadcast must fix them
+        optimizer = make_optimizer(name, model.parameters())
+        dist.broadcast_parameters(model)
+        for step in range(3):
+            x, y = data(step, 8)
+            share = slice(rank * 4, (rank + 1) * 4)
+            value, grad = fastdl.losses.softmax_cross_entropy(model(x[share]), y[share])
+            if {overlap}:
+                dist.backward_and_allreduce(model, grad, optimizer)
+            else:
+                model.backward(grad, input_grad=False)
+                dist.allreduce_gradients(optimizer)
+            optimizer.step()
+        for i, p in enumerate(model.parameters()):
+            results[f"{{name}}.{{i}}"] = p.data
+    np.savez(f"{{sys.argv[1]}}/rank{{rank}}.npz", **results)
+    """
+    done = run_ranks(tmp_path, body)
+    assert done.returncode == 0, done.stderr
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    for name in ("sgd", "sgd_clipped", "adam", "adam_clipped"):
+        expected = single_process(name)
+        for i, reference in enumerate(expected):
+            for result in ranks:
+                np.testing.assert_allclose(result[f"{name}.{i}"], reference, rtol=1e-12, atol=1e-13,
+                                           err_msg=f"{name} parameter {i}")
+
+
+def test_distributed_fit_matches_single_process_fit_on_the_global_batch(tmp_path):
+    body = """
+    x = np.random.default_rng(5).standard_normal((40, 5))
+    y = np.random.default_rng(6).integers(0, 3, 40)
+    model = build()
+    optimizer = fastdl.optim.Adam(model.parameters(), lr=0.01)
+    history = fastdl.fit(model, fastdl.losses.softmax_cross_entropy, optimizer, (x, y), epochs=2, batch_size=4,
+                         seed=3, distributed=True, progress=False)
+    np.savez(f"{sys.argv[1]}/rank{dist.rank()}.npz", *[p.data for p in model.parameters()],
+             loss=np.array(history["loss"]))
+    """
+    done = run_ranks(tmp_path, body)
+    assert done.returncode == 0, done.stderr
+    with fastdl.use_backend("cpu"):
+        x = np.random.default_rng(5).standard_normal((40, 5))
+        y = np.random.default_rng(6).integers(0, 3, 40)
+        model = fastdl.Sequential(fastdl.Dense(5, 7, activation="tanh", seed=0, dtype="float64"),
+                                  fastdl.Dense(7, 3, seed=1, dtype="float64"))
+        history = fastdl.fit(model, fastdl.losses.softmax_cross_entropy,
+                             fastdl.optim.Adam(model.parameters(), lr=0.01), (x, y), epochs=2, batch_size=8, seed=3,
+                             progress=False)
+    for rank in range(2):
+        result = np.load(tmp_path / f"rank{rank}.npz")
+        for i, p in enumerate(model.parameters()):
+            np.testing.assert_allclose(result[f"arr_{i}"], p.data, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-12)
+
+
+def test_a_model_that_differs_between_ranks_is_a_clear_error_not_a_hang(tmp_path):
+    body = """
+    dist.init()
+    model = build() if dist.rank() == 0 else fastdl.Sequential(fastdl.Dense(5, 9, seed=0, dtype="float64"))
+    optimizer = make_optimizer("sgd", model.parameters())
+    dist.allreduce_gradients(optimizer)
+    """
+    done = run_ranks(tmp_path, body, timeout=120)
+    assert done.returncode != 0
+    assert "gradient buffer 0 differs between ranks (rank 0: 66 x float64, rank 1: 54 x float64)" in done.stderr
+
+
+def test_a_rank_that_fails_ends_the_job_instead_of_leaving_the_others_waiting(tmp_path):
+    body = """
+    dist.init()
+    model = build()
+    optimizer = make_optimizer("sgd", model.parameters())
+    if dist.rank() == 1:
+        raise RuntimeError("rank 1 lost its data")
+    dist.allreduce_gradients(optimizer)  # rank 0 would wait here forever without the abort
+    """
+    done = run_ranks(tmp_path, body, timeout=120)
+    assert done.returncode != 0
+    assert "rank 1 lost its data" in done.stderr
+
+
+def test_batches_give_each_rank_its_share_of_every_global_batch():
+    x = np.arange(22)[:, None].astype(np.float32)
+    y = np.arange(22)
+    single = [yb.copy() for _, yb in fastdl.data.batches(x, y, 6, seed=1)]
+    shards = [[yb.copy() for _, yb in fastdl.data.batches(x, y, 3, seed=1, rank=r, world_size=2)] for r in range(2)]
+    assert len(fastdl.data.batches(x, y, 3, seed=1, rank=0, world_size=2)) == len(shards[0]) == 4
+    for whole, first, second in zip(single, *shards):
+        np.testing.assert_array_equal(np.concatenate([first, second]), whole[:2 * len(first)])
+    assert [len(s) for s in shards[0]] == [3, 3, 3, 2]  # the last global batch of 4 splits 2 + 2
+    with pytest.raises(ValueError, match="same seed"):
+        fastdl.data.batches(x, y, 3, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"rank must lie in \[0, 2\)"):
+        fastdl.data.batches(x, y, 3, seed=0, rank=2, world_size=2)
+
+
+def test_functions_need_init_first():
+    from fastdl import distributed
+
+    if distributed._state["context"] is not None:
+        pytest.skip("this process already joined an MPI job")
+    with pytest.raises(RuntimeError, match="init"):
+        distributed.allreduce_gradients(fastdl.optim.SGD(fastdl.Dense(2, 2).parameters(), lr=0.1))
+    assert distributed.rank() == 0 and distributed.world_size() == 1 and distributed.is_main()
