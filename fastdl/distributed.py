@@ -253,6 +253,18 @@ def sum_over_ranks(values):
     return [float(v) for v in _context().comm.allreduce(np.asarray(values, dtype=np.float64), op=_mpi().SUM)]
 
 
+def gather_objects(value):
+    """[value of rank 0, value of rank 1, ...] on every rank (small Python values, e.g. batch statistics)."""
+    return _context().comm.allgather(value)
+
+
+def sum_arrays(array):
+    """Element-wise sum of a small float64 host array over every rank (a new array)."""
+    total = np.array(array, dtype=np.float64)
+    _context().comm.Allreduce(_mpi().IN_PLACE, total, op=_mpi().SUM)
+    return total
+
+
 def broadcast_object(value, root=0):
     """A small Python value from rank ``root`` (e.g. a seed) to every rank."""
     return _context().comm.bcast(value, root=root)

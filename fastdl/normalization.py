@@ -6,6 +6,7 @@ from . import _checks
 from .activations import resolve
 from .backend import get_backend
 from .kernels import activation_table as table
+from .backend import to_numpy as to_host
 from .layers import Module, Parameter, _RandomCounter
 
 
@@ -21,7 +22,14 @@ class BatchNorm(Module, _RandomCounter):
 
     Args: num_features (C), eps, momentum, affine (learn weight and bias; else 1 and 0),
     track_running_stats (else batch statistics are used in eval too), activation (any element-wise name of
-    the registry, applied in the same pass), dtype.
+    the registry, applied in the same pass), dtype, sync.
+
+    Data-parallel training (``fastdl.distributed``): by default each rank normalizes with its own batch's
+    statistics, as PyTorch's ``BatchNorm1d``. ``sync=True`` normalizes with the statistics of the global batch
+    (the per-feature counts, means and squared deviations of every rank, combined in rank order with Chan's
+    formula, in float64), and its backward all-reduces the two per-feature sums, so N ranks at batch B train
+    exactly like one process at batch N*B. That path runs the formulas with numpy temporaries (one small
+    collective each way), not the fused kernels; outside a distributed job ``sync`` changes nothing.
 
     >>> bn = BatchNorm(4, activation="relu")
     >>> y = bn(np.random.rand(8, 4).astype(np.float32))
@@ -30,7 +38,8 @@ class BatchNorm(Module, _RandomCounter):
     state_buffers = ("running_mean", "running_var", "num_batches_tracked")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 activation="identity", dtype="float32", seed=None):
+                 activation="identity", dtype="float32", seed=None, sync=False):
+        self.sync = bool(sync)
         self.num_features = _checks.positive_int(num_features, "BatchNorm", "num_features")
         self.dtype = _checks.float_dtype(dtype, "BatchNorm")
         if not eps > 0:
@@ -61,7 +70,17 @@ class BatchNorm(Module, _RandomCounter):
             return self.weight.data, self.bias.data
         return self._weight_constant, self._bias_constant
 
+    def _synchronized(self):
+        if not (self.sync and self.training):
+            return False
+        from . import distributed
+
+        return distributed.world_size() > 1
+
     def forward(self, x):
+        if self._synchronized():
+            return self._forward_synchronized(x)
+        self._forward_sync = False
         batch_statistics = self.training or not self.track_running_stats
         # With batch statistics the kernel's sums detect NaN/Inf for free (no separate pass over x).
         backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features,
@@ -106,7 +125,65 @@ class BatchNorm(Module, _RandomCounter):
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
         return y
 
+    def _forward_synchronized(self, x):
+        from . import distributed
+
+        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features, finite=True)
+        xp = backend.xp
+        x = xp.ascontiguousarray(x)
+        x64 = x.astype(np.float64)
+        local_mean = x64.mean(axis=0)
+        parts = distributed.gather_objects((x.shape[0], to_host(local_mean), to_host(((x64 - local_mean) ** 2).sum(axis=0))))
+        count, mean, squares = parts[0]
+        for other_count, other_mean, other_squares in parts[1:]:  # Chan et al.: merge (n, mean, M2) pairwise
+            total = count + other_count
+            delta = other_mean - mean
+            mean = mean + delta * (other_count / total)
+            squares = squares + other_squares + delta ** 2 * (count * other_count / total)
+            count = total
+        if count < 2:
+            raise ValueError(f"{self.name}: training needs more than 1 sample over all ranks, got {count}")
+        mean, variance = xp.asarray(mean), xp.asarray(squares / count)
+        inv_std = 1.0 / xp.sqrt(variance + self.eps)
+        weight, bias = self._affine()
+        x_hat = (x64 - mean) * inv_std
+        z = (x_hat * weight + bias).astype(self.dtype)
+        y = self._workspace("y", x.shape, self.dtype)
+        self._counter += 1
+        code, params = self.activation.kernel_args(self.dtype, True)
+        backend.kernels.activation_forward(z, code, params, self.seed, self._counter, y)
+        if self.track_running_stats:
+            factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
+            self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
+            self.running_var[...] = (1 - factor) * self.running_var + factor * (squares / (count - 1))
+            self.num_batches_tracked += 1
+        self._forward_input, self._forward_y, self._forward_training = x, y, True
+        self._forward_sync, self._sync_saved = True, (x_hat, z, inv_std, count)
+        return y
+
+    def _backward_synchronized(self, grad_out, accumulate):
+        from . import distributed
+
+        x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
+        x_hat, z, inv_std, count = self._sync_saved
+        xp = get_backend().xp
+        code, params = self.activation.kernel_args(self.dtype, True)
+        grad_z = xp.empty_like(z)
+        get_backend().kernels.activation_backward(grad_out, z, self._forward_y, code, params, self.seed,
+                                                  self._counter, grad_z)
+        grad_z = grad_z.astype(np.float64)
+        local = xp.stack([grad_z.sum(axis=0), (grad_z * x_hat).sum(axis=0)])
+        total = xp.asarray(distributed.sum_arrays(to_host(local)))
+        weight, _ = self._affine()
+        if self.affine:  # this rank's share; averaging the gradients over the ranks makes them the global ones
+            self.bias.grad[...] = (self.bias.grad if accumulate else 0) + local[0]
+            self.weight.grad[...] = (self.weight.grad if accumulate else 0) + local[1]
+        grad_x[...] = weight * inv_std * (grad_z - total[0] / count - x_hat * (total[1] / count))
+        return grad_x
+
     def backward(self, grad_out, accumulate=False, input_grad=True):
+        if getattr(self, "_forward_sync", False):
+            return self._backward_synchronized(grad_out, accumulate)
         x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         weight, bias = self._affine()
         if self.affine:

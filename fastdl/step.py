@@ -109,6 +109,10 @@ class CompiledStep:
     def _unsupported(self):
         if get_backend().name != "cpu":
             return f"the '{get_backend().name}' backend has no compiled step (only 'cpu')"
+        from . import distributed
+
+        if distributed.world_size() > 1:
+            return "in a distributed job the gradients' all-reduce must run between backward and update"
         from .kernels.cpu import blas
 
         if not blas.AVAILABLE:

@@ -190,3 +190,45 @@ def test_functions_need_init_first():
     with pytest.raises(RuntimeError, match="init"):
         distributed.allreduce_gradients(fastdl.optim.SGD(fastdl.Dense(2, 2).parameters(), lr=0.1))
     assert distributed.rank() == 0 and distributed.world_size() == 1 and distributed.is_main()
+
+
+def test_synchronized_batch_norm_equals_one_process_on_the_concatenated_batch(tmp_path):
+    body = """
+    dist.init()
+    rank = dist.rank()
+    def model_with(sync):
+        return fastdl.Sequential(fastdl.Dense(5, 6, seed=0, dtype="float64"),
+                                 fastdl.BatchNorm(6, activation="tanh", dtype="float64", sync=sync),
+                                 fastdl.Dense(6, 3, seed=1, dtype="float64"))
+    model = model_with(True)
+    optimizer = fastdl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(3):
+        x, y = data(step, 8)
+        x = x * 3 + 5  # a mean far from 0: the statistics must combine, not just add
+        share = slice(rank * 4, (rank + 1) * 4)
+        value, grad = fastdl.losses.softmax_cross_entropy(model(x[share]), y[share])
+        model.backward(grad, input_grad=False)
+        dist.allreduce_gradients(optimizer)
+        optimizer.step()
+    np.savez(f"{sys.argv[1]}/rank{rank}.npz", *[p.data for p in model.parameters()],
+             running_mean=model[1].running_mean, running_var=model[1].running_var)
+    """
+    done = run_ranks(tmp_path, body)
+    assert done.returncode == 0, done.stderr
+    with fastdl.use_backend("cpu"):
+        model = fastdl.Sequential(fastdl.Dense(5, 6, seed=0, dtype="float64"),
+                                  fastdl.BatchNorm(6, activation="tanh", dtype="float64"),
+                                  fastdl.Dense(6, 3, seed=1, dtype="float64"))
+        optimizer = fastdl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for step in range(3):
+            rng = np.random.default_rng(step)
+            x, y = rng.standard_normal((8, 5)) * 3 + 5, rng.integers(0, 3, 8)
+            value, grad = fastdl.losses.softmax_cross_entropy(model(x), y)
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+    for rank in range(2):
+        result = np.load(tmp_path / f"rank{rank}.npz")
+        for i, p in enumerate(model.parameters()):
+            np.testing.assert_allclose(result[f"arr_{i}"], p.data, rtol=1e-10, atol=1e-12, err_msg=f"parameter {i}")
+        np.testing.assert_allclose(result["running_mean"], model[1].running_mean, rtol=1e-12)
+        np.testing.assert_allclose(result["running_var"], model[1].running_var, rtol=1e-10)
