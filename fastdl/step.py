@@ -327,27 +327,23 @@ def _generate(layers, loss_kind, update):
     h = "x"
     for k, layer in enumerate(layers):
         p = f"l{k}_"
-        if isinstance(layer, Dense) and layer.dropout:
-            args = ["weight", "bias", "grad_weight", "grad_bias", "code", "params", "seed", "z", "save_z", "y",
-                    "grad_z", "grad_x", "p", "scale", "dropout_seed", "a", "mask"]
-            forward += [f"matmul({h}, {p}weight, {p}a)",
-                        f"activate_dropout_rows({p}a, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, "
-                        f"{p}save_z, {p}p, {p}scale, {p}dropout_seed, {p}mask, {p}y)"]
-            grad_lines = [f"dropout_activation_grad_rows(g, {p}mask, {p}scale, {p}z, {p}a, {p}code, {p}params, "
-                          f"{p}seed, counters[{k}], {p}grad_z, {p}grad_bias, False)",
-                          f"matmul_at_b({h}, {p}grad_z, {p}grad_weight)"]
-            if k > 0:
-                grad_lines += [f"matmul_a_bt({p}grad_z, {p}weight, {p}grad_x)", f"g = {p}grad_x"]
-            out = f"{p}y"
-        elif isinstance(layer, Dense):
+        if isinstance(layer, Dense):
             args = ["weight", "bias", "grad_weight", "grad_bias", "code", "params", "seed", "z", "save_z", "y",
                     "grad_z", "grad_x"]
-            forward += [f"matmul({h}, {p}weight, {p}y)",
-                        f"activate_rows({p}y, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z, "
-                        f"{p}y, False)"]
-            grad_lines = [f"activation_grad_rows(g, {p}z, {p}y, {p}code, {p}params, {p}seed, counters[{k}], "
-                          f"{p}grad_z, {p}grad_bias, False)",
-                          f"matmul_at_b({h}, {p}grad_z, {p}grad_weight)"]
+            if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass
+                args += ["p", "scale", "dropout_seed", "a", "mask"]
+                forward += [f"matmul({h}, {p}weight, {p}a)",
+                            f"activate_dropout_rows({p}a, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], "
+                            f"{p}z, {p}save_z, {p}p, {p}scale, {p}dropout_seed, {p}mask, {p}y)"]
+                grad_lines = [f"dropout_activation_grad_rows(g, {p}mask, {p}scale, {p}z, {p}a, {p}code, {p}params, "
+                              f"{p}seed, counters[{k}], {p}grad_z, {p}grad_bias, False)"]
+            else:
+                forward += [f"matmul({h}, {p}weight, {p}y)",
+                            f"activate_rows({p}y, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, "
+                            f"{p}save_z, {p}y, False)"]
+                grad_lines = [f"activation_grad_rows(g, {p}z, {p}y, {p}code, {p}params, {p}seed, counters[{k}], "
+                              f"{p}grad_z, {p}grad_bias, False)"]
+            grad_lines.append(f"matmul_at_b({h}, {p}grad_z, {p}grad_weight)")
             if k > 0:
                 grad_lines += [f"matmul_a_bt({p}grad_z, {p}weight, {p}grad_x)", f"g = {p}grad_x"]
             out = f"{p}y"
