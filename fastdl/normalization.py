@@ -195,7 +195,8 @@ class BatchNorm(Module, _RandomCounter):
         get_backend().kernels.batchnorm_backward(
             x, grad_out, self._forward_y, weight, bias, self._buffers["mean"], self._buffers["inv_std"], code, params,
             self.seed, self._counter, self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate,
-            self._buffers["statistics"], self._buffers["scratch"])
+            self._buffers["statistics"], self._buffers["scratch"],
+            self._workspace("totals", (2, self.num_features), np.float64))
         return grad_x
 
     def __repr__(self):

@@ -55,12 +55,19 @@ def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
                 d = row[j] - shift[j]
                 sums[j] += d
                 squares[j] += d * d
+    # block totals summed in float64, in block order (the same result for any number of threads); mean_out and
+    # inv_std_out serve as the accumulators, walked row by row so the loops vectorize
+    mean_out[:] = 0.0
+    inv_std_out[:] = 0.0
+    for b in range(blocks):
+        sums = workspace[b]
+        squares = scratch[b]
+        for j in range(columns):
+            mean_out[j] += sums[j]
+            inv_std_out[j] += squares[j]
     for j in range(columns):
-        total = 0.0
-        total_squares = 0.0
-        for b in range(blocks):  # fixed order: the same result for any number of threads
-            total += workspace[b, j]
-            total_squares += scratch[b, j]
+        total = mean_out[j]
+        total_squares = inv_std_out[j]
         if not (math.isfinite(total) and math.isfinite(total_squares)):
             return False
         shifted_mean = total / rows
@@ -143,7 +150,7 @@ def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, mean_lo, bias, code, p0,
 
 @njit(inline="always")
 def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight,
-              grad_bias, accumulate, workspace, scratch):
+              grad_bias, accumulate, workspace, scratch, totals):
     T = grad_x.dtype.type
     rows, columns = x.shape
     p0 = params[0]
@@ -180,12 +187,19 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
                 sum_dz_centred[j] += grad_z[j] * ((row[j] - mean_hi[j]) - mean_lo[j])
     # Combined in float64 in block order. With x_hat = (x - mean) inv_std, the closed form
     # dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)) is scale * dz + slope * (x - mean) + offset per feature.
+    sum_dz = totals[0]
+    sum_dz_centred = totals[1]
+    sum_dz[:] = 0.0
+    sum_dz_centred[:] = 0.0
+    for b in range(blocks):  # block order, row by row (a column walk over the blocks would not vectorize)
+        block_dz = workspace[b]
+        block_centred = scratch[blocks + b]
+        for j in range(columns):
+            sum_dz[j] += block_dz[j]
+            sum_dz_centred[j] += block_centred[j]
     for j in range(columns):
-        total = 0.0
-        total_centred = 0.0
-        for b in range(blocks):
-            total += workspace[b, j]
-            total_centred += scratch[blocks + b, j]
+        total = sum_dz[j]
+        total_centred = sum_dz_centred[j]
         total_x_hat = inv_std[j] * total_centred
         grad_bias[j] = (grad_bias[j] if accumulate else 0) + total
         grad_weight[j] = (grad_weight[j] if accumulate else 0) + total_x_hat
@@ -239,13 +253,13 @@ def forward_eval_serial(x, weight, bias, eps, running_mean, running_var, code, p
 
 
 @njit(parallel=True, cache=True)
-def backward_parallel(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch):
-    _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch)
+def backward_parallel(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+    _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
 
 
 @njit(cache=True)
-def backward_serial(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch):
-    _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch)
+def backward_serial(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+    _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
 
 
 def _large(x):
@@ -267,10 +281,10 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
-                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch):
+                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
     kernel = backward_parallel if _large(x) else backward_serial
     kernel(x, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
-           bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch)
+           bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals)
 
 
 @njit(inline="always")

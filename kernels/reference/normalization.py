@@ -43,7 +43,7 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
-                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch):
+                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
     """Closed form (Ioffe & Szegedy, 2015): dx = w inv_std / N (N dz - sum(dz) - x_hat sum(dz x_hat)) in training;
     dx = w inv_std dz in evaluation, where the statistics are constants."""
     n = x.shape[0]
