@@ -1,0 +1,158 @@
+// Optimizer updates over one flat parameter buffer: one launch per step, each element read once and written
+// once (grid-stride loops). Scalars arrive as kernel arguments in the parameters' type, so changing lr never
+// recompiles. Optional state (AMSGrad's max, RMSprop's grad_avg and momentum buffer) is a null pointer when
+// absent. Formulas: kernels/reference/optim.py; the same operations, in the same order, as kernels/cpu/optim.py.
+#include "common.cuh"
+
+template <typename T>
+__device__ __forceinline__ T fastdl_gradient(const T* param, const T* grad, long long i, T grad_scale, T weight_decay,
+                                             T l1) {
+    T p = param[i];
+    return grad[i] * grad_scale + weight_decay * p + l1 * fastdl_sign(p);
+}
+
+#define FASTDL_GRID_STRIDE(i, n) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)blockDim.x * gridDim.x)
+
+template <typename T>
+__device__ void sgd(T* param, const T* grad, long long n, T grad_scale, T weight_decay, T l1, T lr) {
+    FASTDL_GRID_STRIDE(i, n) { param[i] -= lr * fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1); }
+}
+
+template <typename T>
+__device__ void sgd_momentum(T* param, const T* grad, T* buffer, long long n, T grad_scale, T weight_decay, T l1, T lr,
+                             T buffer_decay, T grad_coefficient, T direct, T lookahead) {
+    FASTDL_GRID_STRIDE(i, n) {
+        T g = fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1);
+        T b = buffer_decay * buffer[i] + grad_coefficient * g;
+        buffer[i] = b;
+        param[i] -= lr * (direct * g + lookahead * b);
+    }
+}
+
+template <typename T>
+__device__ void adagrad(T* param, const T* grad, T* sum_of_squared, long long n, T grad_scale, T weight_decay, T l1,
+                        T lr, T eps) {
+    FASTDL_GRID_STRIDE(i, n) {
+        T g = fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1);
+        T total = sum_of_squared[i] + g * g;
+        sum_of_squared[i] = total;
+        param[i] -= lr * g / (sqrt(total) + eps);
+    }
+}
+
+template <typename T>
+__device__ void rmsprop(T* param, const T* grad, T* square_avg, T* grad_avg, T* buffer, long long n, T grad_scale,
+                        T weight_decay, T l1, T lr, T alpha, T eps, T momentum) {
+    FASTDL_GRID_STRIDE(i, n) {
+        T g = fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1);
+        T v = alpha * square_avg[i] + (T(1) - alpha) * g * g;
+        square_avg[i] = v;
+        if (grad_avg != nullptr) {
+            T a = alpha * grad_avg[i] + (T(1) - alpha) * g;
+            grad_avg[i] = a;
+            v = v - a * a;
+        }
+        T step = g / (sqrt(v) + eps);
+        if (buffer != nullptr) {
+            step = momentum * buffer[i] + step;
+            buffer[i] = step;
+        }
+        param[i] -= lr * step;
+    }
+}
+
+template <typename T>
+__device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, long long n, T grad_scale,
+                     T weight_decay, T l1, T decay_factor, T beta1, T beta2, T step_size, T bias_correction2_sqrt,
+                     T eps) {
+    FASTDL_GRID_STRIDE(i, n) {
+        T g = fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1);
+        T m = beta1 * exp_avg[i] + (T(1) - beta1) * g;
+        T v = beta2 * exp_avg_sq[i] + (T(1) - beta2) * g * g;
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        if (max_exp_avg_sq != nullptr) {
+            v = max(max_exp_avg_sq[i], v);
+            max_exp_avg_sq[i] = v;
+        }
+        param[i] = param[i] * decay_factor - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps);
+    }
+}
+
+// Sums of squares per piece (one block per piece, fixed-order block reduction), then per segment (one thread per
+// segment adds its pieces in order): the same pieces and combination order as the CPU, so the same norms up to
+// the order inside a piece.
+template <typename T>
+__device__ void piece_sums_of_squares(const T* first, const T* second, const long long* piece_bounds, double* partials) {
+    __shared__ double shared[FASTDL_BLOCK];
+    long long start = piece_bounds[blockIdx.x], stop = piece_bounds[blockIdx.x + 1];
+    double a = 0.0, b = 0.0;
+    for (long long i = start + threadIdx.x; i < stop; i += FASTDL_BLOCK) {
+        double x = (double)first[i];
+        a += x * x;
+        if (second != nullptr) {
+            double y = (double)second[i];
+            b += y * y;
+        }
+    }
+    double total_a = fastdl_block_sum(a, shared);
+    __syncthreads();
+    double total_b = fastdl_block_sum(b, shared);
+    if (threadIdx.x == 0) {
+        partials[2 * blockIdx.x] = total_a;
+        partials[2 * blockIdx.x + 1] = total_b;
+    }
+}
+
+#define FASTDL_OPTIM_KERNELS(T, S)                                                                                   \
+    extern "C" __global__ void fastdl_sgd_step_##S(T* param, const T* grad, long long n, T grad_scale,                \
+                                                   T weight_decay, T l1, T lr) {                                     \
+        sgd(param, grad, n, grad_scale, weight_decay, l1, lr);                                                      \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_sgd_momentum_step_##S(T* param, const T* grad, T* buffer, long long n,         \
+                                                            T grad_scale, T weight_decay, T l1, T lr,                \
+                                                            T buffer_decay, T grad_coefficient, T direct,            \
+                                                            T lookahead) {                                           \
+        sgd_momentum(param, grad, buffer, n, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient,       \
+                     direct, lookahead);                                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_adagrad_step_##S(T* param, const T* grad, T* sum_of_squared, long long n,       \
+                                                       T grad_scale, T weight_decay, T l1, T lr, T eps) {            \
+        adagrad(param, grad, sum_of_squared, n, grad_scale, weight_decay, l1, lr, eps);                             \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_rmsprop_step_##S(T* param, const T* grad, T* square_avg, T* grad_avg,          \
+                                                       T* buffer, long long n, T grad_scale, T weight_decay, T l1,    \
+                                                       T lr, T alpha, T eps, T momentum) {                           \
+        rmsprop(param, grad, square_avg, grad_avg, buffer, n, grad_scale, weight_decay, l1, lr, alpha, eps,          \
+                momentum);                                                                                           \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_adam_step_##S(T* param, const T* grad, T* exp_avg, T* exp_avg_sq,              \
+                                                    T* max_exp_avg_sq, long long n, T grad_scale, T weight_decay,    \
+                                                    T l1, T decay_factor, T beta1, T beta2, T step_size,             \
+                                                    T bias_correction2_sqrt, T eps) {                                \
+        adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, grad_scale, weight_decay, l1, decay_factor, beta1, \
+             beta2, step_size, bias_correction2_sqrt, eps);                                                          \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_piece_sums_of_squares_##S(const T* first, const T* second,                     \
+                                                                const long long* piece_bounds, double* partials) {   \
+        piece_sums_of_squares(first, second, piece_bounds, partials);                                                \
+    }
+
+FASTDL_OPTIM_KERNELS(float, f32)
+FASTDL_OPTIM_KERNELS(double, f64)
+
+extern "C" __global__ void fastdl_segment_sums(const double* partials, const long long* piece_segments, int pieces,
+                                               int segments, double* sums) {
+    int segment = blockIdx.x * blockDim.x + threadIdx.x;
+    if (segment >= segments) return;
+    double a = 0.0, b = 0.0;
+    for (int k = 0; k < pieces; ++k) {  // pieces in order, as the CPU combines them
+        if (piece_segments[k] == segment) {
+            a += partials[2 * k];
+            b += partials[2 * k + 1];
+        }
+    }
+    sums[2 * segment] = a;
+    sums[2 * segment + 1] = b;
+}
