@@ -6,11 +6,11 @@ another shape or an optimizer of another kind is a ValueError and the model and 
 """
 
 import json
-import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._files import atomic_path
 
 FORMAT = "fastdl-checkpoint-1"
 
@@ -24,26 +24,9 @@ def save(path, model, optimizer=None, extra=None):
         arrays.update({f"optimizer/{key}": value for key, value in state.pop("state").items()})
         meta["optimizer"] = state
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fastdl-", suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private; a checkpoint is an ordinary file
-        with os.fdopen(handle, "wb") as file:
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
             np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read(path):

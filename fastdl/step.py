@@ -21,13 +21,13 @@ import importlib.util
 import os
 import pathlib
 import sys
-import tempfile
 import warnings
 
 import numba
 import numpy as np
 
 from . import losses as fastdl_losses
+from ._files import write_text_atomically
 from .backend import get_backend
 from .layers import Activation, Dense, Sequential
 from .normalization import BatchNorm, Dropout
@@ -436,10 +436,7 @@ def _load(source):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
     if not path.exists() or path.read_text() != source:
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(handle, "w") as file:
-            file.write(source)
-        os.replace(temporary, path)
+        write_text_atomically(path, source)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

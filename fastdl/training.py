@@ -7,14 +7,13 @@ schedule step per epoch; the first four fused by ``compile_step``), so layers an
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from . import losses as fastdl_losses
 from .backend import asarray, to_numpy
-from .checkpoint import _umask
+from ._files import atomic_path
 from .data import batches
 from .step import compile_step
 
@@ -75,16 +74,11 @@ class History:
             axis.legend()
         figure.tight_layout()
         path = os.fspath(path)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
-        os.close(handle)
-        os.chmod(temporary, 0o666 & ~_umask())
         try:
-            figure.savefig(temporary, dpi=100)
-            os.replace(temporary, path)
+            with atomic_path(path, suffix=".png") as temporary:
+                figure.savefig(temporary, dpi=100)
         finally:
             plt.close(figure)
-            if os.path.exists(temporary):
-                os.unlink(temporary)
         return path
 
 

@@ -12,12 +12,12 @@ import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import fastdl
+from fastdl._files import atomic_path, write_text_atomically
 
 from . import cases as case_module
 from . import ceilings
@@ -185,14 +185,6 @@ def format_table(report):
     return "\n".join(lines)
 
 
-def _atomic_write(path, data, mode="w"):
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, mode) as file:
-        file.write(data)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-
-
 def plot(report, path):
     """Bar charts of % of ceiling and speed-up vs PyTorch (fastdl's first non-numpy backend). Needs matplotlib."""
     import matplotlib
@@ -216,12 +208,11 @@ def plot(report, path):
     right.set_xlabel("speed-up vs PyTorch (log; 0 = no PyTorch equivalent)")
     figure.suptitle(f"fastdl {backend} backend, {report['machine']['cpu']}, {report['machine']['date'][:10]}")
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(handle)
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    try:
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, dpi=110)
+    finally:
+        plt.close(figure)
 
 
 def save(report, folder, stem):
@@ -230,7 +221,7 @@ def save(report, folder, stem):
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix, text in ((".json", json.dumps(report, indent=2) + "\n"), (".md", format_table(report) + "\n")):
-        _atomic_write(folder / (stem + suffix), text)
+        write_text_atomically(folder / (stem + suffix), text)
         written.append(folder / (stem + suffix))
     try:
         plot(report, folder / (stem + ".png"))
