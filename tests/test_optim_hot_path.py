@@ -149,3 +149,18 @@ def test_a_corrupt_or_mismatched_checkpoint_is_an_error_and_the_model_stays(tmp_
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["good.npz", "other.npz", "truncated.npz"]
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    from fastdl._files import atomic_path, umask, write_text_atomically
+
+    target = tmp_path / "results.md"
+    write_text_atomically(target, "old")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask()  # an ordinary file, not mkstemp's private one
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as temporary:
+            with open(temporary, "w") as file:
+                file.write("half of the ne")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["results.md"]
