@@ -199,24 +199,44 @@ def backward_and_allreduce(model, grad_out, optimizer, average=True):
         allreduce_gradients(optimizer, average)
         return
     group = groups[0]
+    spans = _layer_spans(model, group)
+    if spans is None:  # the layers' parameters do not tile the buffer in ranges of their own: no overlap possible
+        model.backward(grad_out, input_grad=False)
+        allreduce_gradients(optimizer, average)
+        return
     _check_same_everywhere(context, group.grad, "gradient buffer 0")
-    offsets = {id(p): (int(start), int(stop)) for p, start, stop in
-               zip(group.parameters, group.offsets[:-1], group.offsets[1:])}
     MPI = _mpi()
-    requests, reduced = [], np.zeros(group.size, bool)
+    requests = []
     for index in range(len(model.layers) - 1, -1, -1):
         grad_out = model.layers[index].backward(grad_out, input_grad=index > 0)
-        spans = [offsets[id(p)] for p in model.layers[index].parameters() if id(p) in offsets]
-        if spans:
-            start, stop = min(s for s, _ in spans), max(e for _, e in spans)
-            for first, last in _buckets(start, stop, group.grad.itemsize, BUCKET_BYTES):
-                requests.append(context.comm.Iallreduce(MPI.IN_PLACE, group.grad[first:last], op=MPI.SUM))
-            reduced[start:stop] = True
+        for first, last in spans[index]:
+            requests.append(context.comm.Iallreduce(MPI.IN_PLACE, group.grad[first:last], op=MPI.SUM))
     MPI.Request.Waitall(requests)
-    if not reduced.all():  # parameters of the optimizer outside this model: reduce the rest in one call
-        _allreduce(context, group.grad, "gradient buffer 0")
     if average and context.world_size > 1:
         group.grad *= group.grad.dtype.type(1.0 / context.world_size)
+
+
+_spans_cache = {}
+
+
+def _layer_spans(model, group):
+    """Per layer, the pieces of the flat gradient buffer holding its parameters' gradients (computed once per model
+    and buffer); None unless the layers' ranges are disjoint and cover the whole buffer (else a piece could be
+    reduced twice, or not at all)."""
+    key = (id(model), id(group), len(model.layers))
+    if key not in _spans_cache:
+        offsets = {id(p): (int(start), int(stop)) for p, start, stop in
+                   zip(group.parameters, group.offsets[:-1], group.offsets[1:])}
+        ranges = []
+        for layer in model.layers:
+            owned = [offsets[id(p)] for p in layer.parameters() if id(p) in offsets]
+            ranges.append((min(a for a, _ in owned), max(b for _, b in owned)) if owned else None)
+        present = sorted(r for r in ranges if r is not None)
+        tiles = (sum(b - a for a, b in present) == group.size
+                 and all(previous[1] <= current[0] for previous, current in zip(present, present[1:])))
+        _spans_cache[key] = ([[] if r is None else _buckets(r[0], r[1], group.grad.itemsize, BUCKET_BYTES)
+                              for r in ranges] if tiles else None)
+    return _spans_cache[key]
 
 
 def broadcast_parameters(model, root=0):

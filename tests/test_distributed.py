@@ -78,21 +78,27 @@ def single_process(optimizer_name, steps=3, batch=8):
         return [p.data.copy() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("overlap", [False, True], ids=["allreduce_after", "overlapping_backward"])
+@pytest.mark.parametrize("overlap", [False, True, "interleaved"],
+                         ids=["allreduce_after", "overlapping_backward", "overlapping_backward_interleaved_buffer"])
 def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path, overlap):
+    """'interleaved': the optimizer's buffer holds the layers' parameters out of layer order, so per-layer ranges
+    overlap and the overlapping all-reduce must not reduce any piece twice."""
     body = f"""
     dist.init()
     rank, size = dist.rank(), dist.world_size()
     results = {{}}
     for name in ("sgd", "sgd_clipped", "adam", "adam_clipped"):
         model = build(seed=rank * 10)  # different initial weights on purpose: the broadcast must fix them
-        optimizer = make_optimizer(name, model.parameters())
+        parameters = model.parameters()
+        if {overlap!r} == "interleaved":
+            parameters = [parameters[0], parameters[2], parameters[1], parameters[3]]
+        optimizer = make_optimizer(name, parameters)
         dist.broadcast_parameters(model)
         for step in range(3):
             x, y = data(step, 8)
             share = slice(rank * 4, (rank + 1) * 4)
             value, grad = fastdl.losses.softmax_cross_entropy(model(x[share]), y[share])
-            if {overlap}:
+            if {str(overlap)!r} != "False":
                 dist.backward_and_allreduce(model, grad, optimizer)
             else:
                 model.backward(grad, input_grad=False)

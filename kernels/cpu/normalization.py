@@ -29,6 +29,21 @@ def blocks_for(rows):
 
 
 @njit(inline="always")
+def _combine_blocks(first, first_row, second, second_row, blocks, first_total, second_total):
+    """first_total = sum of rows first[first_row : first_row + blocks] in float64, in block order (the same result
+    for any number of threads), and likewise for second. Walked row by row: summing each column down the blocks
+    instead does not vectorize (it cost ~200 us of a 570 us batch-norm forward at 4096x512)."""
+    first_total[:] = 0.0
+    second_total[:] = 0.0
+    for b in range(blocks):
+        first_block = first[first_row + b]
+        second_block = second[second_row + b]
+        for j in range(first_total.shape[0]):
+            first_total[j] += first_block[j]
+            second_total[j] += second_block[j]
+
+
+@njit(inline="always")
 def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
     """Biased mean and 1/sqrt(var + eps) per feature, into mean_out and inv_std_out (float64).
 
@@ -55,16 +70,7 @@ def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
                 d = row[j] - shift[j]
                 sums[j] += d
                 squares[j] += d * d
-    # block totals summed in float64, in block order (the same result for any number of threads); mean_out and
-    # inv_std_out serve as the accumulators, walked row by row so the loops vectorize
-    mean_out[:] = 0.0
-    inv_std_out[:] = 0.0
-    for b in range(blocks):
-        sums = workspace[b]
-        squares = scratch[b]
-        for j in range(columns):
-            mean_out[j] += sums[j]
-            inv_std_out[j] += squares[j]
+    _combine_blocks(workspace, 0, scratch, 0, blocks, mean_out, inv_std_out)  # the accumulators: reused as scratch
     for j in range(columns):
         total = mean_out[j]
         total_squares = inv_std_out[j]
@@ -189,14 +195,7 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
     # dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)) is scale * dz + slope * (x - mean) + offset per feature.
     sum_dz = totals[0]
     sum_dz_centred = totals[1]
-    sum_dz[:] = 0.0
-    sum_dz_centred[:] = 0.0
-    for b in range(blocks):  # block order, row by row (a column walk over the blocks would not vectorize)
-        block_dz = workspace[b]
-        block_centred = scratch[blocks + b]
-        for j in range(columns):
-            sum_dz[j] += block_dz[j]
-            sum_dz_centred[j] += block_centred[j]
+    _combine_blocks(workspace, 0, scratch, blocks, blocks, sum_dz, sum_dz_centred)
     for j in range(columns):
         total = sum_dz[j]
         total_centred = sum_dz_centred[j]
