@@ -26,6 +26,7 @@ import warnings
 import numba
 import numpy as np
 
+from . import _checks
 from . import losses as fastdl_losses
 from ._files import write_text_atomically
 from .backend import get_backend
@@ -86,6 +87,7 @@ class CompiledStep:
         self.outputs = None  # the model's output of the latest step (the loss's input)
         self._kernel = None
         self._arguments = {}  # per batch size: the buffers and parameter views the kernel reads and writes
+        self._outputs_of = {}  # per batch size: the model's output buffer (what the loss reads)
         self.reason = self._unsupported()
         if self.reason is None:
             # the layers whose random counters advance each step, and the batch norms that track statistics
@@ -164,8 +166,6 @@ class CompiledStep:
         return float(value)
 
     def _check_input(self, x, y):
-        from . import _checks
-
         first = self.layers[0]
         _checks.array(x, "compile_step", "x", ndim=2, dtype=self.dtype, last_dim=first.in_features)
         if LOSS_KERNELS[self.loss] == "cross_entropy":
@@ -292,7 +292,7 @@ class CompiledStep:
                 tail += [float(layer.p), dtype.type(1.0 / (1.0 - layer.p)), np.uint64(layer.seed),
                          np.empty(shape, np.uint8), dropped, np.empty(shape, dtype)]
         tail.append(np.empty((batch, width), dtype))  # the loss's gradient
-        self.__dict__.setdefault("_outputs_of", {})[batch] = last  # the model's output: what the loss reads
+        self._outputs_of[batch] = last
         group = self.optimizer.groups[0]
         norms = group.norms
         tail += [group.grad, norms.piece_bounds, norms.piece_segments, norms.partials, norms.sums]
