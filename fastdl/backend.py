@@ -1,7 +1,9 @@
 """Backend registry: which kernel set the layers call, and where arrays live.
 
 ``"numpy"`` is the reference (plain formulas), ``"cpu"`` the Numba kernels (the default) and ``"gpu"`` the
-CuPy kernels. Every backend's ``kernels`` module offers the same functions with the same signatures, so the
+CuPy kernels. ``"cuda-emulator"`` runs the GPU backend's very kernels and launchers on the CPU (compiled with g++,
+one fiber per CUDA thread, numpy arrays): far too slow for training, it exists so that the GPU code is tested
+where there is no GPU (CI) and so that a kernel can be debugged on any machine. Every backend's ``kernels`` module offers the same functions with the same signatures, so the
 layers never branch on the backend. The active backend is a context variable: ``use_backend`` changes it
 for a ``with`` block (and its thread), ``set_backend`` for good; ``FASTDL_BACKEND`` sets the starting one.
 """
@@ -12,7 +14,7 @@ import os
 
 import numpy as np
 
-BACKEND_NAMES = ("numpy", "cpu", "gpu")
+BACKEND_NAMES = ("numpy", "cpu", "gpu", "cuda-emulator")
 DEFAULT_BACKEND = "cpu"
 
 
@@ -50,6 +52,8 @@ def _load(name):
             from .kernels import cpu
 
             _loaded[name] = Backend("cpu", cpu, np)
+        elif name == "cuda-emulator":
+            _loaded[name] = _load_emulator()
         else:
             _loaded[name] = _load_gpu()
     return _loaded[name]
@@ -69,7 +73,21 @@ def _load_gpu():
         raise RuntimeError(f"the 'gpu' backend needs an NVIDIA GPU, but CUDA found none: {error}") from error
     if devices == 0:
         raise RuntimeError("the 'gpu' backend needs an NVIDIA GPU, but CUDA reports 0 devices")
-    raise RuntimeError("the 'gpu' backend's kernels are not available in this version of fastdl yet")
+    from .kernels import cuda
+
+    return Backend("gpu", cuda, cupy)
+
+
+def _load_emulator():
+    from .kernels.cuda import emulator
+
+    try:
+        emulator.compiler()
+    except emulator.EmulationError as error:
+        raise RuntimeError(f"the 'cuda-emulator' backend needs g++: {error}") from error
+    from .kernels import cuda
+
+    return Backend("cuda-emulator", cuda, np)
 
 
 _active = contextvars.ContextVar("fastdl_backend", default=None)

@@ -25,4 +25,37 @@ __device__ __forceinline__ double fastdl_block_sum(double value, double* shared)
     return shared[0];
 }
 
+__device__ __forceinline__ double fastdl_infinity() { return __longlong_as_double(0x7ff0000000000000LL); }
+
+// Warp-shuffle reductions, then one value per warp combined by warp 0: a fixed tree, so a fixed result. Every
+// thread of the (1-D, whole-warp) block must call them; the result is returned to all threads. ``shared`` holds
+// 32 values and may be reused right after the call.
+struct FastdlAdd {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct FastdlMax {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a > b ? a : b; }
+};
+
+template <typename T, typename Op> __device__ __forceinline__ T fastdl_warp_reduce(T value, Op op) {
+    for (int offset = 16; offset > 0; offset >>= 1) value = op(value, __shfl_down_sync(0xffffffffu, value, offset));
+    return value;
+}
+
+template <typename T, typename Op>
+__device__ __forceinline__ T fastdl_block_reduce(T value, T identity, T* shared, Op op) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+    value = fastdl_warp_reduce(value, op);
+    if (lane == 0) shared[warp] = value;
+    __syncthreads();
+    if (warp == 0) {
+        value = fastdl_warp_reduce(lane < warps ? shared[lane] : identity, op);
+        if (lane == 0) shared[0] = value;
+    }
+    __syncthreads();
+    value = shared[0];
+    __syncthreads();
+    return value;
+}
+
 template <typename T> __device__ __forceinline__ T fastdl_sign(T p) { return (T)((p > T(0)) - (p < T(0))); }

@@ -26,36 +26,89 @@ namespace fastdl_emulation {
 
 enum State { RUNNING, AT_BLOCK_BARRIER, AT_WARP_BARRIER, FINISHED };
 
+// Switching fibers: on x86-64 a few instructions that swap the callee-saved registers and the stack pointer
+// (ucontext's swapcontext also saves the signal mask: a system call per switch, 10x slower); elsewhere ucontext.
+#if defined(__x86_64__)
+extern "C" void fastdl_switch_stack(void** save_sp, void* load_sp);
+asm(R"(
+.text
+.globl fastdl_switch_stack
+.type fastdl_switch_stack,@function
+fastdl_switch_stack:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+)");
+struct Context {
+    void* sp = nullptr;
+};
+inline void switch_context(Context* save, Context* load) { fastdl_switch_stack(&save->sp, load->sp); }
+inline void start_context(Context* context, std::vector<char>& stack, void (*entry)()) {
+    auto top = (uintptr_t)(stack.data() + stack.size()) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;         // where a caller's return address would be: keeps the ABI's stack alignment
+    *--sp = (void*)entry;    // fastdl_switch_stack's ret jumps here
+    for (int k = 0; k < 6; ++k) *--sp = nullptr;  // rbp, rbx, r12-r15
+    context->sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+inline void switch_context(Context* save, Context* load) { swapcontext(&save->uc, &load->uc); }
+inline void start_context(Context* context, std::vector<char>& stack, void (*entry)()) {
+    getcontext(&context->uc);
+    context->uc.uc_stack.ss_sp = stack.data();
+    context->uc.uc_stack.ss_size = stack.size();
+    context->uc.uc_link = nullptr;
+    makecontext(&context->uc, entry, 0);
+}
+#endif
+
 struct Fiber {
-    ucontext_t context;
+    Context context;
     std::vector<char> stack;
     State state = RUNNING;
 };
 
 inline dim3 thread_index, block_index, block_dim, grid_dim;
 inline std::vector<Fiber> fibers;
-inline ucontext_t scheduler;
+inline int active = 0;  // threads of the running block (fibers beyond it are idle)
+inline Context scheduler;
 inline int current = 0;
 inline unsigned long long warp_exchange[1024];
 inline const char* failure = nullptr;
 
 inline void wait(State state) {
     fibers[current].state = state;
-    swapcontext(&fibers[current].context, &scheduler);
+    switch_context(&fibers[current].context, &scheduler);
 }
 
 // Opens every barrier whose members (the threads that have not returned) all wait at it. False: deadlock.
 inline bool open_barriers() {
     bool opened = false;
-    int n = (int)fibers.size();
+    int n = active;
     bool all_at_block = true, any_at_block = false;
-    for (auto& f : fibers) {
+    for (int t = 0; t < n; ++t) {
+        Fiber& f = fibers[t];
         if (f.state == RUNNING || f.state == AT_WARP_BARRIER) all_at_block = false;
         if (f.state == AT_BLOCK_BARRIER) any_at_block = true;
     }
     if (all_at_block && any_at_block) {
-        for (auto& f : fibers)
-            if (f.state == AT_BLOCK_BARRIER) f.state = RUNNING;
+        for (int t = 0; t < n; ++t)
+            if (fibers[t].state == AT_BLOCK_BARRIER) fibers[t].state = RUNNING;
         return true;
     }
     for (int warp = 0; warp < n; warp += 32) {
@@ -79,7 +132,7 @@ struct Entry {
     static void run() {
         (*body)();
         fibers[current].state = FINISHED;
-        swapcontext(&fibers[current].context, &scheduler);
+        switch_context(&fibers[current].context, &scheduler);
     }
 };
 
@@ -91,8 +144,10 @@ const char* launch(dim3 grid, dim3 block, Body body) {
     grid_dim = grid;
     block_dim = block;
     Entry<Body>::body = &body;
-    fibers.assign(threads, Fiber());
-    for (auto& f : fibers) f.stack.resize(256 * 1024);
+    if ((int)fibers.size() < threads) fibers.resize(threads);  // stacks kept between launches: no zero-filling
+    for (auto& f : fibers)
+        if (f.stack.empty()) f.stack.resize(128 * 1024);
+    active = threads;
     for (unsigned bz = 0; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -100,11 +155,7 @@ const char* launch(dim3 grid, dim3 block, Body body) {
                 for (int t = 0; t < threads; ++t) {
                     Fiber& f = fibers[t];
                     f.state = RUNNING;
-                    getcontext(&f.context);
-                    f.context.uc_stack.ss_sp = f.stack.data();
-                    f.context.uc_stack.ss_size = f.stack.size();
-                    f.context.uc_link = nullptr;
-                    makecontext(&f.context, (void (*)())Entry<Body>::run, 0);
+                    start_context(&f.context, f.stack, Entry<Body>::run);
                 }
                 for (;;) {
                     bool ran = false;
@@ -112,10 +163,10 @@ const char* launch(dim3 grid, dim3 block, Body body) {
                         if (fibers[t].state != RUNNING) continue;
                         current = t;
                         thread_index = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-                        swapcontext(&scheduler, &fibers[t].context);
+                        switch_context(&scheduler, &fibers[t].context);
                         ran = true;
                     }
-                    bool done = std::all_of(fibers.begin(), fibers.end(), [](Fiber& f) { return f.state == FINISHED; });
+                    bool done = std::all_of(fibers.begin(), fibers.begin() + threads, [](Fiber& f) { return f.state == FINISHED; });
                     if (done) break;
                     if (!open_barriers() && !ran) return "deadlock: some threads wait at a barrier the others never reach";
                 }
@@ -169,7 +220,7 @@ T shuffle(T value, int source_lane) {
     std::memcpy(&warp_exchange[current], &value, sizeof(T));
     wait(AT_WARP_BARRIER);
     T result = value;
-    if (source_lane >= 0 && source_lane < 32 && warp + source_lane < (int)fibers.size())
+    if (source_lane >= 0 && source_lane < 32 && warp + source_lane < active)
         std::memcpy(&result, &warp_exchange[warp + source_lane], sizeof(T));
     wait(AT_WARP_BARRIER);  // nobody overwrites the exchange before every lane has read it
     return result;
@@ -210,5 +261,10 @@ using std::expm1;
 using std::isfinite;
 using std::isnan;
 using std::fabs;
+inline double __longlong_as_double(long long bits) {
+    double value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }

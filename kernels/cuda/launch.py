@@ -1,4 +1,9 @@
-"""Compile each CUDA source once per process (``cupy.RawModule``) and look up its kernels by name and dtype."""
+"""Compile each CUDA source once per process and look up its kernels by name and dtype; shared launch helpers.
+
+The launchers work on CuPy arrays (the "gpu" backend: ``cupy.RawModule``, cuBLAS) and on numpy arrays (the
+"cuda-emulator" backend: the same kernels compiled for the CPU by ``emulator.py``, GEMMs in numpy), chosen by
+the type of the arrays they are given, so one set of launchers serves both and CI runs them without a GPU.
+"""
 
 import functools
 import importlib.resources
@@ -22,10 +27,26 @@ def module(source):
     return cupy.RawModule(code=(folder() / source).read_text(), options=("--std=c++17", f"-I{folder()}"))
 
 
-def kernel(source, name, dtype=None):
-    """The kernel ``fastdl_<name>[_f32|_f64]`` of ``source``."""
+def on_host(array):
+    return isinstance(array, np.ndarray)
+
+
+def kernel(source, name, dtype=None, like=None):
+    """The kernel ``fastdl_<name>[_f32|_f64]`` of ``source``: emulated on the CPU when ``like`` is a numpy array."""
     suffix = "" if dtype is None else "_" + SUFFIX[np.dtype(dtype)]
+    if like is not None and on_host(like):
+        from . import emulator
+
+        return emulator.module(source).get_function(f"fastdl_{name}{suffix}")
     return module(source).get_function(f"fastdl_{name}{suffix}")
+
+
+def array_module(array):
+    if on_host(array):
+        return np
+    import cupy
+
+    return cupy
 
 
 def blocks(n):
@@ -33,5 +54,38 @@ def blocks(n):
     return (max(1, min((n + THREADS - 1) // THREADS, MAX_BLOCKS)),)
 
 
+def row_threads(cols):
+    """Block size for one-block-per-row kernels: whole warps, no more than the row needs (narrow rows: one warp)."""
+    return (min(THREADS, max(32, (cols + 31) // 32 * 32)),)
+
+
 def optional(array):
-    return NULL if array is None else array
+    return NULL if array is None or array.size == 0 else array
+
+
+_workspaces = {}
+
+
+def workspace(name, shape, dtype, like):
+    """A scratch array kept between calls (one per name, shape, dtype and array module): no allocation per step."""
+    xp = array_module(like)
+    key = (name, tuple(shape), np.dtype(dtype), xp.__name__)
+    if key not in _workspaces:
+        _workspaces[key] = xp.empty(shape, dtype=dtype)
+    return _workspaces[key]
+
+
+def total(partials, like):
+    """The sum of a float64 array by one fixed-order block, as a Python float (one small copy to the host)."""
+    out = workspace("total", (1,), np.float64, like)
+    kernel("activations.cu", "sum_doubles", like=like)((1,), (THREADS,), (partials, np.int64(partials.size), out))
+    return float(out[0])
+
+
+def matmul(a, b, out, accumulate=False):
+    """out = a @ b, or out += a @ b (the sum goes through a temporary from CuPy's memory pool on the GPU)."""
+    xp = array_module(out)
+    if accumulate:
+        out += a @ b
+    else:
+        xp.matmul(a, b, out=out)

@@ -105,6 +105,63 @@ __device__ void piece_sums_of_squares(const T* first, const T* second, const lon
     }
 }
 
+// LARS and LAMB work per tensor (a trust ratio each): one block per piece of the flat buffer (pieces never
+// straddle two tensors), ratios[piece_segments[piece]] its tensor's ratio, computed on the host from the norms.
+template <typename T>
+__device__ void lars(T* param, const T* grad, T* buffer, const double* ratios, const long long* piece_bounds,
+                     const long long* piece_segments, T grad_scale, T weight_decay, T l1, double lr, T momentum) {
+    T local_lr = T(lr * ratios[piece_segments[blockIdx.x]]);
+    for (long long i = piece_bounds[blockIdx.x] + threadIdx.x; i < piece_bounds[blockIdx.x + 1]; i += blockDim.x) {
+        T b = momentum * buffer[i] + local_lr * fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1);
+        buffer[i] = b;
+        param[i] -= b;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T fastdl_lamb_direction(const T* param, const T* exp_avg, const T* exp_avg_sq, long long i,
+                                                   T weight_decay, T bias_correction1, T bias_correction2, T eps) {
+    return (exp_avg[i] / bias_correction1) / (sqrt(exp_avg_sq[i] / bias_correction2) + eps) + weight_decay * param[i];
+}
+
+// Moments, then this piece's (||p||^2, ||r||^2) into partials; each thread rereads only what it wrote.
+template <typename T>
+__device__ void lamb_moments(const T* param, const T* grad, T* exp_avg, T* exp_avg_sq, const long long* piece_bounds,
+                             double* partials, T grad_scale, T l1, T beta1, T beta2, T weight_decay,
+                             T bias_correction1, T bias_correction2, T eps) {
+    __shared__ double shared[FASTDL_BLOCK];
+    long long start = piece_bounds[blockIdx.x], stop = piece_bounds[blockIdx.x + 1];
+    double param_squares = 0.0, direction_squares = 0.0;
+    for (long long i = start + threadIdx.x; i < stop; i += FASTDL_BLOCK) {
+        T g = fastdl_gradient(param, grad, i, grad_scale, T(0), l1);
+        exp_avg[i] = beta1 * exp_avg[i] + (T(1) - beta1) * g;
+        exp_avg_sq[i] = beta2 * exp_avg_sq[i] + (T(1) - beta2) * g * g;
+        double p = (double)param[i];
+        double r = (double)fastdl_lamb_direction(param, exp_avg, exp_avg_sq, i, weight_decay, bias_correction1,
+                                                 bias_correction2, eps);
+        param_squares += p * p;
+        direction_squares += r * r;
+    }
+    double total_p = fastdl_block_sum(param_squares, shared);
+    __syncthreads();
+    double total_r = fastdl_block_sum(direction_squares, shared);
+    if (threadIdx.x == 0) {
+        partials[2 * blockIdx.x] = total_p;
+        partials[2 * blockIdx.x + 1] = total_r;
+    }
+}
+
+template <typename T>
+__device__ void lamb_apply(T* param, const T* exp_avg, const T* exp_avg_sq, const double* ratios,
+                           const long long* piece_bounds, const long long* piece_segments, T weight_decay, double lr,
+                           T bias_correction1, T bias_correction2, T eps) {
+    T local_lr = T(lr * ratios[piece_segments[blockIdx.x]]);
+    for (long long i = piece_bounds[blockIdx.x] + threadIdx.x; i < piece_bounds[blockIdx.x + 1]; i += blockDim.x) {
+        param[i] -= local_lr * fastdl_lamb_direction(param, exp_avg, exp_avg_sq, i, weight_decay, bias_correction1,
+                                                     bias_correction2, eps);
+    }
+}
+
 #define FASTDL_OPTIM_KERNELS(T, S)                                                                                   \
     extern "C" __global__ void fastdl_sgd_step_##S(T* param, const T* grad, long long n, T grad_scale,                \
                                                    T weight_decay, T l1, T lr) {                                     \
@@ -137,6 +194,25 @@ __device__ void piece_sums_of_squares(const T* first, const T* second, const lon
     extern "C" __global__ void fastdl_piece_sums_of_squares_##S(const T* first, const T* second,                     \
                                                                 const long long* piece_bounds, double* partials) {   \
         piece_sums_of_squares(first, second, piece_bounds, partials);                                                \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_lars_step_##S(T* param, const T* grad, T* buffer, const double* ratios,        \
+                                                    const long long* piece_bounds, const long long* piece_segments,  \
+                                                    T grad_scale, T weight_decay, T l1, double lr, T momentum) {     \
+        lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum); \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_lamb_moments_##S(const T* param, const T* grad, T* exp_avg, T* exp_avg_sq,     \
+                                                       const long long* piece_bounds, double* partials,              \
+                                                       T grad_scale, T l1, T beta1, T beta2, T weight_decay,         \
+                                                       T bias_correction1, T bias_correction2, T eps) {              \
+        lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, partials, grad_scale, l1, beta1, beta2,         \
+                     weight_decay, bias_correction1, bias_correction2, eps);                                         \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_lamb_apply_##S(T* param, const T* exp_avg, const T* exp_avg_sq,                \
+                                                     const double* ratios, const long long* piece_bounds,            \
+                                                     const long long* piece_segments, T weight_decay, double lr,     \
+                                                     T bias_correction1, T bias_correction2, T eps) {                \
+        lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr,               \
+                   bias_correction1, bias_correction2, eps);                                                         \
     }
 
 FASTDL_OPTIM_KERNELS(float, f32)

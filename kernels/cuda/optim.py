@@ -1,13 +1,23 @@
-"""Launchers for optim.cu: the signatures of kernels/cpu/optim.py, on CuPy arrays."""
+"""Launchers for optim.cu: the signatures of kernels/cpu/optim.py, on CuPy arrays (or numpy on the emulator).
+
+Scalars are cast to the parameters' type here (the kernels take them by value, so changing lr never
+recompiles). Per-tensor work (LARS, LAMB, norms) runs one block per piece of the flat buffer; the small
+per-tensor tables live on the host, as on the CPU, and the piece tables are copied to the device once.
+"""
 
 import numpy as np
 
-from .launch import THREADS, blocks, kernel, optional
+from ..reference.optim import lamb_trust_ratios, lars_trust_ratios  # noqa: F401  (a few scalars per tensor: host)
+from .launch import THREADS, array_module, blocks, kernel, on_host, optional
+
+SOURCE = "optim.cu"
 
 
 def _launch(name, param, arrays, scalars):
     n = param.size
-    kernel("optim.cu", name, param.dtype)(blocks(n), (THREADS,), (*arrays, np.int64(n), *scalars))
+    T = param.dtype.type
+    kernel(SOURCE, name, param.dtype, like=param)(blocks(n), (THREADS,),
+                                                  (*arrays, np.int64(n), *(T(s) for s in scalars)))
 
 
 def sgd_step(param, grad, grad_scale, weight_decay, l1, lr):
@@ -38,19 +48,65 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weig
 _device_tables = {}
 
 
-def segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums):
-    """sums[s] = (sum first^2, sum second^2) per segment, into the host array ``sums`` (the optimizer reads it on
-    the host: one small copy back per step)."""
-    import cupy
-
+def _tables(piece_bounds, piece_segments, partials, like):
+    """(bounds, segments, partials) where the kernels can read them: copied to the GPU once per buffer."""
+    if on_host(like):
+        return piece_bounds, piece_segments, partials
     key = (id(piece_bounds), id(piece_segments))
-    if key not in _device_tables:  # the tables never change for a buffer: copy them to the device once
-        _device_tables[key] = (cupy.asarray(piece_bounds), cupy.asarray(piece_segments),
-                               cupy.empty(partials.shape), cupy.empty(sums.shape))
-    bounds, segments, device_partials, device_sums = _device_tables[key]
-    pieces = len(piece_segments)
-    kernel("optim.cu", "piece_sums_of_squares", first.dtype)((pieces,), (THREADS,),
-                                                             (first, optional(second), bounds, device_partials))
-    kernel("optim.cu", "segment_sums")(blocks(len(sums)), (THREADS,),
-                                       (device_partials, segments, np.int32(pieces), np.int32(len(sums)), device_sums))
-    sums[...] = device_sums.get()
+    if key not in _device_tables:  # the tables never change for a buffer
+        xp = array_module(like)
+        _device_tables[key] = (xp.asarray(piece_bounds), xp.asarray(piece_segments), xp.empty(partials.shape))
+    return _device_tables[key]
+
+
+def _segment_sums(bounds, segments, device_partials, sums, like):
+    """sums[s] = the pieces of segment s added in order, into the host array ``sums``."""
+    pieces, count = len(segments), len(sums)
+    device_sums = sums if on_host(like) else array_module(like).empty(sums.shape)
+    kernel(SOURCE, "segment_sums", like=like)(blocks(count), (THREADS,),
+                                              (device_partials, segments, np.int32(pieces), np.int32(count),
+                                               device_sums))
+    if not on_host(like):
+        sums[...] = device_sums.get()
+
+
+def segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums):
+    """sums[s] = (sum first^2, sum second^2) per segment, into the host array ``sums`` (one small copy back)."""
+    bounds, segments, device_partials = _tables(piece_bounds, piece_segments, partials, first)
+    kernel(SOURCE, "piece_sums_of_squares", first.dtype, like=first)(
+        (len(piece_segments),), (THREADS,), (first, optional(second), bounds, device_partials))
+    _segment_sums(bounds, segments, device_partials, sums, first)
+
+
+def _ratios(ratios, like):
+    return ratios if on_host(like) else array_module(like).asarray(ratios)
+
+
+def lars_step(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
+    T = param.dtype.type
+    bounds, segments, _ = _tables(piece_bounds, piece_segments, np.empty((len(piece_segments), 2)), param)
+    kernel(SOURCE, "lars_step", param.dtype, like=param)(
+        (len(piece_segments),), (THREADS,),
+        (param, grad, buffer, _ratios(ratios, param), bounds, segments, T(grad_scale), T(weight_decay), T(l1),
+         np.float64(lr), T(momentum)))
+
+
+def lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
+                 weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
+    T = param.dtype.type
+    bounds, segments, device_partials = _tables(piece_bounds, piece_segments, partials, param)
+    kernel(SOURCE, "lamb_moments", param.dtype, like=param)(
+        (len(piece_segments),), (THREADS,),
+        (param, grad, exp_avg, exp_avg_sq, bounds, device_partials, T(grad_scale), T(l1), T(beta1), T(beta2),
+         T(weight_decay), T(bias_correction1), T(bias_correction2), T(eps)))
+    _segment_sums(bounds, segments, device_partials, sums, param)
+
+
+def lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
+               bias_correction2, eps):
+    T = param.dtype.type
+    bounds, segments, _ = _tables(piece_bounds, piece_segments, np.empty((len(piece_segments), 2)), param)
+    kernel(SOURCE, "lamb_apply", param.dtype, like=param)(
+        (len(piece_segments),), (THREADS,),
+        (param, exp_avg, exp_avg_sq, _ratios(ratios, param), bounds, segments, T(weight_decay), np.float64(lr),
+         T(bias_correction1), T(bias_correction2), T(eps)))

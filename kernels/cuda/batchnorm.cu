@@ -1,0 +1,215 @@
+// Batch normalization over (N, C), the formulas of kernels/reference/normalization.py:
+//   statistics_partials: blocks of (32 columns x 8 rows) over chunks of rows add, per column, the sums of
+//     (x - K) and (x - K)^2 in float64 with the shift K = x[0, c] (stable for data with a large mean)
+//   statistics: one thread per column adds the chunks in order -> mean, biased variance, 1/sqrt(var + eps);
+//     a column whose sums are not finite clears *finite (the launcher then stops before touching any state)
+//   running_update: running = (1 - f) running + f batch_stat, with the unbiased variance
+//   normalize: y = act(weight * (x - mean) * inv_std + bias), one pass (train and eval)
+//   backward_partials / backward_totals / backward_dx: the sums of dz and dz * x_hat (dz = act'(z) dy,
+//     recomputed, never stored), then dx = w inv_std / N (N dz - sum dz - x_hat sum(dz x_hat)), or w inv_std dz
+//     in eval mode. code < 0 means dy already is dz (softmax's row-wise backward ran first).
+#include "activations.cuh"
+
+#define FASTDL_COLUMN_BLOCK_X 32
+#define FASTDL_COLUMN_BLOCK_Y 8
+
+__device__ __forceinline__ void fastdl_column_block_sum(double a, double b, double* out_a, double* out_b) {
+    __shared__ double shared[2][FASTDL_COLUMN_BLOCK_Y][FASTDL_COLUMN_BLOCK_X];
+    shared[0][threadIdx.y][threadIdx.x] = a;
+    shared[1][threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y == 0 && out_a != nullptr) {
+        double total_a = 0.0, total_b = 0.0;
+        for (int k = 0; k < FASTDL_COLUMN_BLOCK_Y; ++k) {
+            total_a += shared[0][k][threadIdx.x];
+            total_b += shared[1][k][threadIdx.x];
+        }
+        *out_a = total_a;
+        *out_b = total_b;
+    }
+}
+
+template <typename T>
+__device__ void statistics_partials(const T* x, long long rows, long long cols, long long rows_per_chunk,
+                                    double* partials) {
+    long long column = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    long long first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
+    double sum = 0.0, sum_squares = 0.0;
+    if (column < cols) {
+        double shift = (double)x[column];
+        for (long long row = first + threadIdx.y; row < last; row += FASTDL_COLUMN_BLOCK_Y) {
+            double d = (double)x[row * cols + column] - shift;
+            sum += d;
+            sum_squares += d * d;
+        }
+    }
+    bool writes = column < cols;
+    fastdl_column_block_sum(sum, sum_squares, writes ? &partials[(2 * blockIdx.y) * cols + column] : nullptr,
+                            writes ? &partials[(2 * blockIdx.y + 1) * cols + column] : nullptr);
+}
+
+template <typename T>
+__device__ void statistics(const T* x, const double* partials, long long chunks, long long rows, long long cols,
+                           double eps, double* mean, double* inv_std, double* variance, int* finite) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
+        double sum = 0.0, sum_squares = 0.0;
+        for (long long k = 0; k < chunks; ++k) {
+            sum += partials[(2 * k) * cols + c];
+            sum_squares += partials[(2 * k + 1) * cols + c];
+        }
+        if (!isfinite(sum) || !isfinite(sum_squares)) *finite = 0;  // every writer stores the same 0
+        double shifted_mean = sum / (double)rows;
+        double var = max(sum_squares / (double)rows - shifted_mean * shifted_mean, 0.0);
+        mean[c] = (double)x[c] + shifted_mean;
+        variance[c] = var;
+        inv_std[c] = 1.0 / sqrt(var + eps);
+    }
+}
+
+template <typename T>
+__device__ void running_update(T* running_mean, T* running_var, const double* mean, const double* variance,
+                               long long cols, double factor, long long rows) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
+        running_mean[c] = T((1.0 - factor) * (double)running_mean[c] + factor * mean[c]);
+        running_var[c] = T((1.0 - factor) * (double)running_var[c] +
+                           factor * variance[c] * (double)rows / (double)(rows - 1));
+    }
+}
+
+template <typename T>
+__device__ void eval_statistics(const T* running_mean, const T* running_var, long long cols, double eps, double* mean,
+                                double* inv_std) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
+        mean[c] = (double)running_mean[c];
+        inv_std[c] = 1.0 / sqrt((double)running_var[c] + eps);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T fastdl_bn_z(const T* x, const T* weight, const T* bias, const double* mean,
+                                         const double* inv_std, long long i, long long c, double* x_hat) {
+    *x_hat = ((double)x[i] - mean[c]) * inv_std[c];
+    return T((double)weight[c] * *x_hat + (double)bias[c]);
+}
+
+template <typename T>
+__device__ void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y,
+                          long long n, long long cols, int code, T p0, T p1, u64 seed, u64 counter) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x) {
+        long long c = i % cols;
+        double x_hat;
+        T z = fastdl_bn_z(x, weight, bias, mean, inv_std, i, c, &x_hat);
+        y[i] = code < 0 ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T fastdl_bn_dz(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
+                                          const double* mean, const double* inv_std, long long i, long long c,
+                                          int code, T p0, T p1, u64 seed, u64 counter, double* x_hat) {
+    T z = fastdl_bn_z(x, weight, bias, mean, inv_std, i, c, x_hat);
+    if (code < 0) return grad_y[i];
+    return grad_y[i] * fastdl_derivative(code, z, y[i], p0, p1, seed, counter, (u64)i, c);
+}
+
+template <typename T>
+__device__ void backward_partials(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
+                                  const double* mean, const double* inv_std, double* partials, long long rows,
+                                  long long cols, long long rows_per_chunk, int code, T p0, T p1, u64 seed,
+                                  u64 counter) {
+    long long column = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    long long first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
+    double sum_dz = 0.0, sum_dz_x_hat = 0.0;
+    if (column < cols) {
+        for (long long row = first + threadIdx.y; row < last; row += FASTDL_COLUMN_BLOCK_Y) {
+            double x_hat;
+            double dz = (double)fastdl_bn_dz(x, grad_y, y, weight, bias, mean, inv_std, row * cols + column, column,
+                                             code, p0, p1, seed, counter, &x_hat);
+            sum_dz += dz;
+            sum_dz_x_hat += dz * x_hat;
+        }
+    }
+    bool writes = column < cols;
+    fastdl_column_block_sum(sum_dz, sum_dz_x_hat, writes ? &partials[(2 * blockIdx.y) * cols + column] : nullptr,
+                            writes ? &partials[(2 * blockIdx.y + 1) * cols + column] : nullptr);
+}
+
+template <typename T>
+__device__ void backward_totals(const double* partials, long long chunks, long long cols, double* totals,
+                                T* grad_weight, T* grad_bias, int accumulate) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
+        double sum_dz = 0.0, sum_dz_x_hat = 0.0;
+        for (long long k = 0; k < chunks; ++k) {
+            sum_dz += partials[(2 * k) * cols + c];
+            sum_dz_x_hat += partials[(2 * k + 1) * cols + c];
+        }
+        totals[c] = sum_dz;
+        totals[cols + c] = sum_dz_x_hat;
+        grad_bias[c] = accumulate ? T(grad_bias[c] + T(sum_dz)) : T(sum_dz);
+        grad_weight[c] = accumulate ? T(grad_weight[c] + T(sum_dz_x_hat)) : T(sum_dz_x_hat);
+    }
+}
+
+template <typename T>
+__device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
+                            const double* mean, const double* inv_std, const double* totals, T* grad_x, long long rows,
+                            long long cols, int training, int code, T p0, T p1, u64 seed, u64 counter) {
+    long long n = rows * cols;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x) {
+        long long c = i % cols;
+        double x_hat;
+        double dz = (double)fastdl_bn_dz(x, grad_y, y, weight, bias, mean, inv_std, i, c, code, p0, p1, seed, counter,
+                                         &x_hat);
+        double scale = (double)weight[c] * inv_std[c];
+        grad_x[i] = training ? T(scale / (double)rows * ((double)rows * dz - totals[c] - x_hat * totals[cols + c]))
+                             : T(scale * dz);
+    }
+}
+
+#define FASTDL_BATCHNORM_KERNELS(T, S)                                                                               \
+    extern "C" __global__ void fastdl_bn_statistics_partials_##S(const T* x, long long rows, long long cols,          \
+                                                                 long long rows_per_chunk, double* partials) {        \
+        statistics_partials(x, rows, cols, rows_per_chunk, partials);                                                \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_statistics_##S(const T* x, const double* partials, long long chunks,         \
+                                                        long long rows, long long cols, double eps, double* mean,     \
+                                                        double* inv_std, double* variance, int* finite) {            \
+        statistics(x, partials, chunks, rows, cols, eps, mean, inv_std, variance, finite);                           \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_running_update_##S(T* running_mean, T* running_var, const double* mean,      \
+                                                            const double* variance, long long cols, double factor,    \
+                                                            long long rows) {                                        \
+        running_update(running_mean, running_var, mean, variance, cols, factor, rows);                               \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_eval_statistics_##S(const T* running_mean, const T* running_var,            \
+                                                             long long cols, double eps, double* mean,                \
+                                                             double* inv_std) {                                      \
+        eval_statistics(running_mean, running_var, cols, eps, mean, inv_std);                                        \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_normalize_##S(const T* x, const T* weight, const T* bias, const double* mean, \
+                                                       const double* inv_std, T* y, long long n, long long cols,      \
+                                                       int code, T p0, T p1, u64 seed, u64 counter) {                \
+        normalize(x, weight, bias, mean, inv_std, y, n, cols, code, p0, p1, seed, counter);                          \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_backward_partials_##S(                                                      \
+        const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
+        const double* inv_std, double* partials, long long rows, long long cols, long long rows_per_chunk, int code, \
+        T p0, T p1, u64 seed, u64 counter) {                                                                         \
+        backward_partials(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk, code, p0, \
+                          p1, seed, counter);                                                                        \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_backward_totals_##S(const double* partials, long long chunks, long long cols, \
+                                                             double* totals, T* grad_weight, T* grad_bias,            \
+                                                             int accumulate) {                                       \
+        backward_totals(partials, chunks, cols, totals, grad_weight, grad_bias, accumulate);                         \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_backward_dx_##S(                                                            \
+        const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
+        const double* inv_std, const double* totals, T* grad_x, long long rows, long long cols, int training,         \
+        int code, T p0, T p1, u64 seed, u64 counter) {                                                               \
+        backward_dx(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, p1,   \
+                    seed, counter);                                                                                  \
+    }
+
+FASTDL_BATCHNORM_KERNELS(float, f32)
+FASTDL_BATCHNORM_KERNELS(double, f64)

@@ -1,0 +1,123 @@
+"""Launchers for activations.cu: the dense layer and the activations, with the CPU backend's signatures.
+
+GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after them is one kernel pass.
+"""
+
+import numpy as np
+
+from ..activation_table import SOFTMAX
+from .launch import NULL, THREADS, array_module, blocks, kernel, matmul, optional, row_threads, total, workspace
+
+SOURCE = "activations.cu"
+COLUMN_BLOCK = (32, 8)  # FASTDL_COLUMN_BLOCK_X, _Y
+ROWS_PER_CHUNK = 64
+
+
+def _rows(x):
+    return x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+
+
+def _launch(name, like, grid, block, args):
+    kernel(SOURCE, name, like.dtype, like=like)(grid, block, args)
+
+
+def _bias_activation(z, bias, a, code, params, seed, counter, mask=None, y=None, p=0.0, dropout_seed=0):
+    """z += bias; a = act(z); with a mask: y = dropout(a). z and a may be one array."""
+    rows, cols = _rows(z).shape
+    T = z.dtype.type
+    if code == SOFTMAX:
+        _launch("softmax_rows", z, (rows,), row_threads(cols), (z, optional(bias), a, np.int64(cols)))
+        if mask is not None:
+            from .dropout import dropout_forward
+
+            dropout_forward(a, p, dropout_seed, counter, mask, y)
+        return
+    scale = T(1.0 / (1.0 - p)) if mask is not None else T(1.0)
+    _launch("bias_activation", z, blocks(z.size), (THREADS,),
+            (z, optional(bias), a, optional(mask), NULL if y is None else y, np.int64(z.size), np.int64(cols),
+             np.int32(code), T(params[0]), T(params[1]), np.uint64(seed), np.uint64(counter), np.float64(p), scale,
+             np.uint64(dropout_seed)))
+
+
+def _activation_grad(grad_y, z, y, code, params, seed, counter, grad_z, grad_bias, accumulate, mask=None, p=0.0):
+    """grad_z = act'(z) * grad_a (grad_a = grad_y, or dropout's masked grad_y); grad_bias (+)= its column sums."""
+    rows, cols = _rows(grad_z).shape
+    T = grad_z.dtype.type
+    scale = T(1.0 / (1.0 - p)) if mask is not None else T(1.0)
+    if code == SOFTMAX:  # row-wise: the softmax backward first, then only the column sums below
+        source = grad_y
+        if mask is not None:
+            from .dropout import dropout_backward
+
+            source = workspace("masked_grad", grad_y.shape, grad_y.dtype, grad_y)
+            dropout_backward(grad_y, mask, p, source)
+        _launch("softmax_backward_rows", grad_z, (rows,), row_threads(cols), (source, y, grad_z, np.int64(cols)))
+        if grad_bias is None or grad_bias.size == 0:
+            return
+        grad_y, mask, code = grad_z, None, -1
+    chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
+    has_bias = grad_bias is not None and grad_bias.size > 0
+    partials = workspace("bias_partials", (chunks, cols), np.float64, grad_z) if has_bias else None
+    grid = ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], chunks)
+    _launch("activation_grad_partials", grad_z, grid, COLUMN_BLOCK,
+            (grad_y, z, y, optional(mask), scale, grad_z, optional(partials), np.int64(rows), np.int64(cols),
+             np.int64(ROWS_PER_CHUNK), np.int32(code), T(params[0]), T(params[1]), np.uint64(seed),
+             np.uint64(counter)))
+    if has_bias:
+        _launch("column_sums", grad_z, blocks(cols), (THREADS,),
+                (partials, np.int64(chunks), np.int64(cols), grad_bias, np.int32(bool(accumulate))))
+
+
+def activation_forward(x, code, params, seed, counter, y_out):
+    y_out[...] = x
+    _bias_activation(y_out, None, y_out, code, params, seed, counter)
+
+
+def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
+    if code == SOFTMAX:
+        _activation_grad(_rows(grad_y), _rows(z), _rows(y), code, params, seed, counter, _rows(grad_z_out), None,
+                         False)
+        return
+    _launch("activation_backward", grad_z_out, blocks(grad_z_out.size), (THREADS,),
+            (grad_y, z, y, grad_z_out, np.int64(grad_z_out.size), np.int64(grad_z_out.shape[-1]), np.int32(code),
+             grad_z_out.dtype.type(params[0]), grad_z_out.dtype.type(params[1]), np.uint64(seed),
+             np.uint64(counter)))
+
+
+def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+    matmul(x, weight, z_out)
+    _bias_activation(z_out, bias, y_out, code, params, seed, counter)
+
+
+def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
+                          y_out):
+    matmul(x, weight, z_out)
+    _bias_activation(z_out, bias, a_out, code, params, seed, counter, mask_out, y_out, p, dropout_seed)
+
+
+def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter, grad_z_work, grad_weight, grad_bias, grad_x,
+                   accumulate):
+    _activation_grad(grad_y, z, y, code, params, seed, counter, grad_z_work, grad_bias, accumulate)
+    _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
+
+
+def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter, grad_z_work, grad_weight,
+                           grad_bias, grad_x, accumulate):
+    _activation_grad(grad_y, z, a, code, params, seed, counter, grad_z_work, grad_bias, accumulate, mask, p)
+    _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
+
+
+def _weight_and_input_grads(x, weight, grad_z, grad_weight, grad_x, accumulate):
+    matmul(x.T, grad_z, grad_weight, accumulate)
+    if grad_x is not None:
+        matmul(grad_z, weight.T, grad_x)
+
+
+def all_finite(x):
+    flat = array_module(x).ascontiguousarray(x).reshape(-1)  # a kernel reads raw memory: no strided views
+    grid = blocks(flat.size)
+    partials = workspace("nonfinite_partials", grid, np.float64, x)
+    _launch("count_nonfinite", flat, grid, (THREADS,), (flat, np.int64(flat.size), partials))
+    return total(partials, x) == 0
+
+

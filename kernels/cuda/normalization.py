@@ -1,0 +1,92 @@
+"""Launchers for batchnorm.cu (and dropout.cu's, re-exported): the CPU backend's batch-norm signatures.
+
+The CPU's ``workspace``/``scratch`` arguments are sized for its row blocks; the GPU keeps its own float64
+partials per chunk of rows (``launch.workspace``), so it ignores them.
+"""
+
+import numpy as np
+
+from ..activation_table import SOFTMAX
+from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
+from .launch import THREADS, blocks, kernel, row_threads, workspace
+
+SOURCE = "batchnorm.cu"
+COLUMN_BLOCK = (32, 8)
+ROWS_PER_CHUNK = 256
+
+
+def _launch(name, like, grid, block, args):
+    kernel(SOURCE, name, like.dtype, like=like)(grid, block, args)
+
+
+def _column_grid(rows, cols):
+    chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
+    return chunks, ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], chunks)
+
+
+def _activation(code, params, T):
+    return (np.int32(-1 if code == SOFTMAX else code), T(params[0]), T(params[1]))
+
+
+def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out):
+    rows, cols = x.shape
+    _launch("bn_normalize", x, blocks(x.size), (THREADS,),
+            (x, weight, bias, mean, inv_std, y_out, np.int64(x.size), np.int64(cols),
+             *_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter)))
+    if code == SOFTMAX:
+        kernel("activations.cu", "softmax_rows", x.dtype, like=x)((rows,), row_threads(cols),
+                                                                  (y_out, np.uint64(0), y_out, np.int64(cols)))
+
+
+def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
+                            counter, mean_out, inv_std_out, y_out, workspace_unused=None, scratch_unused=None):
+    """Returns False, changing no running statistic, when x holds NaN or Inf."""
+    rows, cols = x.shape
+    chunks, grid = _column_grid(rows, cols)
+    partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
+    variance = workspace("bn_variance", (cols,), np.float64, x)
+    finite = workspace("bn_finite", (1,), np.int32, x)
+    finite[...] = 1
+    _launch("bn_statistics_partials", x, grid, COLUMN_BLOCK,
+            (x, np.int64(rows), np.int64(cols), np.int64(ROWS_PER_CHUNK), partials))
+    _launch("bn_statistics", x, blocks(cols), (THREADS,),
+            (x, partials, np.int64(chunks), np.int64(rows), np.int64(cols), np.float64(eps), mean_out, inv_std_out,
+             variance, finite))
+    if int(finite[0]) == 0:  # one small copy to the host, as the CPU's return value
+        return False
+    if running_factor >= 0:
+        _launch("bn_running_update", x, blocks(cols), (THREADS,),
+                (running_mean, running_var, mean_out, variance, np.int64(cols), np.float64(running_factor),
+                 np.int64(rows)))
+    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out)
+    return True
+
+
+def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
+                           y_out, workspace_unused=None):
+    cols = x.shape[1]
+    mean = workspace("bn_eval_mean", (cols,), np.float64, x)
+    _launch("bn_eval_statistics", x, blocks(cols), (THREADS,),
+            (running_mean, running_var, np.int64(cols), np.float64(eps), mean, inv_std_out))
+    _normalize(x, weight, bias, mean, inv_std_out, code, params, seed, counter, y_out)
+
+
+def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
+                       grad_weight, grad_bias, accumulate, workspace_unused, scratch_unused, totals):
+    rows, cols = x.shape
+    if code == SOFTMAX:  # row-wise: dz = softmax's backward first, then the identity path below
+        dz = workspace("bn_softmax_grad", x.shape, x.dtype, x)
+        kernel("activations.cu", "softmax_backward_rows", x.dtype, like=x)((rows,), row_threads(cols),
+                                                                           (grad_y, y, dz, np.int64(cols)))
+        grad_y = dz
+    activation = (*_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter))
+    chunks, grid = _column_grid(rows, cols)
+    partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
+    _launch("bn_backward_partials", x, grid, COLUMN_BLOCK,
+            (x, grad_y, y, weight, bias, mean, inv_std, partials, np.int64(rows), np.int64(cols),
+             np.int64(ROWS_PER_CHUNK), *activation))
+    _launch("bn_backward_totals", x, blocks(cols), (THREADS,),
+            (partials, np.int64(chunks), np.int64(cols), totals, grad_weight, grad_bias, np.int32(bool(accumulate))))
+    _launch("bn_backward_dx", x, blocks(x.size), (THREADS,),
+            (x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, np.int64(rows), np.int64(cols),
+             np.int32(bool(training)), *activation))
