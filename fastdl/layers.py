@@ -125,6 +125,34 @@ class Module:
         for parameter in self.parameters():
             parameter.grad[...] = 0
 
+    def to(self, backend_name):
+        """Move parameters, gradients, buffers (running statistics) and constants to another backend ("numpy",
+        "cpu", "gpu"); returns the module. Parameters that an optimizer holds in a flat buffer move with the whole
+        buffer (call ``optimizer.to`` too, for its state). Saved activations and workspaces are dropped: the next
+        backward needs a new forward. Use it with the target backend active (``fastdl.set_backend``)."""
+        from .backend import _load
+
+        backend = _load(backend_name)
+        flats = []
+        for parameter in self.parameters():
+            if parameter._flat is not None:
+                if all(parameter._flat is not flat for flat in flats):
+                    flats.append(parameter._flat)
+            else:
+                parameter._data, parameter._grad = backend.asarray(parameter._data), backend.asarray(parameter._grad)
+        for flat in flats:
+            if not isinstance(flat.data, backend.array_type):
+                flat.to(backend)
+        for module in self.modules():
+            for name, value in list(vars(module).items()):
+                if name == "_buffers":
+                    value.clear()
+                elif _is_array(value) and name.startswith("_forward"):
+                    setattr(module, name, None)
+                elif _is_array(value) and not isinstance(value, backend.array_type):
+                    setattr(module, name, backend.asarray(value))
+        return self
+
     def state_dict(self):
         """Copies of every parameter's values and buffer, by dotted name (``"0.weight"``, ``"1.running_mean"``)."""
         state = {name: np.array(to_numpy(p.data)) for name, p in self.named_parameters()}
@@ -203,6 +231,10 @@ class Module:
         if grad_out.shape != expected_shape:
             raise ValueError(f"{owner}: grad_out has shape {tuple(grad_out.shape)}, the forward output had {expected_shape}")
         return get_backend().xp.ascontiguousarray(grad_out)
+
+
+def _is_array(value):
+    return isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy")
 
 
 class _RandomCounter:

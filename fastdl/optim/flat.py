@@ -68,6 +68,13 @@ class FlatParameters:
         self.norms = NormWorkspace(self.sizes)
         self.stale = False
 
+    def to(self, backend):
+        """Move both buffers to ``backend`` (a Backend) and point every parameter at views of the moved ones."""
+        self.data, self.grad = backend.asarray(self.data), backend.asarray(self.grad)
+        for parameter, start, stop in zip(self.parameters, self.offsets[:-1], self.offsets[1:]):
+            parameter._bind(self.data[start:stop].reshape(parameter.shape),
+                            self.grad[start:stop].reshape(parameter.shape), self)
+
     @classmethod
     def of(cls, parameters, xp):
         parameters = list(parameters)

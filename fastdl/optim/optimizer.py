@@ -151,6 +151,19 @@ class Optimizer:
     def hyperparameters(self):
         return {name: getattr(self, name) for name in self._hyperparameter_names}
 
+    def to(self, backend_name):
+        """Move the flat parameter buffers and every state array to another backend ("numpy", "cpu", "gpu"):
+        ``model.to("gpu"); optimizer.to("gpu")`` continues training where it stopped."""
+        from ..backend import _load
+
+        backend = _load(backend_name)
+        for group, state in zip(self.groups, self.state):
+            if not isinstance(group.data, backend.array_type):
+                group.to(backend)
+            for name in state:
+                state[name] = backend.asarray(state[name])
+        return self
+
     def state_dict(self):
         """Copies of everything a resumed run needs to continue bit for bit: hyperparameters, step counts, state."""
         return {

@@ -54,8 +54,9 @@ def _kernel_names(source_path):
 
 @functools.lru_cache(maxsize=None)
 def module(source):
-    """The compiled emulation of kernels/cuda/<source> (built once, then cached on disk by content)."""
-    source_path = folder() / source
+    """The compiled emulation of kernels/cuda/<source>, or of the file at an absolute path (built once, then
+    cached on disk by content)."""
+    source_path = source if os.path.isabs(str(source)) else folder() / source
     names = _kernel_names(source_path)
     wrappers = [f'#include "{source_path}"']
     for name in names:
@@ -63,11 +64,11 @@ def module(source):
                         f'{{ return fastdl_emulation::launch_kernel({name}, config, args); }}')
         wrappers.append(f'extern "C" const char* signature_{name}() {{ return fastdl_emulation::signature({name}); }}')
     program = "\n".join(wrappers) + "\n"
-    key = hashlib.sha256(program.encode())
+    key = hashlib.sha256(program.encode() + open(source_path, "rb").read())
     for header in sorted(folder().iterdir(), key=lambda p: p.name):
         if header.name.endswith((".cu", ".cuh", ".h")):
             key.update(header.read_bytes())
-    library = os.path.join(_cache_dir(), f"{source.replace('.', '_')}-{key.hexdigest()[:16]}.so")
+    library = os.path.join(_cache_dir(), f"{os.path.basename(str(source)).replace('.', '_')}-{key.hexdigest()[:16]}.so")
     if not os.path.exists(library):
         _compile(program, library)
     return EmulatedModule(ctypes.CDLL(library), names)

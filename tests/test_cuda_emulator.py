@@ -1,0 +1,97 @@
+"""The CUDA emulator itself: barriers, warp shuffles, deadlocks and argument checks behave as on a GPU, so the
+"cuda-emulator" backend's results (the whole backend suite runs on it) say something about the GPU's."""
+
+import numpy as np
+import pytest
+
+from fastdl.kernels.cuda import emulator
+
+pytestmark = pytest.mark.skipif(not __import__("shutil").which("g++"), reason="the CUDA emulator needs g++")
+
+SOURCE = r"""
+#include "common.cuh"
+// thread t writes t + 1, thread 0 reads what the last thread wrote: right only after a barrier
+extern "C" __global__ void last_value(int* out) {
+    __shared__ int shared[1024];
+    shared[threadIdx.x] = threadIdx.x + 1;
+    __syncthreads();
+    if (threadIdx.x == 0) out[blockIdx.x] = shared[blockDim.x - 1];
+}
+extern "C" __global__ void last_value_without_barrier(int* out) {
+    __shared__ int shared[1024];
+    shared[threadIdx.x] = threadIdx.x + 1;
+    if (threadIdx.x == 0) out[blockIdx.x] = shared[blockDim.x - 1];
+}
+extern "C" __global__ void butterfly_sum(const double* x, double* out) {
+    double v = x[threadIdx.x];
+    for (int mask = 16; mask > 0; mask >>= 1) v += __shfl_xor_sync(0xffffffffu, v, mask);
+    out[threadIdx.x] = v;  // every lane holds its warp's sum
+}
+extern "C" __global__ void block_sum(const double* x, long long n, double* out) {
+    __shared__ double shared[32];
+    double v = 0.0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) v += x[i];
+    out[threadIdx.x] = fastdl_block_reduce(v, 0.0, shared, FastdlAdd());
+}
+extern "C" __global__ void deadlock(int* out) {
+    if (threadIdx.x == 0) __syncthreads();  // the others return, then thread 0 waits... and on a GPU proceeds
+    if (threadIdx.x == 1) { __syncwarp(); }
+    out[0] = 1;
+}
+extern "C" __global__ void scalar(float* out, float value, long long n) { out[0] = value + (float)n; }
+"""
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cuda") / "emulator_test.cu"
+    path.write_text(SOURCE)
+    return emulator.module(str(path))
+
+
+def test_a_missing_barrier_shows(kernels):
+    out = np.zeros(3, np.int32)
+    kernels.get_function("last_value")((3,), (64,), (out,))
+    np.testing.assert_array_equal(out, 64)
+    kernels.get_function("last_value_without_barrier")((3,), (64,), (out,))
+    # thread 0 runs before the last thread writes: the first block reads the never-written value (later blocks
+    # read what the block before left in shared memory, as stale as on a GPU)
+    assert out[0] == 0
+
+
+def test_warp_shuffles_exchange_within_each_warp(kernels):
+    x = np.arange(96, dtype=np.float64)
+    out = np.zeros(96)
+    kernels.get_function("butterfly_sum")((1,), (96,), (x, out))
+    np.testing.assert_array_equal(out, np.repeat(x.reshape(3, 32).sum(axis=1), 32))
+
+
+@pytest.mark.parametrize("threads, n", [(32, 5), (256, 1000), (96, 97)])
+def test_block_reduce_gives_the_sum_to_every_thread(kernels, threads, n):
+    x = np.random.default_rng(n).standard_normal(n)
+    out = np.zeros(threads)
+    kernels.get_function("block_sum")((1,), (threads,), (x, np.int64(n), out))
+    np.testing.assert_allclose(out, x.sum(), rtol=1e-12)
+    assert len(set(out.tolist())) == 1
+
+
+def test_a_barrier_only_some_threads_reach_is_a_deadlock_error(kernels):
+    with pytest.raises(emulator.EmulationError, match="deadlock"):
+        kernels.get_function("deadlock")((1,), (64,), (np.zeros(1, np.int32),))
+
+
+def test_arguments_are_checked_against_the_kernel(kernels):
+    scalar = kernels.get_function("scalar")
+    out = np.zeros(1, np.float32)
+    scalar((1,), (32,), (out, np.float32(1.5), np.int64(2)))
+    assert out[0] == 3.5
+    with pytest.raises(emulator.EmulationError, match="argument 1 must be a float32 scalar, got float"):
+        scalar((1,), (32,), (out, 1.5, np.int64(2)))
+    with pytest.raises(emulator.EmulationError, match="argument 0 must hold float32, got float64"):
+        scalar((1,), (32,), (np.zeros(1), np.float32(1.5), np.int64(2)))
+    with pytest.raises(emulator.EmulationError, match="takes 3 arguments"):
+        scalar((1,), (32,), (out, np.float32(1.5)))
+    with pytest.raises(emulator.EmulationError, match="C-contiguous"):
+        scalar((1,), (32,), (np.zeros(4, np.float32)[::2], np.float32(1.5), np.int64(2)))
+    with pytest.raises(emulator.EmulationError, match="no kernel named"):
+        kernels.get_function("missing")
