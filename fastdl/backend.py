@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 BACKEND_NAMES = ("numpy", "cpu", "gpu", "cuda-emulator")
+EMULATED_BACKENDS = ("cuda-emulator",)  # for tests and debugging: never benchmarked unless asked for by name
 DEFAULT_BACKEND = "cpu"
 
 

@@ -1,4 +1,5 @@
-"""The CUDA kernels that exist so far (optimizers, dropout) against the numpy reference, on a real GPU.
+"""A few CUDA kernels against the numpy reference directly, on a real GPU (the backend suite covers every op on the
+"gpu" backend, and on the "cuda-emulator" backend everywhere).
 
 Skips, saying why, without CuPy or a device (as in CI); tests/test_cuda_sources.py compiles them everywhere.
 """

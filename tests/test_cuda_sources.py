@@ -54,7 +54,7 @@ def compile_source(name, architecture):
 
 
 def test_there_are_cuda_sources():
-    assert {"optim.cu", "dropout.cu"} <= set(SOURCES)
+    assert {"optim.cu", "dropout.cu", "activations.cu", "losses.cu", "batchnorm.cu"} <= set(SOURCES)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

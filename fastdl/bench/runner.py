@@ -29,7 +29,8 @@ SETTINGS = {"quick": dict(rounds=3, seconds_per_call=0.04, pause=0.05),
 
 def available_backends(requested=None):
     """[(name, None)] for usable backends, [(name, reason)] for the others."""
-    names = requested or list(fastdl.backend.BACKEND_NAMES)
+    backend = fastdl.backend
+    names = requested or [name for name in backend.BACKEND_NAMES if name not in backend.EMULATED_BACKENDS]
     result = []
     for name in names:
         try:
