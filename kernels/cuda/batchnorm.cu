@@ -13,19 +13,22 @@
 #define FASTDL_COLUMN_BLOCK_X 32
 #define FASTDL_COLUMN_BLOCK_Y 8
 
-__device__ __forceinline__ void fastdl_column_block_sum(double a, double b, double* out_a, double* out_b) {
+// Adds the block's 8 rows of (a, b) per column in order; row 0 stores them as this chunk's partials
+// (partials[2 chunk][column], partials[2 chunk + 1][column]). Every thread calls it (it has a barrier).
+__device__ __forceinline__ void fastdl_store_column_partials(double a, double b, long long column, long long cols,
+                                                             double* partials) {
     __shared__ double shared[2][FASTDL_COLUMN_BLOCK_Y][FASTDL_COLUMN_BLOCK_X];
     shared[0][threadIdx.y][threadIdx.x] = a;
     shared[1][threadIdx.y][threadIdx.x] = b;
     __syncthreads();
-    if (threadIdx.y == 0 && out_a != nullptr) {
+    if (threadIdx.y == 0 && column < cols) {
         double total_a = 0.0, total_b = 0.0;
         for (int k = 0; k < FASTDL_COLUMN_BLOCK_Y; ++k) {
             total_a += shared[0][k][threadIdx.x];
             total_b += shared[1][k][threadIdx.x];
         }
-        *out_a = total_a;
-        *out_b = total_b;
+        partials[(2 * blockIdx.y) * cols + column] = total_a;
+        partials[(2 * blockIdx.y + 1) * cols + column] = total_b;
     }
 }
 
@@ -43,9 +46,7 @@ __device__ void statistics_partials(const T* x, long long rows, long long cols, 
             sum_squares += d * d;
         }
     }
-    bool writes = column < cols;
-    fastdl_column_block_sum(sum, sum_squares, writes ? &partials[(2 * blockIdx.y) * cols + column] : nullptr,
-                            writes ? &partials[(2 * blockIdx.y + 1) * cols + column] : nullptr);
+    fastdl_store_column_partials(sum, sum_squares, column, cols, partials);
 }
 
 template <typename T>
@@ -129,9 +130,7 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
             sum_dz_x_hat += dz * x_hat;
         }
     }
-    bool writes = column < cols;
-    fastdl_column_block_sum(sum_dz, sum_dz_x_hat, writes ? &partials[(2 * blockIdx.y) * cols + column] : nullptr,
-                            writes ? &partials[(2 * blockIdx.y + 1) * cols + column] : nullptr);
+    fastdl_store_column_partials(sum_dz, sum_dz_x_hat, column, cols, partials);
 }
 
 template <typename T>

@@ -80,6 +80,17 @@ __device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_
     }
 }
 
+// This block's two sums into partials[2 * block], partials[2 * block + 1] (fixed-order block reductions).
+__device__ __forceinline__ void fastdl_store_piece_sums(double a, double b, double* shared, double* partials) {
+    double total_a = fastdl_block_sum(a, shared);
+    __syncthreads();
+    double total_b = fastdl_block_sum(b, shared);
+    if (threadIdx.x == 0) {
+        partials[2 * blockIdx.x] = total_a;
+        partials[2 * blockIdx.x + 1] = total_b;
+    }
+}
+
 // Sums of squares per piece (one block per piece, fixed-order block reduction), then per segment (one thread per
 // segment adds its pieces in order): the same pieces and combination order as the CPU, so the same norms up to
 // the order inside a piece.
@@ -96,13 +107,7 @@ __device__ void piece_sums_of_squares(const T* first, const T* second, const lon
             b += y * y;
         }
     }
-    double total_a = fastdl_block_sum(a, shared);
-    __syncthreads();
-    double total_b = fastdl_block_sum(b, shared);
-    if (threadIdx.x == 0) {
-        partials[2 * blockIdx.x] = total_a;
-        partials[2 * blockIdx.x + 1] = total_b;
-    }
+    fastdl_store_piece_sums(a, b, shared, partials);
 }
 
 // LARS and LAMB work per tensor (a trust ratio each): one block per piece of the flat buffer (pieces never
@@ -142,13 +147,7 @@ __device__ void lamb_moments(const T* param, const T* grad, T* exp_avg, T* exp_a
         param_squares += p * p;
         direction_squares += r * r;
     }
-    double total_p = fastdl_block_sum(param_squares, shared);
-    __syncthreads();
-    double total_r = fastdl_block_sum(direction_squares, shared);
-    if (threadIdx.x == 0) {
-        partials[2 * blockIdx.x] = total_p;
-        partials[2 * blockIdx.x + 1] = total_r;
-    }
+    fastdl_store_piece_sums(param_squares, direction_squares, shared, partials);
 }
 
 template <typename T>
