@@ -55,23 +55,30 @@ def _kernel_names(source_path):
 @functools.lru_cache(maxsize=None)
 def module(source):
     """The compiled emulation of kernels/cuda/<source>, or of the file at an absolute path (built once, then
-    cached on disk by content)."""
+    cached on disk by content: a later process only loads it)."""
     source_path = source if os.path.isabs(str(source)) else folder() / source
-    names = _kernel_names(source_path)
-    wrappers = [f'#include "{source_path}"']
-    for name in names:
-        wrappers.append(f'extern "C" const char* emulate_{name}(const unsigned* config, void** args) '
-                        f'{{ return fastdl_emulation::launch_kernel({name}, config, args); }}')
-        wrappers.append(f'extern "C" const char* signature_{name}() {{ return fastdl_emulation::signature({name}); }}')
-    program = "\n".join(wrappers) + "\n"
-    key = hashlib.sha256(program.encode() + open(source_path, "rb").read())
+    key = hashlib.sha256(open(source_path, "rb").read() + open(__file__, "rb").read())  # this file writes the wrappers
     for header in sorted(folder().iterdir(), key=lambda p: p.name):
         if header.name.endswith((".cu", ".cuh", ".h")):
             key.update(header.read_bytes())
     library = os.path.join(_cache_dir(), f"{os.path.basename(str(source)).replace('.', '_')}-{key.hexdigest()[:16]}.so")
     if not os.path.exists(library):
-        _compile(program, library)
-    return EmulatedModule(ctypes.CDLL(library), names)
+        _compile(_wrapped(source_path), library)
+    loaded = ctypes.CDLL(library)
+    loaded.emulated_kernel_names.restype = ctypes.c_char_p
+    return EmulatedModule(loaded, loaded.emulated_kernel_names().decode().split())
+
+
+def _wrapped(source_path):
+    """The source plus, per kernel, a C entry point that launches it and one that describes its parameters."""
+    names = _kernel_names(source_path)
+    wrappers = [f'#include "{source_path}"',
+                f'extern "C" const char* emulated_kernel_names() {{ return "{" ".join(names)}"; }}']
+    for name in names:
+        wrappers.append(f'extern "C" const char* emulate_{name}(const unsigned* config, void** args) '
+                        f'{{ return fastdl_emulation::launch_kernel({name}, config, args); }}')
+        wrappers.append(f'extern "C" const char* signature_{name}() {{ return fastdl_emulation::signature({name}); }}')
+    return "\n".join(wrappers) + "\n"
 
 
 def _compile(program, library):
