@@ -6,7 +6,7 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 import numpy as np
 
 from ..activation_table import SOFTMAX
-from .launch import NULL, THREADS, array_module, blocks, kernel, matmul, optional, row_threads, total, workspace
+from .launch import NULL, THREADS, array_module, blocks, launch, matmul, optional, row_threads, total, workspace
 
 SOURCE = "activations.cu"
 COLUMN_BLOCK = (32, 8)  # FASTDL_COLUMN_BLOCK_X, _Y
@@ -18,7 +18,7 @@ def _rows(x):
 
 
 def _launch(name, like, grid, block, args):
-    kernel(SOURCE, name, like.dtype, like=like)(grid, block, args)
+    launch(SOURCE, name, like, grid, block, args)
 
 
 def _bias_activation(z, bias, a, code, params, seed, counter, mask=None, y=None, p=0.0, dropout_seed=0):
@@ -69,8 +69,7 @@ def _activation_grad(grad_y, z, y, code, params, seed, counter, grad_z, grad_bia
 
 
 def activation_forward(x, code, params, seed, counter, y_out):
-    y_out[...] = x
-    _bias_activation(y_out, None, y_out, code, params, seed, counter)
+    _bias_activation(x, None, y_out, code, params, seed, counter)  # without a bias, z (here x) is only read
 
 
 def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):

@@ -41,6 +41,11 @@ def kernel(source, name, dtype=None, like=None):
     return module(source).get_function(f"fastdl_{name}{suffix}")
 
 
+def launch(source, name, like, grid, block, args):
+    """Run ``fastdl_<name>_<dtype of like>`` of ``source`` on (grid, block) with ``args``."""
+    kernel(source, name, like.dtype, like=like)(grid, block, args)
+
+
 def array_module(array):
     if on_host(array):
         return np

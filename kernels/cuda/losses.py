@@ -3,7 +3,7 @@ copy to the host) and writes the input gradient into ``grad_out``."""
 
 import numpy as np
 
-from .launch import THREADS, blocks, kernel, row_threads, total, workspace
+from .launch import THREADS, array_module, blocks, kernel, row_threads, total, workspace
 
 SOURCE = "losses.cu"
 
@@ -12,10 +12,10 @@ def softmax_cross_entropy(logits, labels, label_smoothing, reduction_sum, grad_o
     rows, classes = logits.shape
     scale = 1.0 if reduction_sum else 1.0 / rows
     partials = workspace("loss_partials", (rows,), np.float64, logits)
-    labels = labels.astype(np.int64, copy=False)
+    labels = array_module(labels).ascontiguousarray(labels, dtype=np.int64)  # the kernel reads int64, densely
     kernel(SOURCE, "softmax_cross_entropy", logits.dtype, like=logits)(
-        (rows,), row_threads(classes), (logits, labels, np.int64(classes), np.float64(label_smoothing), np.float64(scale),
-                              grad_out, partials))
+        (rows,), row_threads(classes),
+        (logits, labels, np.int64(classes), np.float64(label_smoothing), np.float64(scale), grad_out, partials))
     return total(partials, logits)
 
 

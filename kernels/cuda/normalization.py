@@ -8,7 +8,7 @@ import numpy as np
 
 from ..activation_table import SOFTMAX
 from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
-from .launch import THREADS, blocks, kernel, row_threads, workspace
+from .launch import THREADS, blocks, kernel, launch, row_threads, workspace
 
 SOURCE = "batchnorm.cu"
 COLUMN_BLOCK = (32, 8)
@@ -16,7 +16,7 @@ ROWS_PER_CHUNK = 256
 
 
 def _launch(name, like, grid, block, args):
-    kernel(SOURCE, name, like.dtype, like=like)(grid, block, args)
+    launch(SOURCE, name, like, grid, block, args)
 
 
 def _column_grid(rows, cols):

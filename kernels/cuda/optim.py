@@ -8,7 +8,7 @@ per-tensor tables live on the host, as on the CPU, and the piece tables are copi
 import numpy as np
 
 from ..reference.optim import lamb_trust_ratios, lars_trust_ratios  # noqa: F401  (a few scalars per tensor: host)
-from .launch import THREADS, array_module, blocks, kernel, on_host, optional
+from .launch import THREADS, array_module, blocks, kernel, on_host, optional, workspace
 
 SOURCE = "optim.cu"
 
@@ -48,21 +48,36 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weig
 _device_tables = {}
 
 
-def _tables(piece_bounds, piece_segments, partials, like):
-    """(bounds, segments, partials) where the kernels can read them: copied to the GPU once per buffer."""
+def _tables(piece_bounds, piece_segments, like):
+    """(bounds, segments) where the kernels can read them: copied to the GPU once per buffer. The cache keeps the
+    host arrays alive, so their ids (the key) cannot be reused by other arrays."""
     if on_host(like):
-        return piece_bounds, piece_segments, partials
+        return piece_bounds, piece_segments
     key = (id(piece_bounds), id(piece_segments))
     if key not in _device_tables:  # the tables never change for a buffer
         xp = array_module(like)
-        _device_tables[key] = (xp.asarray(piece_bounds), xp.asarray(piece_segments), xp.empty(partials.shape))
-    return _device_tables[key]
+        _device_tables[key] = (piece_bounds, piece_segments, xp.asarray(piece_bounds), xp.asarray(piece_segments))
+    return _device_tables[key][2:]
+
+
+def _on_device(host, name, like):
+    """The device's copy of a small float64 host array (trust ratios), in a reused workspace; the host array
+    itself on the emulator."""
+    if on_host(like):
+        return host
+    device = workspace(name, host.shape, np.float64, like)
+    device.set(host)
+    return device
+
+
+def _piece_partials(partials, like):
+    return partials if on_host(like) else workspace("piece_partials", partials.shape, np.float64, like)
 
 
 def _segment_sums(bounds, segments, device_partials, sums, like):
     """sums[s] = the pieces of segment s added in order, into the host array ``sums``."""
     pieces, count = len(segments), len(sums)
-    device_sums = sums if on_host(like) else array_module(like).empty(sums.shape)
+    device_sums = sums if on_host(like) else workspace("segment_sums", sums.shape, np.float64, like)
     kernel(SOURCE, "segment_sums", like=like)(blocks(count), (THREADS,),
                                               (device_partials, segments, np.int32(pieces), np.int32(count),
                                                device_sums))
@@ -72,29 +87,28 @@ def _segment_sums(bounds, segments, device_partials, sums, like):
 
 def segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums):
     """sums[s] = (sum first^2, sum second^2) per segment, into the host array ``sums`` (one small copy back)."""
-    bounds, segments, device_partials = _tables(piece_bounds, piece_segments, partials, first)
+    bounds, segments = _tables(piece_bounds, piece_segments, first)
+    device_partials = _piece_partials(partials, first)
     kernel(SOURCE, "piece_sums_of_squares", first.dtype, like=first)(
         (len(piece_segments),), (THREADS,), (first, optional(second), bounds, device_partials))
     _segment_sums(bounds, segments, device_partials, sums, first)
 
 
-def _ratios(ratios, like):
-    return ratios if on_host(like) else array_module(like).asarray(ratios)
-
-
 def lars_step(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
     T = param.dtype.type
-    bounds, segments, _ = _tables(piece_bounds, piece_segments, np.empty((len(piece_segments), 2)), param)
+    bounds, segments = _tables(piece_bounds, piece_segments, param)
     kernel(SOURCE, "lars_step", param.dtype, like=param)(
         (len(piece_segments),), (THREADS,),
-        (param, grad, buffer, _ratios(ratios, param), bounds, segments, T(grad_scale), T(weight_decay), T(l1),
+        (param, grad, buffer, _on_device(ratios, "ratios", param),
+         bounds, segments, T(grad_scale), T(weight_decay), T(l1),
          np.float64(lr), T(momentum)))
 
 
 def lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
     T = param.dtype.type
-    bounds, segments, device_partials = _tables(piece_bounds, piece_segments, partials, param)
+    bounds, segments = _tables(piece_bounds, piece_segments, param)
+    device_partials = _piece_partials(partials, param)
     kernel(SOURCE, "lamb_moments", param.dtype, like=param)(
         (len(piece_segments),), (THREADS,),
         (param, grad, exp_avg, exp_avg_sq, bounds, device_partials, T(grad_scale), T(l1), T(beta1), T(beta2),
@@ -105,8 +119,9 @@ def lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments,
 def lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
                bias_correction2, eps):
     T = param.dtype.type
-    bounds, segments, _ = _tables(piece_bounds, piece_segments, np.empty((len(piece_segments), 2)), param)
+    bounds, segments = _tables(piece_bounds, piece_segments, param)
     kernel(SOURCE, "lamb_apply", param.dtype, like=param)(
         (len(piece_segments),), (THREADS,),
-        (param, exp_avg, exp_avg_sq, _ratios(ratios, param), bounds, segments, T(weight_decay), np.float64(lr),
+        (param, exp_avg, exp_avg_sq, _on_device(ratios, "ratios", param),
+         bounds, segments, T(weight_decay), np.float64(lr),
          T(bias_correction1), T(bias_correction2), T(eps)))
