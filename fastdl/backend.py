@@ -3,9 +3,10 @@
 ``"numpy"`` is the reference (plain formulas), ``"cpu"`` the Numba kernels (the default) and ``"gpu"`` the
 CuPy kernels. ``"cuda-emulator"`` runs the GPU backend's very kernels and launchers on the CPU (compiled with g++,
 one fiber per CUDA thread, numpy arrays): far too slow for training, it exists so that the GPU code is tested
-where there is no GPU (CI) and so that a kernel can be debugged on any machine. Every backend's ``kernels`` module offers the same functions with the same signatures, so the
-layers never branch on the backend. The active backend is a context variable: ``use_backend`` changes it
-for a ``with`` block (and its thread), ``set_backend`` for good; ``FASTDL_BACKEND`` sets the starting one.
+where there is no GPU (CI) and so that a kernel can be debugged on any machine. Every backend's ``kernels``
+module offers the same functions with the same signatures, so the layers never branch on the backend. The
+active backend is a context variable: ``use_backend`` changes it for a ``with`` block (and its thread),
+``set_backend`` for good; ``FASTDL_BACKEND`` sets the starting one.
 """
 
 import contextlib

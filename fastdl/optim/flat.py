@@ -56,9 +56,7 @@ class FlatParameters:
         total = int(self.offsets[-1])
         self.data = xp.empty(total, dtype=self.dtype)
         self.grad = xp.empty(total, dtype=self.dtype)
-        for parameter, start, stop in zip(self.parameters, self.offsets[:-1], self.offsets[1:]):
-            data_view = self.data[start:stop].reshape(parameter.shape)
-            grad_view = self.grad[start:stop].reshape(parameter.shape)
+        for parameter, data_view, grad_view in self._views():
             data_view[...] = parameter.data
             grad_view[...] = parameter.grad
             if parameter._flat is not None and parameter._flat is not self:
@@ -71,9 +69,14 @@ class FlatParameters:
     def to(self, backend):
         """Move both buffers to ``backend`` (a Backend) and point every parameter at views of the moved ones."""
         self.data, self.grad = backend.asarray(self.data), backend.asarray(self.grad)
+        for parameter, data_view, grad_view in self._views():
+            parameter._bind(data_view, grad_view, self)
+
+    def _views(self):
+        """(parameter, its view of data, its view of grad) for each parameter, in buffer order."""
         for parameter, start, stop in zip(self.parameters, self.offsets[:-1], self.offsets[1:]):
-            parameter._bind(self.data[start:stop].reshape(parameter.shape),
-                            self.grad[start:stop].reshape(parameter.shape), self)
+            shape = parameter.shape
+            yield parameter, self.data[start:stop].reshape(shape), self.grad[start:stop].reshape(shape)
 
     @classmethod
     def of(cls, parameters, xp):
