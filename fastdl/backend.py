@@ -18,6 +18,7 @@ import numpy as np
 BACKEND_NAMES = ("numpy", "cpu", "gpu", "cuda-emulator")
 EMULATED_BACKENDS = ("cuda-emulator",)  # for tests and debugging: never benchmarked unless asked for by name
 DEFAULT_BACKEND = "cpu"
+CACHE_LINE = 64
 
 
 class Backend:
@@ -28,6 +29,17 @@ class Backend:
         self.kernels = kernels
         self.xp = xp
         self.array_type = xp.ndarray
+
+    def empty(self, shape, dtype):
+        """An uninitialized array; on the host its data starts on a 64-byte cache line, so the CPU kernels may
+        write it with streaming stores (numpy alone promises 16 bytes)."""
+        if self.xp is not np:
+            return self.xp.empty(shape, dtype=dtype)
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        raw = np.empty(size + CACHE_LINE, np.uint8)
+        start = -raw.ctypes.data % CACHE_LINE
+        return raw[start:start + size].view(dtype).reshape(shape)
 
     def asarray(self, x, dtype=None):
         if self.xp is np:

@@ -210,7 +210,7 @@ class Module:
         buffers = self.__dict__.setdefault("_buffers", {})
         buffer = buffers.get(key)
         if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-            buffer = get_backend().xp.empty(shape, dtype=dtype)
+            buffer = get_backend().empty(shape, dtype)
             buffers[key] = buffer
         return buffer
 

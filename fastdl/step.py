@@ -277,11 +277,12 @@ class CompiledStep:
                 else:
                     grad_weight, grad_bias = np.empty(width, dtype), np.empty(width, dtype)
                 blocks = (batch + 63) // 64
-                last = np.empty(shape, dtype)
+                aligned = get_backend().empty  # y and dx on cache lines: large ones take streaming stores
+                last = aligned(shape, dtype)
                 tail += [weight, bias, grad_weight, grad_bias, layer.running_mean, layer.running_var, float(layer.eps),
                          code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), last,
                          np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
-                         np.empty(shape, dtype), np.empty((2, width))]
+                         aligned(shape, dtype), np.empty((2, width))]
             elif isinstance(layer, Activation):
                 code, params = layer.spec.kernel_args(dtype, True)
                 last = np.empty(shape, dtype)

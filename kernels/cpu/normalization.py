@@ -7,6 +7,10 @@ normalizes, scales, shifts and applies the fused activation in place on each out
 are updated in the same call. Backward is two passes too: the reductions sum(dz) and sum(dz * x_hat), then
 dx, recomputing x_hat and the activation's derivative on the fly (never materialized).
 
+The reductions sweep four rows at a time (their accumulators' loads and stores, not memory, bounded the one-row
+loops), and the output passes write large aligned outputs with streaming stores (``streaming.py``): both passes
+are otherwise bound by memory traffic on the benchmark host, and a streamed y or dx skips the read of its lines.
+
 Each kernel body is written once (inlined helpers with ``prange``) and compiled twice: ``*_parallel`` for
 inputs of at least PARALLEL_MIN_ELEMENTS, ``*_serial`` below, where waking a second thread pool costs more
 than it saves (see ``dense.py``).
@@ -19,6 +23,7 @@ from numba import njit, prange
 
 from .activations import IDENTITY, RELU, activate_row_in_place, activation_grad_row_in_place
 from .counter_rng import uniform
+from .streaming import fence_streaming_stores, store, store_streaming, streams
 
 BLOCK_ROWS = 64
 PARALLEL_MIN_ELEMENTS = 1 << 18
@@ -44,12 +49,40 @@ def _combine_blocks(first, first_row, second, second_row, blocks, first_total, s
 
 
 @njit(inline="always")
+def _shifted_sums(x, start, stop, shift, sums, squares):
+    """sums = sum of (x[i] - shift) and squares = sum of (x[i] - shift)^2 over rows start..stop-1.
+
+    Four rows per sweep: each accumulator is loaded and stored once per four rows instead of every row, which
+    made the pass twice as slow as a plain read of x (it was bound by the accumulators' loads and stores)."""
+    sums[:] = 0
+    squares[:] = 0
+    i = start
+    while i + 4 <= stop:
+        row0, row1, row2, row3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        for j in range(sums.shape[0]):
+            d0 = row0[j] - shift[j]
+            d1 = row1[j] - shift[j]
+            d2 = row2[j] - shift[j]
+            d3 = row3[j] - shift[j]
+            sums[j] += (d0 + d1) + (d2 + d3)
+            squares[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        i += 4
+    for i in range(i, stop):
+        row = x[i]
+        for j in range(sums.shape[0]):
+            d = row[j] - shift[j]
+            sums[j] += d
+            squares[j] += d * d
+
+
+@njit(inline="always")
 def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
     """Biased mean and 1/sqrt(var + eps) per feature, into mean_out and inv_std_out (float64).
 
     Two-level sums: each block of 64 rows accumulates (x - shift) and (x - shift)^2 in the data's own type
-    (short sums of shifted values keep their digits, and the loop vectorizes); blocks are combined in float64,
-    in block order. ``shift`` is the first row, so a large common mean cancels before anything is summed.
+    (short sums of shifted values keep their digits, and the loop vectorizes: ``_shifted_sums``); blocks are
+    combined in float64, in block order. ``shift`` is the first row, so a large common mean cancels before
+    anything is summed.
     Leaves the biased variance of feature j in workspace[-1, j] (for the running-variance update). Returns
     False when x holds NaN or Inf (a non-finite value poisons its block's sums), so no separate check pass.
     """
@@ -60,16 +93,7 @@ def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
     for b in prange(blocks):
         # sums and squares live in different arrays: as two rows of one array LLVM cannot prove them apart
         # and would not vectorize the loop
-        sums = workspace[b]
-        squares = scratch[b]
-        sums[:] = 0
-        squares[:] = 0
-        for i in range(b * 64, min(rows, (b + 1) * 64)):
-            row = x[i]
-            for j in range(columns):
-                d = row[j] - shift[j]
-                sums[j] += d
-                squares[j] += d * d
+        _shifted_sums(x, b * 64, min(rows, (b + 1) * 64), shift, workspace[b], scratch[b])
     _combine_blocks(workspace, 0, scratch, 0, blocks, mean_out, inv_std_out)  # the accumulators: reused as scratch
     for j in range(columns):
         total = mean_out[j]
@@ -108,6 +132,7 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
     p0 = params[0]
     p1 = params[1]
     blocks = (rows + 64 - 1) // 64
+    stream = streams(y_out) and (code == IDENTITY or code == RELU)  # other activations rewrite y in place
     for b in prange(blocks):
         for i in range(b * 64, min(rows, (b + 1) * 64)):
             row = x[i]
@@ -115,12 +140,14 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
             if code == RELU:  # the common case fused into the loop itself
                 for j in range(columns):
                     z = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
-                    y_row[j] = z if z > 0 else T(0.0)
+                    store(y_row, j, z if z > 0 else T(0.0), stream)
                 continue
             for j in range(columns):
-                y_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
+                store(y_row, j, ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j], stream)
             if code != IDENTITY:
                 activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
+        if stream:
+            fence_streaming_stores()
 
 
 @njit(inline="always")
@@ -155,6 +182,47 @@ def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, mean_lo, bias, code, p0,
 
 
 @njit(inline="always")
+def _centred_and_grad_z(x, grad_y, j, mean_hi, mean_lo, scale, bias, relu):
+    """(x - mean, dL/dz) at column j for identity or ReLU (its mask recomputed from x, never stored)."""
+    T = scale.dtype.type
+    centred = (x[j] - mean_hi[j]) - mean_lo[j]
+    grad_z = grad_y[j]
+    if relu:
+        grad_z = grad_z * (T(1.0) if centred * scale[j] + bias[j] > 0 else T(0.0))
+    return centred, grad_z
+
+
+@njit(inline="always")
+def _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, relu, sum_dz, sum_dz_centred):
+    """sum_dz += dz and sum_dz_centred += dz (x - mean) over rows start..stop-1, for identity or ReLU; four rows
+    per sweep, as in ``_shifted_sums``."""
+    i = start
+    while i + 4 <= stop:
+        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        g0, g1, g2, g3 = grad_y[i], grad_y[i + 1], grad_y[i + 2], grad_y[i + 3]
+        for j in range(sum_dz.shape[0]):
+            c0, dz0 = _centred_and_grad_z(x0, g0, j, mean_hi, mean_lo, scale, bias, relu)
+            c1, dz1 = _centred_and_grad_z(x1, g1, j, mean_hi, mean_lo, scale, bias, relu)
+            c2, dz2 = _centred_and_grad_z(x2, g2, j, mean_hi, mean_lo, scale, bias, relu)
+            c3, dz3 = _centred_and_grad_z(x3, g3, j, mean_hi, mean_lo, scale, bias, relu)
+            sum_dz[j] += (dz0 + dz1) + (dz2 + dz3)
+            sum_dz_centred[j] += (dz0 * c0 + dz1 * c1) + (dz2 * c2 + dz3 * c3)
+        i += 4
+    for i in range(i, stop):
+        for j in range(sum_dz.shape[0]):
+            centred, grad_z = _centred_and_grad_z(x[i], grad_y[i], j, mean_hi, mean_lo, scale, bias, relu)
+            sum_dz[j] += grad_z
+            sum_dz_centred[j] += grad_z * centred
+
+
+@njit(inline="always")
+def _grad_x(x, grad_y, j, mean_hi, mean_lo, scale, bias, slope, offset, relu):
+    """dx[j] for identity or ReLU (its mask recomputed from x): scale dz + slope (x - mean) + offset."""
+    centred, grad_z = _centred_and_grad_z(x, grad_y, j, mean_hi, mean_lo, scale, bias, relu)
+    return grad_z * scale[j] + centred * slope[j] + offset[j]
+
+
+@njit(inline="always")
 def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight,
               grad_bias, accumulate, workspace, scratch, totals):
     T = grad_x.dtype.type
@@ -170,22 +238,16 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
         sum_dz[:] = 0
         sum_dz_centred[:] = 0
         grad_z = scratch[b]  # one row of dz at a time, reused: dz is never stored whole
-        for i in range(b * 64, min(rows, (b + 1) * 64)):
+        start, stop = b * 64, min(rows, (b + 1) * 64)
+        if code == IDENTITY:  # identity and ReLU: dz computed inside the loop, one pass over the rows
+            _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, False, sum_dz, sum_dz_centred)
+            continue
+        if code == RELU:
+            _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, True, sum_dz, sum_dz_centred)
+            continue
+        for i in range(start, stop):
             row = x[i]
             grad_row = grad_y[i]
-            if code == IDENTITY:  # identity and ReLU: dz computed inside the loop, one pass over the row
-                for j in range(columns):
-                    centred = (row[j] - mean_hi[j]) - mean_lo[j]
-                    sum_dz[j] += grad_row[j]
-                    sum_dz_centred[j] += grad_row[j] * centred
-                continue
-            if code == RELU:
-                for j in range(columns):
-                    centred = (row[j] - mean_hi[j]) - mean_lo[j]
-                    dz = grad_row[j] * (T(1.0) if centred * scale[j] + bias[j] > 0 else T(0.0))
-                    sum_dz[j] += dz
-                    sum_dz_centred[j] += dz * centred
-                continue
             _grad_z_row(row, grad_row, y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
                         i * columns, grad_z)
             for j in range(columns):
@@ -210,25 +272,37 @@ def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, cou
             workspace[1, j] = 0
     slope = workspace[0]
     offset = workspace[1]
+    stream = streams(grad_x) and (code == IDENTITY or code == RELU)  # other activations write dz first, then dx
     for b in prange(blocks):
         for i in range(b * 64, min(rows, (b + 1) * 64)):
             row = x[i]
             out = grad_x[i]
             grad_row = grad_y[i]
+            # identity and ReLU: one loop each, streamed or not (LLVM did not split the loop on these flags itself)
+            if code == IDENTITY and stream:
+                for j in range(columns):
+                    value = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False)
+                    store_streaming(out, j, value)
+                continue
             if code == IDENTITY:
                 for j in range(columns):
-                    out[j] = grad_row[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
+                    out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False)
+                continue
+            if code == RELU and stream:
+                for j in range(columns):
+                    value = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True)
+                    store_streaming(out, j, value)
                 continue
             if code == RELU:
                 for j in range(columns):
-                    centred = (row[j] - mean_hi[j]) - mean_lo[j]
-                    dz = grad_row[j] * (T(1.0) if centred * scale[j] + bias[j] > 0 else T(0.0))
-                    out[j] = dz * scale[j] + centred * slope[j] + offset[j]
+                    out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True)
                 continue
             _grad_z_row(row, grad_row, y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
                         i * columns, out)
             for j in range(columns):
                 out[j] = out[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
+        if stream:
+            fence_streaming_stores()
 
 
 @njit(parallel=True, cache=True)
