@@ -1,0 +1,101 @@
+"""exp(x) that LLVM can vectorize, in the argument's own precision (float32 or float64).
+
+Numba turns ``math.exp`` into a call to libm for every element: no SIMD (Numba vectorizes it only with Intel's
+SVML runtime installed), 4 ns per element here, and 17 ms of the 38 ms softmax cross-entropy at 4096 x 1000.
+This one is plain arithmetic, so a loop of it vectorizes like any other:
+
+    exp(x) = 2^n * e^r,  n = round(x / ln 2),  r = x - n ln 2  (Cody & Waite: ln 2 in two parts, |r| <= ln(2)/2)
+
+e^r is its Taylor series up to r^7 (float32) or r^13 (float64), whose truncation error at |r| = ln(2)/2 is
+below a unit in the last place; 2^n is built from exponent bits. Accuracy: within a few units in the last place
+of ``np.exp`` over the whole range, subnormal results, 0, inf and NaN included (tested).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float whose IEEE bits are ``bits`` (int32 -> float32, int64 -> float64)."""
+    result = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(result))
+
+    return result(bits), codegen
+
+
+@njit(inline="always")
+def _times_power_of_two(p, n, bits_type, bias, shift):
+    """p * 2^n for an integral float n, as two factors 2^(n // 2) and 2^(n - n // 2), each built from its
+    exponent bits: one factor alone would leave the normal range at either end of exp's domain."""
+    whole = np.int64(n)
+    half = whole >> 1
+    low = _float_from_bits(bits_type((half + bias) << shift))
+    high = _float_from_bits(bits_type((whole - half + bias) << shift))
+    return (p * low) * high
+
+
+@njit(inline="always")
+def _exp32(x):
+    t = min(max(x, np.float32(-104.0)), np.float32(89.0))  # beyond these exp is 0 or inf in float32
+    # round to nearest by adding and subtracting 1.5 * 2^23 (branch-free, unlike floor, so it vectorizes)
+    n = (t * np.float32(1.442695) + np.float32(12582912.0)) - np.float32(12582912.0)
+    r = (t - n * np.float32(0.693359375)) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    result = _times_power_of_two(p, n, np.int32, 127, 23)
+    result = np.float32(0.0) if x < np.float32(-104.0) else result
+    result = np.float32(np.inf) if x > np.float32(89.0) else result
+    return result if x == x else x  # NaN in, NaN out
+
+
+@njit(inline="always")
+def _exp64(x):
+    t = min(max(x, -746.0), 710.0)  # beyond these exp is 0 or inf in float64
+    n = (t * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # round to nearest: 1.5 * 2^52
+    r = (t - n * 0.6931471803691238) - n * 1.9082149292705877e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    result = _times_power_of_two(p, n, np.int64, 1023, 52)
+    result = 0.0 if x < -746.0 else result
+    result = np.inf if x > 710.0 else result
+    return result if x == x else x  # NaN in, NaN out
+
+
+def exp(x):
+    """e^x in x's precision (float32 or float64), vectorizable; see the module's docstring."""
+    return math.exp(x)
+
+
+@overload(exp, inline="always")
+def _exp_overload(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    if x == types.float64:
+        return lambda x: _exp64(x)
+    return None

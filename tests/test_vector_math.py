@@ -1,0 +1,47 @@
+"""The CPU kernels' vectorizable exp against np.exp: units in the last place over the whole range, specials."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastdl.kernels.cpu.vector_math import exp
+
+
+def _exp_loop(values, out):
+    for i in range(values.shape[0]):
+        out[i] = exp(values[i])
+
+
+# as the kernels compile it: plainly, and with fused multiply-adds allowed (the softmax cross-entropy kernel)
+LOOPS = {"plain": njit(_exp_loop), "contract": njit(fastmath={"contract"})(_exp_loop)}
+RANGES = {np.float32: (-110.0, 95.0), np.float64: (-750.0, 715.0)}  # past both ends: 0 and inf
+
+
+@pytest.mark.parametrize("compiled", LOOPS, ids=list(LOOPS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_exp_is_within_two_ulp_of_numpy_over_the_whole_range(dtype, compiled):
+    low, high = RANGES[dtype]
+    values = np.concatenate([np.linspace(low, high, 400_001), np.random.default_rng(0).standard_normal(100_000) * 5,
+                             [0.0, -0.0, 1e-30, -1e-30]]).astype(dtype)
+    out = np.empty_like(values)
+    LOOPS[compiled](values, out)
+    with np.errstate(over="ignore"):  # the reference overflows to inf past the top, as exp must
+        expected = np.exp(values.astype(np.longdouble)).astype(dtype)  # correctly rounded to dtype, or nearly
+    normal = np.isfinite(expected) & (expected >= np.finfo(dtype).tiny)
+    ulps = np.abs(out[normal] - expected[normal]) / np.spacing(expected[normal])
+    assert ulps.max() <= 2, (values[normal][ulps.argmax()], ulps.max())
+    subnormal = ~normal & np.isfinite(expected)
+    assert subnormal.sum() > 100  # the subnormal range and exact zeros were sampled
+    np.testing.assert_array_less(np.abs(out[subnormal] - expected[subnormal]),
+                                 2.5 * np.finfo(dtype).smallest_subnormal)
+    np.testing.assert_array_equal(out[np.isinf(expected)], np.inf)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_exp_of_specials(dtype):
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0], dtype)
+    out = np.empty_like(values)
+    LOOPS["plain"](values, out)
+    assert np.isnan(out[0])
+    np.testing.assert_array_equal(out[1:4], [np.inf, 0.0, 1.0])
+    assert out.dtype == dtype and abs(out[4] - np.e) <= np.spacing(dtype(np.e))
