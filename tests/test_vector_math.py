@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastdl.kernels.cpu.vector_math import exp
+from fastdl.kernels.cpu.vector_math import exp, tanh
 
 
 def _exp_loop(values, out):
@@ -45,3 +45,23 @@ def test_exp_of_specials(dtype):
     assert np.isnan(out[0])
     np.testing.assert_array_equal(out[1:4], [np.inf, 0.0, 1.0])
     assert out.dtype == dtype and abs(out[4] - np.e) <= np.spacing(dtype(np.e))
+
+
+def _tanh_loop(values, out):
+    for i in range(values.shape[0]):
+        out[i] = tanh(values[i])
+
+
+def test_float32_tanh_is_within_two_ulp_of_numpy():
+    values = np.concatenate([np.linspace(-20, 20, 400_001), np.geomspace(1e-30, 20, 50_001),
+                             -np.geomspace(1e-30, 20, 50_001)]).astype(np.float32)
+    out = np.empty_like(values)
+    njit(error_model="numpy")(_tanh_loop)(values, out)  # as the activation kernels compile it
+    expected = np.tanh(values.astype(np.float64)).astype(np.float32)
+    ulps = np.abs(out - expected) / np.spacing(np.abs(expected))
+    assert ulps.max() <= 2, (values[ulps.argmax()], ulps.max())
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32)
+    njit(_tanh_loop)(specials, out[:5])
+    np.testing.assert_array_equal(np.signbit(out[:2]), [False, True])
+    np.testing.assert_array_equal(out[2:4], [1.0, -1.0])
+    assert np.isnan(out[4])
