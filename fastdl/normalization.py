@@ -82,9 +82,9 @@ class BatchNorm(Module, _RandomCounter):
             return self._forward_synchronized(x)
         self._forward_sync = False
         batch_statistics = self.training or not self.track_running_stats
-        # With batch statistics the kernel's sums detect NaN/Inf for free (no separate pass over x).
-        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features,
-                                finite=not batch_statistics)
+        # The kernels detect NaN/Inf on the way (the statistics' sums, or a count in the evaluation pass): no
+        # separate pass over x.
+        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features)
         if batch_statistics and x.shape[0] < 2:
             raise ValueError(f"{self.name}: training needs more than 1 sample per batch to compute a variance, "
                              f"got x of shape {tuple(x.shape)}")
@@ -119,8 +119,11 @@ class BatchNorm(Module, _RandomCounter):
                 self.num_batches_tracked += 1
         else:
             mean[...] = self.running_mean
-            kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var, code,
-                                           params, self.seed, self._counter, inv_std, y, workspace)
+            finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
+                                                    code, params, self.seed, self._counter, inv_std, y, workspace)
+            if not finite:
+                self._forward_input = None
+                raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
         self._forward_input, self._forward_y = x, y
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
         return y

@@ -1,5 +1,7 @@
 """BatchNorm, Dropout and Standardize on every backend: reference, finite differences, PyTorch, bad input."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -123,6 +125,23 @@ def test_batchnorm_bad_input_leaves_state_untouched(backend, bad, error, message
         bn(backend.asarray(bad))
     for b, a in zip(before, _state(bn)):
         np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("shape", [(8, 3), (1024, 512)], ids=["small", "parallel"])
+def test_batchnorm_eval_rejects_nan_and_inf(backend, bad_value, shape):
+    bn = fastdl.BatchNorm(shape[1])
+    bn(backend.asarray(_batch(shape, np.float32)))
+    bn.eval()
+    before = _state(bn)
+    bad = _batch(shape, np.float32, seed=5)
+    bad[shape[0] - 1, shape[1] - 1] = bad_value  # the very last element: the check must cover all of x
+    with pytest.raises(ValueError, match=re.escape(f"BatchNorm({shape[1]}): x contains NaN or Inf (shape {shape})")):
+        bn(backend.asarray(bad))
+    for b, a in zip(before, _state(bn)):
+        np.testing.assert_array_equal(b, a)
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        bn.backward(backend.asarray(bad))  # nothing of the failed call is kept for a backward
 
 
 def test_batchnorm_single_sample_is_fine_in_eval(backend):

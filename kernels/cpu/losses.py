@@ -30,7 +30,8 @@ def _sums_in_float64(first, second):
 
 @njit(inline="always")
 def _largest(row):
-    """max(row) over four interleaved running maxima: independent chains of compares, as in _sums_in_float64."""
+    """max(row) over four interleaved running maxima: one running maximum is a chain of compares, each waiting
+    for the last (a max is exact, so the result is the same in any order)."""
     m0 = m1 = m2 = m3 = row[0]
     n = row.shape[0]
     j = 0

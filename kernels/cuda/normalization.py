@@ -8,6 +8,7 @@ import numpy as np
 
 from ..activation_table import SOFTMAX
 from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
+from .dense import all_finite
 from .launch import THREADS, blocks, kernel, launch, row_threads, workspace
 
 SOURCE = "batchnorm.cu"
@@ -69,6 +70,7 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
     _launch("bn_eval_statistics", x, blocks(cols), (THREADS,),
             (running_mean, running_var, np.int64(cols), np.float64(eps), mean, inv_std_out))
     _normalize(x, weight, bias, mean, inv_std_out, code, params, seed, counter, y_out)
+    return all_finite(x)  # False when x holds NaN or Inf, as on the other backends
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
