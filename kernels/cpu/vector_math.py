@@ -87,20 +87,6 @@ def _exp64(x):
     return result if x == x else x  # NaN in, NaN out
 
 
-def exp(x):
-    """e^x in x's precision (float32 or float64), vectorizable; see the module's docstring."""
-    return math.exp(x)
-
-
-@overload(exp)
-def _exp_overload(x):
-    if x == types.float32:
-        return lambda x: _exp32(x)
-    if x == types.float64:
-        return lambda x: _exp64(x)
-    return None
-
-
 @njit
 def _tanh32(x):
     # |x| < 0.625: x + x^3 P(x^2) (Cephes' tanhf); above, 1 - 2 / (e^(2|x|) + 1), which no longer cancels there
@@ -119,15 +105,33 @@ def _tanh32(x):
     return small if magnitude < np.float32(0.625) else large
 
 
+@njit
+def _tanh64(x):
+    return math.tanh(x)
+
+
+def _by_precision(for_float32, for_float64):
+    """An @overload's choice of implementation by the argument's type (float32 or float64; others: none)."""
+
+    def choose(x):
+        if x == types.float32:
+            return lambda x: for_float32(x)
+        if x == types.float64:
+            return lambda x: for_float64(x)
+        return None
+
+    return choose
+
+
+def exp(x):
+    """e^x in x's precision (float32 or float64), vectorizable; see the module's docstring."""
+    return math.exp(x)
+
+
 def tanh(x):
     """tanh(x): vectorizable for float32 (within 2 ulp of np.tanh, tested); float64 keeps libm's tanh."""
     return math.tanh(x)
 
 
-@overload(tanh)
-def _tanh_overload(x):
-    if x == types.float32:
-        return lambda x: _tanh32(x)
-    if x == types.float64:
-        return lambda x: math.tanh(x)
-    return None
+overload(exp)(_by_precision(_exp32, _exp64))
+overload(tanh)(_by_precision(_tanh32, _tanh64))
