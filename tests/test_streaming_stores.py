@@ -41,7 +41,8 @@ def _forward_into(x, y_out):
     rows, columns = x.shape
     blocks = (rows + 63) // 64
     ones, zeros = np.ones(columns, x.dtype), np.zeros(columns, x.dtype)
-    finite = cpu.batchnorm_forward_train(x, ones, zeros, 1e-5, 0.1, np.zeros(columns, x.dtype), np.ones(columns, x.dtype),
+    running_mean, running_var = np.zeros(columns, x.dtype), np.ones(columns, x.dtype)
+    finite = cpu.batchnorm_forward_train(x, ones, zeros, 1e-5, 0.1, running_mean, running_var,
                                          0, np.zeros(2, x.dtype), 0, 1, np.empty(columns), np.empty(columns), y_out,
                                          np.empty((2 * blocks + 4, columns), x.dtype),
                                          np.empty((2 * blocks, columns), x.dtype))

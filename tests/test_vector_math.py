@@ -1,10 +1,12 @@
-"""The CPU kernels' vectorizable exp against np.exp: units in the last place over the whole range, specials."""
+"""The CPU kernels' vectorizable exp, expm1, tanh and erf against numpy and math: ulps and specials."""
+
+import math
 
 import numpy as np
 import pytest
 from numba import njit
 
-from fastdl.kernels.cpu.vector_math import exp, tanh
+from fastdl.kernels.cpu.vector_math import erf, exp, expm1, tanh
 
 
 def _exp_loop(values, out):
@@ -65,3 +67,47 @@ def test_float32_tanh_is_within_two_ulp_of_numpy():
     np.testing.assert_array_equal(np.signbit(out[:2]), [False, True])
     np.testing.assert_array_equal(out[2:4], [1.0, -1.0])
     assert np.isnan(out[4])
+
+
+def _erf_loop(values, out):
+    for i in range(values.shape[0]):
+        out[i] = erf(values[i])
+
+
+def test_float32_erf_is_within_two_ulp_of_math_erf():
+    values = np.concatenate([np.linspace(-6, 6, 240_001), np.geomspace(1e-30, 6, 20_001),
+                             -np.geomspace(1e-30, 6, 20_001)]).astype(np.float32)
+    out = np.empty_like(values)
+    njit(error_model="numpy")(_erf_loop)(values, out)
+    expected = np.array([math.erf(float(v)) for v in values]).astype(np.float32)
+    ulps = np.abs(out - expected) / np.spacing(np.abs(expected))
+    assert ulps.max() <= 2, (values[ulps.argmax()], ulps.max())
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32)
+    njit(_erf_loop)(specials, out[:5])
+    np.testing.assert_array_equal(np.signbit(out[:2]), [False, True])
+    np.testing.assert_array_equal(out[2:4], [1.0, -1.0])
+    assert np.isnan(out[4])
+
+
+def _expm1_loop(values, out):
+    for i in range(values.shape[0]):
+        out[i] = expm1(values[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_expm1_is_within_two_ulp_of_numpy_and_exact_near_zero(dtype):
+    low, high = RANGES[dtype]
+    values = np.concatenate([np.linspace(low, high, 400_001), np.geomspace(1e-30, 5, 50_001),
+                             -np.geomspace(1e-30, 5, 50_001)]).astype(dtype)
+    out = np.empty_like(values)
+    njit(error_model="numpy")(_expm1_loop)(values, out)
+    with np.errstate(over="ignore"):
+        expected = np.expm1(values.astype(np.longdouble)).astype(dtype)
+    finite = np.isfinite(expected)
+    ulps = np.abs(out[finite] - expected[finite]) / np.spacing(np.abs(expected[finite]))
+    assert ulps.max() <= 2, (values[finite][ulps.argmax()], ulps.max())
+    np.testing.assert_array_equal(out[~finite], np.inf)
+    specials = np.array([0.0, -0.0, -np.inf, np.nan], dtype)
+    njit(_expm1_loop)(specials, out[:4])
+    np.testing.assert_array_equal(np.signbit(out[:2]), [False, True])
+    assert out[2] == -1.0 and np.isnan(out[3])
