@@ -82,8 +82,8 @@ class BatchNorm(Module, _RandomCounter):
             return self._forward_synchronized(x)
         self._forward_sync = False
         batch_statistics = self.training or not self.track_running_stats
-        # The kernels detect NaN/Inf on the way (the statistics' sums, or a count in the evaluation pass): no
-        # separate pass over x.
+        # The kernels detect NaN/Inf on the way (the statistics' sums, or a per-row test in the evaluation pass):
+        # no separate pass over x.
         backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.num_features)
         if batch_statistics and x.shape[0] < 2:
             raise ValueError(f"{self.name}: training needs more than 1 sample per batch to compute a variance, "

@@ -37,11 +37,13 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
                            inv_std_out, y_out, workspace):
-    """Returns False when x holds NaN or Inf."""
+    """Returns False, computing nothing, when x holds NaN or Inf."""
+    if not np.isfinite(x).all():
+        return False
     inv_std_out[...] = 1 / np.sqrt(running_var + eps)
     z = weight * ((x - running_mean) * inv_std_out) + bias
     y_out[...] = activations.forward(z.astype(x.dtype), code, params, seed, counter)
-    return bool(np.isfinite(x).all())
+    return True
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
