@@ -6,6 +6,7 @@ from . import _checks
 from .activations import resolve
 from .backend import get_backend
 from .kernels import activation_table as table
+from .kernels.cpu.normalization import totals_shape
 from .backend import to_numpy as to_host
 from .layers import Module, Parameter, _RandomCounter
 
@@ -95,9 +96,11 @@ class BatchNorm(Module, _RandomCounter):
         y = self._workspace("y", x.shape, self.dtype)
         mean = self._workspace("mean", (c,), np.float64)
         inv_std = self._workspace("inv_std", (c,), np.float64)
-        # block partial sums (2 rows per block), then per-feature scale, mean_hi, mean_lo and variance
+        # block partial sums (2 rows per block), then per-feature scale, mean_hi, mean_lo and variance; float64
+        # sums of groups of blocks, then their totals
         workspace = self._workspace("statistics", (2 * blocks + 4, c), self.dtype)
         scratch = self._workspace("scratch", (2 * blocks, c), self.dtype)
+        totals = self._workspace("totals", totals_shape(rows, c), np.float64)
         if self.training:
             self._counter += 1
         code, params = self.activation.kernel_args(self.dtype, self.training)
@@ -109,7 +112,7 @@ class BatchNorm(Module, _RandomCounter):
                 factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
             finite = kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean,
                                                      self.running_var, code, params, self.seed, self._counter, mean,
-                                                     inv_std, y, workspace, scratch)
+                                                     inv_std, y, workspace, scratch, totals)
             if not finite:
                 if self.training:
                     self._counter -= 1
@@ -199,7 +202,7 @@ class BatchNorm(Module, _RandomCounter):
             x, grad_out, self._forward_y, weight, bias, self._buffers["mean"], self._buffers["inv_std"], code, params,
             self.seed, self._counter, self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate,
             self._buffers["statistics"], self._buffers["scratch"],
-            self._workspace("totals", (2, self.num_features), np.float64))
+            self._workspace("totals", totals_shape(x.shape[0], self.num_features), np.float64))
         return grad_x
 
     def __repr__(self):

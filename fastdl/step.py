@@ -31,6 +31,7 @@ from . import losses as fastdl_losses
 from ._files import write_text_atomically
 from .backend import get_backend
 from .layers import Activation, Dense, Sequential
+from .kernels.cpu import normalization as bn_kernels
 from .normalization import BatchNorm, Dropout
 from .optim.optimizer import Optimizer
 
@@ -282,7 +283,7 @@ class CompiledStep:
                 tail += [weight, bias, grad_weight, grad_bias, layer.running_mean, layer.running_var, float(layer.eps),
                          code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), last,
                          np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
-                         aligned(shape, dtype), np.empty((2, width))]
+                         np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype)]
             elif isinstance(layer, Activation):
                 code, params = layer.spec.kernel_args(dtype, True)
                 last = np.empty(shape, dtype)
@@ -350,12 +351,14 @@ def _generate(layers, loss_kind, update):
             out = f"{p}y"
         elif isinstance(layer, BatchNorm):
             args = ["weight", "bias", "grad_weight", "grad_bias", "running_mean", "running_var", "eps", "code",
-                    "params", "seed", "mean", "inv_std", "y", "workspace", "scratch", "grad_x", "totals"]
-            call = (f"({h}, {p}weight, {p}bias, {p}eps, factors[{k}], {p}running_mean, {p}running_var, {p}code, "
-                    f"{p}params, {p}seed, counters[{k}], {p}mean, {p}inv_std, {p}y, {p}workspace, {p}scratch)")
+                    "params", "seed", "mean", "inv_std", "y", "workspace", "scratch", "totals", "grad_x"]
+            call = (f"({h}, 1, {p}weight, {p}bias, {p}eps, factors[{k}], {p}running_mean, {p}running_var, {p}code, "
+                    f"{p}params, {p}seed, counters[{k}], {p}mean, {p}inv_std, {p}y, {p}workspace, {p}scratch, "
+                    f"{p}totals)")
+            # one chunk of rows: the serial kernels
             forward += [f"finite = bn.forward_train_serial{call}",
                         "if not finite:", f"    status[0] = {NONFINITE_BATCHNORM}", "    return math.nan"]
-            back = (f"({h}, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
+            back = (f"({h}, 1, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
                     f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, False, {p}workspace, {p}scratch, "
                     f"{p}totals)")
             grad_lines = [f"bn.backward_serial{back}", f"g = {p}grad_x"]

@@ -83,6 +83,53 @@ def test_batchnorm_statistics_do_not_depend_on_thread_count():
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+def test_batchnorm_parallel_kernels_give_the_same_result_for_any_chunk_count(activation):
+    """The CPU kernels split x into one chunk of rows per thread and sum in several parallel passes; each pass
+    must see all of the previous one (a fused or racing pass reads stale sums). The buffers start as NaN and
+    every step has new data, so a pass that reads what it should not shows up as a wrong or NaN result."""
+    from fastdl.kernels.cpu import normalization as kernels
+    from fastdl.kernels.reference import normalization as reference
+
+    rows, columns = 1000, 96  # 16 blocks, 4 groups: a chunk count of 3 splits them unevenly
+    code, params = fastdl.activations.resolve(activation).kernel_args(np.float64, True)
+    weight, bias = np.linspace(0.5, 1.5, columns), np.linspace(-0.2, 0.2, columns)
+
+    def step(kernel_module, chunks, x, grad_y, buffers):
+        workspace, scratch, totals = buffers
+        args = (weight, bias, 1e-5, 0.1, np.zeros(columns), np.ones(columns), code, params, 7, 3)
+        mean, inv_std, y = np.empty(columns), np.empty(columns), np.empty_like(x)
+        running = (args[4], args[5])
+        grad_x, grad_weight, grad_bias = np.empty_like(x), np.empty(columns), np.empty(columns)
+        if kernel_module is None:
+            assert reference.batchnorm_forward_train(x, *args, mean, inv_std, y, *buffers)
+            reference.batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 7, 3, True, grad_x,
+                                         grad_weight, grad_bias, False, *buffers)
+        else:
+            assert kernels.forward_train_parallel(x, chunks, *args[:8], np.uint64(7), np.uint64(3), mean, inv_std, y,
+                                                  *buffers)
+            kernels.backward_parallel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(7),
+                                      np.uint64(3), True, grad_x, grad_weight, grad_bias, False, *buffers)
+        return [y, grad_x, grad_weight, grad_bias, *running]
+
+    blocks = kernels.blocks_for(rows)
+    results = {}
+    for chunks in (1, 2, 3, 5):
+        buffers = [np.full((2 * blocks + 4, columns), np.nan), np.full((2 * blocks, columns), np.nan),
+                   np.full(kernels.totals_shape(rows, columns), np.nan)]
+        for seed in range(3):
+            x, grad_y = _batch((rows, columns), np.float64, mean=seed, seed=seed), _batch((rows, columns), np.float64,
+                                                                                         seed=10 + seed)
+            actual = step(kernels, chunks, x, grad_y, buffers)
+            expected = step(None, 1, x, grad_y, buffers)
+            for a, e in zip(actual, expected):
+                np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+        results[chunks] = actual
+    for chunks in (2, 3, 5):  # bit for bit: the sums' order does not depend on the split
+        for a, b in zip(results[1], results[chunks]):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_batchnorm_against_torch(dtype):
     torch = pytest.importorskip("torch")
     x = _batch((64, 5), dtype, mean=2.0)

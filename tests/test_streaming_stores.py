@@ -45,7 +45,8 @@ def _forward_into(x, y_out):
     finite = cpu.batchnorm_forward_train(x, ones, zeros, 1e-5, 0.1, running_mean, running_var,
                                          0, np.zeros(2, x.dtype), 0, 1, np.empty(columns), np.empty(columns), y_out,
                                          np.empty((2 * blocks + 4, columns), x.dtype),
-                                         np.empty((2 * blocks, columns), x.dtype))
+                                         np.empty((2 * blocks, columns), x.dtype),
+                                         np.empty(cpu.normalization.totals_shape(rows, columns)))
     assert finite
 
 

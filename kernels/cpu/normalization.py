@@ -18,34 +18,88 @@ than it saves (see ``dense.py``).
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.core.cpu_options import ParallelOptions
 
 from .activations import IDENTITY, RELU, activate_row_in_place, activation_grad_row_in_place
 from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
 
 BLOCK_ROWS = 64
+# Blocks' sums are added in float64 into groups of GROUP_BLOCKS blocks by the thread that summed them, while they
+# are in its cache; only the groups' sums are combined across threads (the blocks' own sums, read from the other
+# core's cache, cost a third of the statistics pass).
+GROUP_BLOCKS = 4
 PARALLEL_MIN_ELEMENTS = 1 << 18
+# Consecutive prange loops over the same chunks would be fused into one by Numba, which cannot see that the
+# second reads what other threads wrote in the first (block sums): the passes must stay separate loops. An
+# options object, not a dict: Numba pops the keys of a dict, so a second compilation would fuse again.
+NO_FUSION = ParallelOptions({"fusion": False})
 
 
 def blocks_for(rows):
     return (rows + BLOCK_ROWS - 1) // BLOCK_ROWS
 
 
+def groups_for(rows):
+    return (blocks_for(rows) + GROUP_BLOCKS - 1) // GROUP_BLOCKS
+
+
+def totals_shape(rows, columns):
+    """The float64 ``totals`` buffer: two rows of final sums, then each group's two rows of sums."""
+    return 2 + 2 * groups_for(rows), columns
+
+
 @njit(inline="always")
-def _combine_blocks(first, first_row, second, second_row, blocks, first_total, second_total):
-    """first_total = sum of rows first[first_row : first_row + blocks] in float64, in block order (the same result
-    for any number of threads), and likewise for second. Walked row by row: summing each column down the blocks
-    instead does not vectorize (it cost ~200 us of a 570 us batch-norm forward at 4096x512)."""
-    first_total[:] = 0.0
-    second_total[:] = 0.0
-    for b in range(blocks):
-        first_block = first[first_row + b]
-        second_block = second[second_row + b]
-        for j in range(first_total.shape[0]):
-            first_total[j] += first_block[j]
-            second_total[j] += second_block[j]
+def _share(chunk, chunks, items):
+    """Items first..stop-1 of one of ``chunks`` equal shares."""
+    per = (items + chunks - 1) // chunks
+    return min(items, chunk * per), min(items, (chunk + 1) * per)
+
+
+@njit(inline="always")
+def _chunk_blocks(chunk, chunks, blocks):
+    """Blocks first..stop-1 of one thread's chunk, in whole groups: every pass over x gives each thread the same
+    rows, and each group is summed by one thread."""
+    first, stop = _share(chunk, chunks, (blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS)
+    return first * GROUP_BLOCKS, min(blocks, stop * GROUP_BLOCKS)
+
+
+@njit(inline="always")
+def _fold_into_group(b, block_first, block_second, group_first, group_second):
+    """Adds block b's two rows of sums into its group's float64 rows (the group's first block sets them)."""
+    if b % GROUP_BLOCKS == 0:
+        group_first[:] = block_first
+        group_second[:] = block_second
+        return
+    for j in range(group_first.shape[0]):
+        group_first[j] += block_first[j]
+    for j in range(group_second.shape[0]):
+        group_second[j] += block_second[j]
+
+
+@njit(inline="always")
+def _column_range(chunk, chunks, columns):
+    """Columns first..stop-1 of one thread's chunk, in multiples of 16 so threads rarely share a cache line."""
+    per = ((columns + chunks - 1) // chunks + 15) // 16 * 16
+    return min(columns, chunk * per), min(columns, (chunk + 1) * per)
+
+
+@njit(inline="always")
+def _combine_groups(first, first_row, second, second_row, groups, first_total, second_total, start, stop):
+    """first_total = sum of rows first[first_row : first_row + groups] in float64, in row order (the same result
+    for any number of threads), and likewise for second; columns start..stop-1 only (threads split the columns).
+    Walked row by row: summing each column down the rows instead does not vectorize."""
+    first_total[start:stop] = 0.0
+    second_total[start:stop] = 0.0
+    for g in range(groups):
+        first_group = first[first_row + g]
+        second_group = second[second_row + g]
+        for j in range(start, stop):
+            first_total[j] += first_group[j]
+            second_total[j] += second_group[j]
 
 
 @njit(inline="always")
@@ -76,36 +130,46 @@ def _shifted_sums(x, start, stop, shift, sums, squares):
 
 
 @njit(inline="always")
-def _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
+def _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, eps):
     """Biased mean and 1/sqrt(var + eps) per feature, into mean_out and inv_std_out (float64).
 
-    Two-level sums: each block of 64 rows accumulates (x - shift) and (x - shift)^2 in the data's own type
+    Three-level sums: each block of 64 rows accumulates (x - shift) and (x - shift)^2 in the data's own type
     (short sums of shifted values keep their digits, and the loop vectorizes: ``_shifted_sums``); blocks are
-    combined in float64, in block order. ``shift`` is the first row, so a large common mean cancels before
-    anything is summed.
+    added in float64 into their group's rows of ``totals``, and groups combined in float64 in group order, each
+    thread over its share of the columns: the same result for any number of threads. ``shift`` is the first
+    row, so a large common mean cancels before anything is summed.
     Leaves the biased variance of feature j in workspace[-1, j] (for the running-variance update). Returns
     False when x holds NaN or Inf (a non-finite value poisons its block's sums), so no separate check pass.
     """
     T = x.dtype.type
     rows, columns = x.shape
     blocks = (rows + 64 - 1) // 64
+    groups = (blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS
     shift = x[0]
-    for b in prange(blocks):
-        # sums and squares live in different arrays: as two rows of one array LLVM cannot prove them apart
-        # and would not vectorize the loop
-        _shifted_sums(x, b * 64, min(rows, (b + 1) * 64), shift, workspace[b], scratch[b])
-    _combine_blocks(workspace, 0, scratch, 0, blocks, mean_out, inv_std_out)  # the accumulators: reused as scratch
-    for j in range(columns):
-        total = mean_out[j]
-        total_squares = inv_std_out[j]
-        if not (math.isfinite(total) and math.isfinite(total_squares)):
-            return False
-        shifted_mean = total / rows
-        variance = max(total_squares / rows - shifted_mean * shifted_mean, 0.0)
-        mean_out[j] = np.float64(shift[j]) + shifted_mean
-        inv_std_out[j] = 1.0 / math.sqrt(variance + eps)
-        workspace[-1, j] = T(variance)
-    return True
+    for chunk in prange(chunks):
+        first, stop = _chunk_blocks(chunk, chunks, blocks)
+        for b in range(first, stop):
+            # sums and squares live in different arrays: as two rows of one array LLVM cannot prove them apart
+            # and would not vectorize the loop
+            _shifted_sums(x, b * 64, min(rows, (b + 1) * 64), shift, workspace[b], scratch[b])
+            g = b // GROUP_BLOCKS
+            _fold_into_group(b, workspace[b], scratch[b], totals[2 + g], totals[2 + groups + g])
+    nonfinite = 0
+    for chunk in prange(chunks):
+        start, stop = _column_range(chunk, chunks, columns)
+        _combine_groups(totals, 2, totals, 2 + groups, groups, mean_out, inv_std_out, start, stop)
+        chunk_nonfinite = 0
+        for j in range(start, stop):
+            total = mean_out[j]
+            total_squares = inv_std_out[j]
+            chunk_nonfinite += not (math.isfinite(total) and math.isfinite(total_squares))
+            shifted_mean = total / rows
+            variance = max(total_squares / rows - shifted_mean * shifted_mean, 0.0)
+            mean_out[j] = np.float64(shift[j]) + shifted_mean
+            inv_std_out[j] = 1.0 / math.sqrt(variance + eps)
+            workspace[-1, j] = T(variance)
+        nonfinite += chunk_nonfinite
+    return nonfinite == 0
 
 
 @njit(inline="always")
@@ -124,12 +188,23 @@ def _centring_rows(weight, mean, inv_std, workspace, T):
 
 
 @njit(inline="always")
-def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace):
+def _row_nonfinite(row):
+    """Whether a row holds NaN or Inf: x - x is 0 only for finite x, and an "or" of those tests vectorizes (an
+    element count cost 70% more than the whole normalize pass)."""
+    found = False
+    for j in range(row.shape[0]):
+        found |= row[j] - row[j] != 0
+    return found
+
+
+@njit(inline="always")
+def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace, check_finite):
     """y = act(((x - mean_hi) - mean_lo) * scale + bias), one fused multiply-add per element after centring.
 
-    Returns how many rows of x hold NaN or Inf, found on the way (x - x is 0 only for finite x; a per-row "or"
-    of those tests vectorizes, where an element count cost 70% more than the pass), so evaluation mode needs no
-    separate pass over x to reject them."""
+    Each thread walks its chunk of blocks last to first (rows within a block in order, for the prefetchers):
+    after the statistics pass the rows it read last are still in its core's L2, and are normalized before they
+    are evicted (the second read of x is otherwise as slow as the first). With check_finite (evaluation: no statistics pass saw x) returns how many rows of x hold NaN
+    or Inf, tested on each row while it is in L1; otherwise 0."""
     T = y_out.dtype.type
     rows, columns = x.shape
     scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
@@ -138,34 +213,34 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
     blocks = (rows + 64 - 1) // 64
     stream = streams(y_out) and (code == IDENTITY or code == RELU)  # other activations rewrite y in place
     nonfinite = 0
-    for b in prange(blocks):
-        block_nonfinite = 0
-        for i in range(b * 64, min(rows, (b + 1) * 64)):
-            row = x[i]
-            y_row = y_out[i]
-            row_nonfinite = False
-            if code == RELU:  # the common case fused into the loop itself
-                for j in range(columns):
-                    z = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
-                    store(y_row, j, z if z > 0 else T(0.0), stream)
-                    row_nonfinite |= row[j] - row[j] != 0
-            else:
-                for j in range(columns):
-                    store(y_row, j, ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j], stream)
-                    row_nonfinite |= row[j] - row[j] != 0
-                if code != IDENTITY:
-                    activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
-            block_nonfinite += row_nonfinite
+    for chunk in prange(chunks):
+        first, stop = _chunk_blocks(chunk, chunks, blocks)
+        chunk_nonfinite = 0
+        for b in range(stop - 1, first - 1, -1):
+            for i in range(b * 64, min(rows, (b + 1) * 64)):
+                row = x[i]
+                y_row = y_out[i]
+                if code == RELU:  # the common case fused into the loop itself
+                    for j in range(columns):
+                        z = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
+                        store(y_row, j, z if z > 0 else T(0.0), stream)
+                else:
+                    for j in range(columns):
+                        store(y_row, j, ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j], stream)
+                    if code != IDENTITY:
+                        activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
+                if check_finite:
+                    chunk_nonfinite += _row_nonfinite(row)
         if stream:
             fence_streaming_stores()
-        nonfinite += block_nonfinite
+        nonfinite += chunk_nonfinite
     return nonfinite
 
 
 @njit(inline="always")
-def _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter,
-                   mean_out, inv_std_out, y_out, workspace, scratch):
-    if not _statistics(x, workspace, scratch, mean_out, inv_std_out, eps):
+def _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
+                   counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+    if not _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, eps):
         return False  # non-finite input: running statistics and output left untouched
     rows = x.shape[0]
     if running_factor >= 0:
@@ -173,16 +248,18 @@ def _forward_train(x, weight, bias, eps, running_factor, running_mean, running_v
             unbiased = np.float64(workspace[-1, j]) * rows / (rows - 1)
             running_mean[j] = (1 - running_factor) * running_mean[j] + running_factor * mean_out[j]
             running_var[j] = (1 - running_factor) * running_var[j] + running_factor * unbiased
-    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out, workspace)
+    # x is known finite here (its sums were)
+    _normalize(x, chunks, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out, workspace, False)
     return True
 
 
 @njit(inline="always")
-def _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out,
-                  workspace):
+def _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
+                  y_out, workspace):
     for j in range(x.shape[1]):
         inv_std_out[j] = 1.0 / math.sqrt(running_var[j] + eps)
-    return _normalize(x, weight, bias, running_mean, inv_std_out, code, params, seed, counter, y_out, workspace) == 0
+    return _normalize(x, chunks, weight, bias, running_mean, inv_std_out, code, params, seed, counter, y_out,
+                      workspace, True) == 0
 
 
 @njit(inline="always")
@@ -235,141 +312,163 @@ def _grad_x(x, grad_y, j, mean_hi, mean_lo, scale, bias, slope, offset, relu):
 
 
 @njit(inline="always")
-def _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight,
-              grad_bias, accumulate, workspace, scratch, totals):
+def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, mean_lo, bias, code, p0, p1, seed, counter, sum_dz,
+                         sum_dz_centred, grad_z):
+    """sum_dz = sum of dz and sum_dz_centred = sum of dz (x - mean) over block b's rows; grad_z is a one-row
+    buffer for activations whose derivative needs y (dz is never stored whole)."""
+    T = scale.dtype.type
+    rows, columns = x.shape
+    sum_dz[:] = 0
+    sum_dz_centred[:] = 0
+    start, stop = b * 64, min(rows, (b + 1) * 64)
+    if code == IDENTITY or code == RELU:  # dz computed inside the loop, one pass over the rows
+        _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, code == RELU, sum_dz, sum_dz_centred)
+        return
+    for i in range(start, stop):
+        row = x[i]
+        _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter, i * columns,
+                    grad_z)
+        for j in range(columns):
+            sum_dz[j] += grad_z[j]
+            sum_dz_centred[j] += grad_z[j] * ((row[j] - mean_hi[j]) - mean_lo[j])
+
+
+@njit(inline="always")
+def _grad_x_row(row, grad_row, y_row, out, i, scale, mean_hi, mean_lo, bias, slope, offset, code, p0, p1, seed,
+                counter, stream):
+    """One row of dx = scale dz + slope (x - mean) + offset."""
+    T = scale.dtype.type
+    columns = row.shape[0]
+    # identity and ReLU: one loop each, streamed or not (LLVM did not split the loop on these flags itself)
+    if code == IDENTITY and stream:
+        for j in range(columns):
+            store_streaming(out, j, _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False))
+    elif code == IDENTITY:
+        for j in range(columns):
+            out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False)
+    elif code == RELU and stream:
+        for j in range(columns):
+            store_streaming(out, j, _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True))
+    elif code == RELU:
+        for j in range(columns):
+            out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True)
+    else:
+        _grad_z_row(row, grad_row, y_row, scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter, i * columns,
+                    out)
+        for j in range(columns):
+            out[j] = out[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
+
+
+@njit(inline="always")
+def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
+              grad_weight, grad_bias, accumulate, workspace, scratch, totals):
     T = grad_x.dtype.type
     rows, columns = x.shape
     p0 = params[0]
     p1 = params[1]
     blocks = (rows + 64 - 1) // 64
     scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
-    for b in prange(blocks):
-        # the two sums in different arrays so LLVM can prove them apart and vectorize
-        sum_dz = workspace[b]
-        sum_dz_centred = scratch[blocks + b]
-        sum_dz[:] = 0
-        sum_dz_centred[:] = 0
-        grad_z = scratch[b]  # one row of dz at a time, reused: dz is never stored whole
-        start, stop = b * 64, min(rows, (b + 1) * 64)
-        if code == IDENTITY:  # identity and ReLU: dz computed inside the loop, one pass over the rows
-            _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, False, sum_dz, sum_dz_centred)
-            continue
-        if code == RELU:
-            _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, True, sum_dz, sum_dz_centred)
-            continue
-        for i in range(start, stop):
-            row = x[i]
-            grad_row = grad_y[i]
-            _grad_z_row(row, grad_row, y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
-                        i * columns, grad_z)
-            for j in range(columns):
-                sum_dz[j] += grad_z[j]
-                sum_dz_centred[j] += grad_z[j] * ((row[j] - mean_hi[j]) - mean_lo[j])
-    # Combined in float64 in block order. With x_hat = (x - mean) inv_std, the closed form
-    # dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)) is scale * dz + slope * (x - mean) + offset per feature.
+    groups = (blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS
+    for chunk in prange(chunks):
+        first, stop = _chunk_blocks(chunk, chunks, blocks)
+        for b in range(first, stop):
+            # the two sums in different arrays so LLVM can prove them apart and vectorize
+            _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, mean_lo, bias, code, p0, p1, seed, counter,
+                                 workspace[b], scratch[blocks + b], scratch[b])
+            g = b // GROUP_BLOCKS
+            _fold_into_group(b, workspace[b], scratch[blocks + b], totals[2 + g], totals[2 + groups + g])
+    # Groups combined in float64 in group order, each thread over its share of the columns (as in _statistics).
+    # With x_hat = (x - mean) inv_std, the closed form dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)) is
+    # scale * dz + slope * (x - mean) + offset per feature.
     sum_dz = totals[0]
     sum_dz_centred = totals[1]
-    _combine_blocks(workspace, 0, scratch, blocks, blocks, sum_dz, sum_dz_centred)
-    for j in range(columns):
-        total = sum_dz[j]
-        total_centred = sum_dz_centred[j]
-        total_x_hat = inv_std[j] * total_centred
-        grad_bias[j] = (grad_bias[j] if accumulate else 0) + total
-        grad_weight[j] = (grad_weight[j] if accumulate else 0) + total_x_hat
-        if training:
-            workspace[0, j] = T(-weight[j] * inv_std[j] * inv_std[j] * total_x_hat / rows)
-            workspace[1, j] = T(-weight[j] * inv_std[j] * total / rows)
-        else:
-            workspace[0, j] = 0
-            workspace[1, j] = 0
-    slope = workspace[0]
+    slope = workspace[0]  # the blocks' sums are folded into totals by now: their rows are free
     offset = workspace[1]
+    for chunk in prange(chunks):
+        start, stop = _column_range(chunk, chunks, columns)
+        _combine_groups(totals, 2, totals, 2 + groups, groups, sum_dz, sum_dz_centred, start, stop)
+        for j in range(start, stop):
+            total = sum_dz[j]
+            total_x_hat = inv_std[j] * sum_dz_centred[j]
+            grad_bias[j] = (grad_bias[j] if accumulate else 0) + total
+            grad_weight[j] = (grad_weight[j] if accumulate else 0) + total_x_hat
+            if training:
+                slope[j] = T(-weight[j] * inv_std[j] * inv_std[j] * total_x_hat / rows)
+                offset[j] = T(-weight[j] * inv_std[j] * total / rows)
+            else:
+                slope[j] = 0
+                offset[j] = 0
     stream = streams(grad_x) and (code == IDENTITY or code == RELU)  # other activations write dz first, then dx
-    for b in prange(blocks):
-        for i in range(b * 64, min(rows, (b + 1) * 64)):
-            row = x[i]
-            out = grad_x[i]
-            grad_row = grad_y[i]
-            # identity and ReLU: one loop each, streamed or not (LLVM did not split the loop on these flags itself)
-            if code == IDENTITY and stream:
-                for j in range(columns):
-                    value = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False)
-                    store_streaming(out, j, value)
-                continue
-            if code == IDENTITY:
-                for j in range(columns):
-                    out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False)
-                continue
-            if code == RELU and stream:
-                for j in range(columns):
-                    value = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True)
-                    store_streaming(out, j, value)
-                continue
-            if code == RELU:
-                for j in range(columns):
-                    out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True)
-                continue
-            _grad_z_row(row, grad_row, y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter,
-                        i * columns, out)
-            for j in range(columns):
-                out[j] = out[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
+    for chunk in prange(chunks):
+        first, stop = _chunk_blocks(chunk, chunks, blocks)
+        # last block first: the rows the sums pass read last are still in this core's L2 (see _normalize)
+        for b in range(stop - 1, first - 1, -1):
+            for i in range(b * 64, min(rows, (b + 1) * 64)):
+                _grad_x_row(x[i], grad_y[i], y[i], grad_x[i], i, scale, mean_hi, mean_lo, bias, slope, offset, code,
+                            p0, p1, seed, counter, stream)
         if stream:
             fence_streaming_stores()
 
 
-@njit(parallel=True, cache=True)
-def forward_train_parallel(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch):
-    return _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
+@njit(parallel=NO_FUSION, cache=True)
+def forward_train_parallel(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+    return _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals)
 
 
 @njit(cache=True)
-def forward_train_serial(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch):
-    return _forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch)
+def forward_train_serial(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+    return _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals)
 
 
-@njit(parallel=True, cache=True)
-def forward_eval_parallel(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
-    return _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
-
-
-@njit(cache=True)
-def forward_eval_serial(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
-    return _forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
-
-
-@njit(parallel=True, cache=True)
-def backward_parallel(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
-    _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
+@njit(parallel=NO_FUSION, cache=True)
+def forward_eval_parallel(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
+    return _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
 
 
 @njit(cache=True)
-def backward_serial(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
-    _backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
+def forward_eval_serial(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
+    return _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
+
+
+@njit(parallel=NO_FUSION, cache=True)
+def backward_parallel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+    _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
+
+
+@njit(cache=True)
+def backward_serial(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+    _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
 
 
 def _large(x):
     return x.size >= PARALLEL_MIN_ELEMENTS
 
 
+def _kernel_and_chunks(x, parallel, serial):
+    """The kernel for x's size and how many chunks of rows it splits x into: one per thread, so that each
+    thread's passes over x touch the same rows (a chunk count, not a thread count, would not change results)."""
+    return (parallel, numba.get_num_threads()) if _large(x) else (serial, 1)
+
+
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
-                            counter, mean_out, inv_std_out, y_out, workspace, scratch):
-    kernel = forward_train_parallel if _large(x) else forward_train_serial
-    return kernel(x, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
-           np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch)
+                            counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+    kernel, chunks = _kernel_and_chunks(x, forward_train_parallel, forward_train_serial)
+    return kernel(x, chunks, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
+                  np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch, totals)
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
                            inv_std_out, y_out, workspace):
     """Returns False when x holds NaN or Inf (y is then not meaningful; nothing else is written)."""
-    kernel = forward_eval_parallel if _large(x) else forward_eval_serial
-    return kernel(x, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed), np.uint64(counter),
-           inv_std_out, y_out, workspace)
+    kernel, chunks = _kernel_and_chunks(x, forward_eval_parallel, forward_eval_serial)
+    return kernel(x, chunks, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed),
+                  np.uint64(counter), inv_std_out, y_out, workspace)
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
                        grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
-    kernel = backward_parallel if _large(x) else backward_serial
-    kernel(x, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
+    kernel, chunks = _kernel_and_chunks(x, backward_parallel, backward_serial)
+    kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
            bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals)
 
 

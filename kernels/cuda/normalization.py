@@ -40,7 +40,8 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
-                            counter, mean_out, inv_std_out, y_out, workspace_unused=None, scratch_unused=None):
+                            counter, mean_out, inv_std_out, y_out, workspace_unused=None, scratch_unused=None,
+                            totals_unused=None):
     """Returns False, changing no running statistic, when x holds NaN or Inf."""
     rows, cols = x.shape
     chunks, grid = _column_grid(rows, cols)

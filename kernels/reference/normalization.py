@@ -4,7 +4,7 @@ Batch norm over (N, C): training normalizes with the batch mean and the biased b
 y = act(weight * x_hat + bias); running statistics follow PyTorch's BatchNorm1d:
 running = (1 - factor) * running + factor * batch_stat with the UNBIASED variance (factor = momentum, or
 1 / batches_seen for a cumulative average, or no update when factor < 0). Evaluation uses the running
-statistics. ``workspace``/``scratch`` arguments exist for the compiled backends and are ignored here.
+statistics. ``workspace``/``scratch``/``totals`` arguments exist for the compiled backends and are ignored here.
 
 Inverted dropout keeps an element when its counter-based uniform draw u >= p and scales survivors by
 1 / (1 - p); the mask is stored as bytes.
@@ -18,7 +18,7 @@ from .dense import accumulate_into
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
-                            counter, mean_out, inv_std_out, y_out, workspace, scratch):
+                            counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
     """Returns False, changing nothing, when x holds NaN or Inf."""
     if not np.isfinite(x).all():
         return False
