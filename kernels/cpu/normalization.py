@@ -2,14 +2,17 @@
 
 Batch norm training forward is two passes over x: (1) per-feature shifted sums over fixed blocks of
 BLOCK_ROWS rows (each block's partials in the data's type, shifted by the first row so data with a large mean
-keeps its digits), combined in float64 in block order, so the result never depends on the thread count; (2) one pass that
-normalizes, scales, shifts and applies the fused activation in place on each output row. Running statistics
-are updated in the same call. Backward is two passes too: the reductions sum(dz) and sum(dz * x_hat), then
-dx, recomputing x_hat and the activation's derivative on the fly (never materialized).
+keeps its digits), added in float64 into groups of blocks, groups combined in float64 in group order, so the
+result never depends on the thread count; (2) one pass that normalizes, scales, shifts and applies the fused
+activation in place on each output row. Running statistics are updated in the same call. Backward is two passes
+too: the reductions sum(dz) and sum(dz * x_hat), then dx, recomputing x_hat and the activation's derivative on
+the fly (never materialized).
 
-The reductions sweep four rows at a time (their accumulators' loads and stores, not memory, bounded the one-row
-loops), and the output passes write large aligned outputs with streaming stores (``streaming.py``): both passes
-are otherwise bound by memory traffic on the benchmark host, and a streamed y or dx skips the read of its lines.
+x is split into one chunk of rows per thread, the same in every pass, and the second pass walks its chunk from
+the end: the rows the first pass read last are still in that core's L2. The reductions sweep four rows at a time
+(their accumulators' loads and stores, not memory, bounded the one-row loops), and the output passes write large
+aligned outputs with streaming stores (``streaming.py``): both passes are otherwise bound by memory traffic on the
+benchmark host, and a streamed y or dx skips the read of its lines.
 
 Each kernel body is written once (inlined helpers with ``prange``) and compiled twice: ``*_parallel`` for
 inputs of at least PARALLEL_MIN_ELEMENTS, ``*_serial`` below, where waking a second thread pool costs more
@@ -173,18 +176,21 @@ def _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, ep
 
 
 @njit(inline="always")
-def _centring_rows(weight, mean, inv_std, workspace, T):
-    """Per-feature constants in the data's type: scale = weight * inv_std, and the float64 mean split into
-    mean_hi + mean_lo. (x - mean_hi) - mean_lo is accurate in float32 even for a mean of 1e4, where
-    x * scale + (bias - mean * scale) would cancel catastrophically."""
+def _centring_rows(weight, bias, mean, inv_std, workspace, T):
+    """Per-feature constants in the data's type for z = (x - mean_hi) * scale + shift: scale = weight * inv_std,
+    mean_hi = the mean rounded to the data's type, shift = bias - (mean - mean_hi) * scale in float64. x - mean_hi
+    is exact or nearly so for x near the mean, so this is accurate in float32 even for a mean of 1e4, where
+    x * scale + (bias - mean * scale) would cancel catastrophically; and it is one subtraction and one
+    multiply-add per element."""
     scale = workspace[-4]
     mean_hi = workspace[-3]
-    mean_lo = workspace[-2]
+    shift = workspace[-2]
     for j in range(mean.shape[0]):
-        scale[j] = T(weight[j] * inv_std[j])
+        scale64 = weight[j] * inv_std[j]
+        scale[j] = T(scale64)
         mean_hi[j] = T(mean[j])
-        mean_lo[j] = T(mean[j] - np.float64(mean_hi[j]))
-    return scale, mean_hi, mean_lo
+        shift[j] = T(bias[j] - (mean[j] - np.float64(mean_hi[j])) * scale64)
+    return scale, mean_hi, shift
 
 
 @njit(inline="always")
@@ -199,7 +205,7 @@ def _row_nonfinite(row):
 
 @njit(inline="always")
 def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace, check_finite):
-    """y = act(((x - mean_hi) - mean_lo) * scale + bias), one fused multiply-add per element after centring.
+    """y = act((x - mean_hi) * scale + shift) (see ``_centring_rows``).
 
     Each thread walks its chunk of blocks last to first (rows within a block in order, for the prefetchers):
     after the statistics pass the rows it read last are still in its core's L2, and are normalized before they
@@ -207,7 +213,7 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
     or Inf, tested on each row while it is in L1; otherwise 0."""
     T = y_out.dtype.type
     rows, columns = x.shape
-    scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
+    scale, mean_hi, shift = _centring_rows(weight, bias, mean, inv_std, workspace, T)
     p0 = params[0]
     p1 = params[1]
     blocks = (rows + 64 - 1) // 64
@@ -222,11 +228,11 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
                 y_row = y_out[i]
                 if code == RELU:  # the common case fused into the loop itself
                     for j in range(columns):
-                        z = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
+                        z = (row[j] - mean_hi[j]) * scale[j] + shift[j]
                         store(y_row, j, z if z > 0 else T(0.0), stream)
                 else:
                     for j in range(columns):
-                        store(y_row, j, ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j], stream)
+                        store(y_row, j, (row[j] - mean_hi[j]) * scale[j] + shift[j], stream)
                     if code != IDENTITY:
                         activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
                 if check_finite:
@@ -263,58 +269,58 @@ def _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code,
 
 
 @njit(inline="always")
-def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter, base, out_row):
+def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, shift, code, p0, p1, T, seed, counter, base, out_row):
     """out_row = dL/dz for one row: z recomputed from x, the activation's derivative applied on the fly."""
     for j in range(row.shape[0]):
-        out_row[j] = ((row[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + bias[j]
+        out_row[j] = (row[j] - mean_hi[j]) * scale[j] + shift[j]
     activation_grad_row_in_place(code, grad_y_row, out_row, y_row, p0, p1, seed, counter, base)
 
 
 @njit(inline="always")
-def _centred_and_grad_z(x, grad_y, j, mean_hi, mean_lo, scale, bias, relu):
-    """(x - mean, dL/dz) at column j for identity or ReLU (its mask recomputed from x, never stored)."""
+def _centred_and_grad_z(x, grad_y, j, mean_hi, scale, shift, relu):
+    """(x - mean_hi, dL/dz) at column j for identity or ReLU (its mask recomputed from x, never stored)."""
     T = scale.dtype.type
-    centred = (x[j] - mean_hi[j]) - mean_lo[j]
+    centred = x[j] - mean_hi[j]
     grad_z = grad_y[j]
     if relu:
-        grad_z = grad_z * (T(1.0) if centred * scale[j] + bias[j] > 0 else T(0.0))
+        grad_z = grad_z * (T(1.0) if centred * scale[j] + shift[j] > 0 else T(0.0))
     return centred, grad_z
 
 
 @njit(inline="always")
-def _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, relu, sum_dz, sum_dz_centred):
-    """sum_dz += dz and sum_dz_centred += dz (x - mean) over rows start..stop-1, for identity or ReLU; four rows
+def _gradient_sums(x, grad_y, start, stop, mean_hi, scale, shift, relu, sum_dz, sum_dz_centred):
+    """sum_dz += dz and sum_dz_centred += dz (x - mean_hi) over rows start..stop-1, for identity or ReLU; four rows
     per sweep, as in ``_shifted_sums``."""
     i = start
     while i + 4 <= stop:
         x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
         g0, g1, g2, g3 = grad_y[i], grad_y[i + 1], grad_y[i + 2], grad_y[i + 3]
         for j in range(sum_dz.shape[0]):
-            c0, dz0 = _centred_and_grad_z(x0, g0, j, mean_hi, mean_lo, scale, bias, relu)
-            c1, dz1 = _centred_and_grad_z(x1, g1, j, mean_hi, mean_lo, scale, bias, relu)
-            c2, dz2 = _centred_and_grad_z(x2, g2, j, mean_hi, mean_lo, scale, bias, relu)
-            c3, dz3 = _centred_and_grad_z(x3, g3, j, mean_hi, mean_lo, scale, bias, relu)
+            c0, dz0 = _centred_and_grad_z(x0, g0, j, mean_hi, scale, shift, relu)
+            c1, dz1 = _centred_and_grad_z(x1, g1, j, mean_hi, scale, shift, relu)
+            c2, dz2 = _centred_and_grad_z(x2, g2, j, mean_hi, scale, shift, relu)
+            c3, dz3 = _centred_and_grad_z(x3, g3, j, mean_hi, scale, shift, relu)
             sum_dz[j] += (dz0 + dz1) + (dz2 + dz3)
             sum_dz_centred[j] += (dz0 * c0 + dz1 * c1) + (dz2 * c2 + dz3 * c3)
         i += 4
     for i in range(i, stop):
         for j in range(sum_dz.shape[0]):
-            centred, grad_z = _centred_and_grad_z(x[i], grad_y[i], j, mean_hi, mean_lo, scale, bias, relu)
+            centred, grad_z = _centred_and_grad_z(x[i], grad_y[i], j, mean_hi, scale, shift, relu)
             sum_dz[j] += grad_z
             sum_dz_centred[j] += grad_z * centred
 
 
 @njit(inline="always")
-def _grad_x(x, grad_y, j, mean_hi, mean_lo, scale, bias, slope, offset, relu):
-    """dx[j] for identity or ReLU (its mask recomputed from x): scale dz + slope (x - mean) + offset."""
-    centred, grad_z = _centred_and_grad_z(x, grad_y, j, mean_hi, mean_lo, scale, bias, relu)
+def _grad_x(x, grad_y, j, mean_hi, scale, shift, slope, offset, relu):
+    """dx[j] for identity or ReLU (its mask recomputed from x): scale dz + slope (x - mean_hi) + offset."""
+    centred, grad_z = _centred_and_grad_z(x, grad_y, j, mean_hi, scale, shift, relu)
     return grad_z * scale[j] + centred * slope[j] + offset[j]
 
 
 @njit(inline="always")
-def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, mean_lo, bias, code, p0, p1, seed, counter, sum_dz,
+def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, seed, counter, sum_dz,
                          sum_dz_centred, grad_z):
-    """sum_dz = sum of dz and sum_dz_centred = sum of dz (x - mean) over block b's rows; grad_z is a one-row
+    """sum_dz = sum of dz and sum_dz_centred = sum of dz (x - mean_hi) over block b's rows; grad_z is a one-row
     buffer for activations whose derivative needs y (dz is never stored whole)."""
     T = scale.dtype.type
     rows, columns = x.shape
@@ -322,41 +328,41 @@ def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, mean_lo, bias, code, p
     sum_dz_centred[:] = 0
     start, stop = b * 64, min(rows, (b + 1) * 64)
     if code == IDENTITY or code == RELU:  # dz computed inside the loop, one pass over the rows
-        _gradient_sums(x, grad_y, start, stop, mean_hi, mean_lo, scale, bias, code == RELU, sum_dz, sum_dz_centred)
+        _gradient_sums(x, grad_y, start, stop, mean_hi, scale, shift, code == RELU, sum_dz, sum_dz_centred)
         return
     for i in range(start, stop):
         row = x[i]
-        _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter, i * columns,
+        _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, shift, code, p0, p1, T, seed, counter, i * columns,
                     grad_z)
         for j in range(columns):
             sum_dz[j] += grad_z[j]
-            sum_dz_centred[j] += grad_z[j] * ((row[j] - mean_hi[j]) - mean_lo[j])
+            sum_dz_centred[j] += grad_z[j] * (row[j] - mean_hi[j])
 
 
 @njit(inline="always")
-def _grad_x_row(row, grad_row, y_row, out, i, scale, mean_hi, mean_lo, bias, slope, offset, code, p0, p1, seed,
+def _grad_x_row(row, grad_row, y_row, out, i, scale, mean_hi, shift, slope, offset, code, p0, p1, seed,
                 counter, stream):
-    """One row of dx = scale dz + slope (x - mean) + offset."""
+    """One row of dx = scale dz + slope (x - mean_hi) + offset."""
     T = scale.dtype.type
     columns = row.shape[0]
     # identity and ReLU: one loop each, streamed or not (LLVM did not split the loop on these flags itself)
     if code == IDENTITY and stream:
         for j in range(columns):
-            store_streaming(out, j, _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False))
+            store_streaming(out, j, _grad_x(row, grad_row, j, mean_hi, scale, shift, slope, offset, False))
     elif code == IDENTITY:
         for j in range(columns):
-            out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, False)
+            out[j] = _grad_x(row, grad_row, j, mean_hi, scale, shift, slope, offset, False)
     elif code == RELU and stream:
         for j in range(columns):
-            store_streaming(out, j, _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True))
+            store_streaming(out, j, _grad_x(row, grad_row, j, mean_hi, scale, shift, slope, offset, True))
     elif code == RELU:
         for j in range(columns):
-            out[j] = _grad_x(row, grad_row, j, mean_hi, mean_lo, scale, bias, slope, offset, True)
+            out[j] = _grad_x(row, grad_row, j, mean_hi, scale, shift, slope, offset, True)
     else:
-        _grad_z_row(row, grad_row, y_row, scale, mean_hi, mean_lo, bias, code, p0, p1, T, seed, counter, i * columns,
+        _grad_z_row(row, grad_row, y_row, scale, mean_hi, shift, code, p0, p1, T, seed, counter, i * columns,
                     out)
         for j in range(columns):
-            out[j] = out[j] * scale[j] + ((row[j] - mean_hi[j]) - mean_lo[j]) * slope[j] + offset[j]
+            out[j] = out[j] * scale[j] + (row[j] - mean_hi[j]) * slope[j] + offset[j]
 
 
 @njit(inline="always")
@@ -367,19 +373,20 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
     p0 = params[0]
     p1 = params[1]
     blocks = (rows + 64 - 1) // 64
-    scale, mean_hi, mean_lo = _centring_rows(weight, mean, inv_std, workspace, T)
+    scale, mean_hi, shift = _centring_rows(weight, bias, mean, inv_std, workspace, T)
     groups = (blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS
     for chunk in prange(chunks):
         first, stop = _chunk_blocks(chunk, chunks, blocks)
         for b in range(first, stop):
             # the two sums in different arrays so LLVM can prove them apart and vectorize
-            _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, mean_lo, bias, code, p0, p1, seed, counter,
+            _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, seed, counter,
                                  workspace[b], scratch[blocks + b], scratch[b])
             g = b // GROUP_BLOCKS
             _fold_into_group(b, workspace[b], scratch[blocks + b], totals[2 + g], totals[2 + groups + g])
     # Groups combined in float64 in group order, each thread over its share of the columns (as in _statistics).
     # With x_hat = (x - mean) inv_std, the closed form dx = scale (dz - mean(dz) - x_hat mean(dz x_hat)) is
-    # scale * dz + slope * (x - mean) + offset per feature.
+    # scale * dz + slope * (x - mean) + offset per feature, = scale * dz + slope * (x - mean_hi) + offset - slope *
+    # mean_lo with mean_lo = mean - mean_hi; the sums over x - mean_hi are corrected by mean_lo * sum(dz) likewise.
     sum_dz = totals[0]
     sum_dz_centred = totals[1]
     slope = workspace[0]  # the blocks' sums are folded into totals by now: their rows are free
@@ -389,12 +396,14 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
         _combine_groups(totals, 2, totals, 2 + groups, groups, sum_dz, sum_dz_centred, start, stop)
         for j in range(start, stop):
             total = sum_dz[j]
-            total_x_hat = inv_std[j] * sum_dz_centred[j]
+            mean_lo = mean[j] - np.float64(mean_hi[j])
+            total_x_hat = inv_std[j] * (sum_dz_centred[j] - mean_lo * total)
             grad_bias[j] = (grad_bias[j] if accumulate else 0) + total
             grad_weight[j] = (grad_weight[j] if accumulate else 0) + total_x_hat
             if training:
-                slope[j] = T(-weight[j] * inv_std[j] * inv_std[j] * total_x_hat / rows)
-                offset[j] = T(-weight[j] * inv_std[j] * total / rows)
+                slope64 = -weight[j] * inv_std[j] * inv_std[j] * total_x_hat / rows
+                slope[j] = T(slope64)
+                offset[j] = T(-weight[j] * inv_std[j] * total / rows - mean_lo * slope64)
             else:
                 slope[j] = 0
                 offset[j] = 0
@@ -404,7 +413,7 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
         # last block first: the rows the sums pass read last are still in this core's L2 (see _normalize)
         for b in range(stop - 1, first - 1, -1):
             for i in range(b * 64, min(rows, (b + 1) * 64)):
-                _grad_x_row(x[i], grad_y[i], y[i], grad_x[i], i, scale, mean_hi, mean_lo, bias, slope, offset, code,
+                _grad_x_row(x[i], grad_y[i], y[i], grad_x[i], i, scale, mean_hi, shift, slope, offset, code,
                             p0, p1, seed, counter, stream)
         if stream:
             fence_streaming_stores()
