@@ -1,4 +1,4 @@
-"""The CPU kernels' vectorizable exp, expm1, tanh and erf against numpy and math: ulps and specials."""
+"""The CPU kernels' vectorizable exp, expm1, log1p, tanh and erf against numpy and math: ulps and specials."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastdl.kernels.cpu.vector_math import erf, exp, expm1, tanh
+from fastdl.kernels.cpu.vector_math import erf, exp, expm1, log1p, tanh
 
 
 def _exp_loop(values, out):
@@ -102,3 +102,28 @@ def test_expm1_is_within_two_ulp_of_numpy_and_exact_near_zero(dtype):
     njit(_expm1_loop)(specials, out[:4])
     np.testing.assert_array_equal(np.signbit(out[:2]), [False, True])
     assert out[2] == -1.0 and np.isnan(out[3])
+
+
+def _log1p_loop(values, out):
+    for i in range(values.shape[0]):
+        out[i] = log1p(values[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_log1p_is_within_two_ulp_of_numpy_from_minus_one_to_the_largest_float(dtype):
+    tiny, largest = float(np.finfo(dtype).smallest_subnormal), float(np.finfo(dtype).max)
+    # (geomspace up to the largest float overflows inside numpy: it goes to a quarter of it, then the largest)
+    values = np.concatenate([np.linspace(-1, 10, 400_001)[1:], np.geomspace(tiny, largest / 4, 200_001), [largest],
+                             -np.geomspace(tiny, 1 - np.finfo(dtype).epsneg, 200_001),
+                             np.random.default_rng(0).standard_normal(100_000)]).astype(dtype)
+    values = values[values > -1]
+    out = np.empty_like(values)
+    njit(error_model="numpy")(_log1p_loop)(values, out)  # as the activation kernels compile it
+    expected = np.log1p(values.astype(np.longdouble)).astype(dtype)
+    ulps = np.abs(out - expected) / np.spacing(np.abs(expected))
+    assert ulps.max() <= 2, (values[ulps.argmax()], ulps.max())
+    specials = np.array([0.0, -0.0, -1.0, -2.0, np.inf, -np.inf, np.nan, tiny, -tiny], dtype)
+    njit(_log1p_loop)(specials, out[:9])
+    np.testing.assert_array_equal(np.signbit(out[:2]), [False, True])
+    np.testing.assert_array_equal(out[[2, 4, 7, 8]], [-np.inf, np.inf, tiny, -tiny])
+    assert np.isnan(out[[3, 5, 6]]).all()

@@ -14,7 +14,7 @@ from numba import njit, uint64
 
 from .. import activation_table as table
 from .counter_rng import uniform
-from .vector_math import erf, exp, expm1, tanh
+from .vector_math import erf, exp, expm1, log1p, tanh
 
 IDENTITY = table.IDENTITY
 BINARY_STEP = table.BINARY_STEP
@@ -45,7 +45,7 @@ def sigmoid(z, T):
 
 @njit(inline="always")
 def softplus(z, T):
-    return max(z, T(0.0)) + math.log1p(math.exp(-abs(z)))
+    return max(z, T(0.0)) + log1p(exp(-abs(z)))
 
 
 @njit(inline="always")

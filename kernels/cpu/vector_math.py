@@ -1,4 +1,4 @@
-"""exp, expm1, tanh and erf that LLVM can vectorize, in the argument's own precision.
+"""exp, expm1, log1p, tanh and erf that LLVM can vectorize, in the argument's own precision.
 
 Numba turns ``math.exp`` into a call to libm for every element: no SIMD (Numba vectorizes it only with Intel's
 SVML runtime installed), 4 ns per element here, and 17 ms of the 38 ms softmax cross-entropy at 4096 x 1000.
@@ -32,6 +32,19 @@ def _float_from_bits(typingctx, bits):
         return builder.bitcast(args[0], context.get_value_type(result))
 
     return result(bits), codegen
+
+
+@intrinsic
+def _bits_from_float(typingctx, value):
+    """The IEEE bits of ``value`` (float32 -> int32, float64 -> int64)."""
+    result = {types.float32: types.int32, types.float64: types.int64}.get(value)
+    if result is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(result))
+
+    return result(value), codegen
 
 
 @njit
@@ -202,6 +215,66 @@ def _erf64(x):
     return math.erf(x)
 
 
+@njit(inline="always")
+def _log1p(x, T, bits_type, one_bits, sqrt_half_bits, mantissa_mask, shift, series):
+    """log(1 + x) in x's precision (both precisions share it; see _log1p32 and _log1p64).
+
+    u = 1 + x rounded; e = (1 + x) - u exactly (Sterbenz); log(1 + x) = log(u) + e / u to first order. u = 2^k m
+    with m in [sqrt(1/2), sqrt(2)) read from u's bits (an integer offset moves its mantissa into that range),
+    and with f = m - 1 (exact), s = f / (2 + f), |s| < 0.172: log(m) = 2 atanh(s) = f - f^2/2 + s (f^2/2 + R),
+    R = 2 s^2 (1/3 + s^2/5 + ...) (f = 2s + sf turns the series into this form, whose leading term f is exact).
+    k ln 2 goes in two parts (Cody & Waite), the small one with the small terms."""
+    u = T(1.0) + x
+    e = x - (u - T(1.0)) if u < T(2.0) else T(1.0) - (u - x)
+    bits = _bits_from_float(max(u, T(1.0e-30))) + bits_type(one_bits - sqrt_half_bits)
+    k = T((bits >> shift) - (one_bits >> shift))
+    f = _float_from_bits(bits_type((bits & mantissa_mask) + sqrt_half_bits)) - T(1.0)
+    s = f / (T(2.0) + f)
+    z = s * s
+    half_square = T(0.5) * f * f
+    small = s * (half_square + (z + z) * series(z)) + (k * T(1.428606820309417e-06) + e / u)
+    result = ((small - half_square) + f) + k * T(0.693145751953125)
+    result = result if x != 0 else x  # keeps the sign of -0.0 (and returns tiny x itself)
+    result = T(-np.inf) if u == 0 else result
+    result = T(np.nan) if u < 0 else result
+    return result if x < T(np.inf) else x  # inf stays inf; NaN stays NaN (a NaN fails every comparison above)
+
+
+@njit
+def _atanh_series32(z):
+    # 1/3 + z/5 + z^2/7 + z^3/9: the next term is below 2^-24 of the result for z < 0.0295
+    p = np.float32(1.0 / 9.0)
+    p = p * z + np.float32(1.0 / 7.0)
+    p = p * z + np.float32(1.0 / 5.0)
+    return p * z + np.float32(1.0 / 3.0)
+
+
+@njit
+def _atanh_series64(z):
+    # 1/3 + z/5 + ... + z^9/21: the next term is below 2^-53 of the result for z < 0.0295
+    p = 1.0 / 21.0
+    p = p * z + 1.0 / 19.0
+    p = p * z + 1.0 / 17.0
+    p = p * z + 1.0 / 15.0
+    p = p * z + 1.0 / 13.0
+    p = p * z + 1.0 / 11.0
+    p = p * z + 1.0 / 9.0
+    p = p * z + 1.0 / 7.0
+    p = p * z + 1.0 / 5.0
+    return p * z + 1.0 / 3.0
+
+
+@njit
+def _log1p32(x):
+    return _log1p(x, np.float32, np.int32, 0x3F800000, 0x3F3504F3, 0x007FFFFF, 23, _atanh_series32)
+
+
+@njit
+def _log1p64(x):
+    return _log1p(x, np.float64, np.int64, 0x3FF0000000000000, 0x3FE6A09E667F3BCD, 0x000FFFFFFFFFFFFF, 52,
+                  _atanh_series64)
+
+
 def _by_precision(for_float32, for_float64):
     """An @overload's choice of implementation by the argument's type (float32 or float64; others: none)."""
 
@@ -243,3 +316,11 @@ def erf(x):
 
 
 overload(erf, inline="always")(_by_precision(_erf32, _erf64))
+
+
+def log1p(x):
+    """log(1 + x) in x's precision, accurate near 0 (within 2 ulp of np.log1p, tested), vectorizable."""
+    return math.log1p(x)
+
+
+overload(log1p, inline="always")(_by_precision(_log1p32, _log1p64))
