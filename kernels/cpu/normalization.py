@@ -73,14 +73,11 @@ def _chunk_blocks(chunk, chunks, blocks):
 @njit(inline="always")
 def _fold_into_group(b, block_first, block_second, group_first, group_second):
     """Adds block b's two rows of sums into its group's float64 rows (the group's first block sets them)."""
-    if b % GROUP_BLOCKS == 0:
-        group_first[:] = block_first
-        group_second[:] = block_second
-        return
+    first_in_group = b % GROUP_BLOCKS == 0
     for j in range(group_first.shape[0]):
-        group_first[j] += block_first[j]
+        group_first[j] = (0.0 if first_in_group else group_first[j]) + block_first[j]
     for j in range(group_second.shape[0]):
-        group_second[j] += block_second[j]
+        group_second[j] = (0.0 if first_in_group else group_second[j]) + block_second[j]
 
 
 @njit(inline="always")
