@@ -14,6 +14,7 @@ from numba import njit, uint64
 
 from .. import activation_table as table
 from .counter_rng import uniform
+from .reductions import largest, sum_in_float64
 from .vector_math import erf, exp, expm1, log1p, tanh
 
 IDENTITY = table.IDENTITY
@@ -349,16 +350,11 @@ def activation_grad_row(code, grad_y, z, y, grad_z, p0, p1, T, seed, counter, ba
 
 @njit(inline="always")
 def softmax_row(z, y, T):
-    """y = softmax(z) over one row (z and y may be the same row)."""
-    largest = z[0]
-    for j in range(1, z.shape[0]):
-        largest = max(largest, z[j])
-    total = T(0.0)
+    """y = softmax(z) over one row (z and y may be the same row); each loop vectorizes (``reductions.py``)."""
+    shift = largest(z)
     for j in range(z.shape[0]):
-        e = math.exp(z[j] - largest)
-        y[j] = e
-        total += e
-    inverse = T(1.0) / total
+        y[j] = exp(z[j] - shift)
+    inverse = T(1.0 / sum_in_float64(y))
     for j in range(z.shape[0]):
         y[j] *= inverse
 

@@ -11,40 +11,9 @@ import math
 import numpy as np
 from numba import njit
 
+from .reductions import largest as _largest
+from .reductions import sums_in_float64 as _sums_in_float64
 from .vector_math import exp
-
-
-@njit(fastmath={"reassoc"}, cache=True)
-def _sums_in_float64(first, second):
-    """(sum(first), sum(second)) in float64. Reassociation lets LLVM keep several partial sums in vector lanes:
-    in one chain each add waits for the last (5 ms of a 13 ms loss at 4096 x 1000). The order is fixed by this
-    function's compiled loop, vectorized once, so the result does not change between calls or callers
-    (compile_step's bit-exact tests); only these additions carry the flag, so exp's rounding tricks are not
-    reassociated. (Fused multiply-adds in the kernel itself did make compile_step's copy differ: not used.)"""
-    first_total = 0.0
-    second_total = 0.0
-    for j in range(first.shape[0]):
-        first_total += first[j]
-        second_total += second[j]
-    return first_total, second_total
-
-
-@njit(inline="always")
-def _largest(row):
-    """max(row) over four interleaved running maxima: one running maximum is a chain of compares, each waiting
-    for the last (a max is exact, so the result is the same in any order)."""
-    m0 = m1 = m2 = m3 = row[0]
-    n = row.shape[0]
-    j = 0
-    while j + 4 <= n:
-        m0 = max(m0, row[j])
-        m1 = max(m1, row[j + 1])
-        m2 = max(m2, row[j + 2])
-        m3 = max(m3, row[j + 3])
-        j += 4
-    for j in range(j, n):
-        m0 = max(m0, row[j])
-    return max(max(m0, m1), max(m2, m3))
 
 
 @njit(cache=True)
