@@ -21,23 +21,15 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """The float whose IEEE bits are ``bits`` (int32 -> float32, int64 -> float64)."""
-    result = {types.int32: types.float32, types.int64: types.float64}.get(bits)
-    if result is None:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(result))
-
-    return result(bits), codegen
+# float <-> integer of the same width: the IEEE bits of one read as the other
+_SAME_WIDTH = {types.int32: types.float32, types.int64: types.float64, types.float32: types.int32,
+               types.float64: types.int64}
 
 
 @intrinsic
-def _bits_from_float(typingctx, value):
-    """The IEEE bits of ``value`` (float32 -> int32, float64 -> int64)."""
-    result = {types.float32: types.int32, types.float64: types.int64}.get(value)
+def _reinterpret(typingctx, value):
+    """``value``'s bits as the other kind of number of its width (int32 <-> float32, int64 <-> float64)."""
+    result = _SAME_WIDTH.get(value)
     if result is None:
         return None
 
@@ -45,6 +37,9 @@ def _bits_from_float(typingctx, value):
         return builder.bitcast(args[0], context.get_value_type(result))
 
     return result(value), codegen
+
+
+_float_from_bits = _bits_from_float = _reinterpret
 
 
 @njit
