@@ -96,8 +96,8 @@ class BatchNorm(Module, _RandomCounter):
         y = self._workspace("y", x.shape, self.dtype)
         mean = self._workspace("mean", (c,), np.float64)
         inv_std = self._workspace("inv_std", (c,), np.float64)
-        # block partial sums (2 rows per block), then per-feature scale, mean_hi, mean_lo and variance; float64
-        # sums of groups of blocks, then their totals
+        # block partial sums (2 rows per block), then per-feature scale, mean_hi, shift and variance; float64
+        # totals (2 rows), then the sums of groups of blocks (2 rows per group)
         workspace = self._workspace("statistics", (2 * blocks + 4, c), self.dtype)
         scratch = self._workspace("scratch", (2 * blocks, c), self.dtype)
         totals = self._workspace("totals", totals_shape(rows, c), np.float64)
