@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .backend import get_backend, to_numpy
 from .layers import Module
 
 
@@ -47,11 +48,14 @@ def gradcheck(module_or_fn, x, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0):
 
     >>> gradcheck(fastdl.Dense(3, 2, activation="tanh", dtype="float64"), np.random.rand(4, 3))
     """
-    x = np.array(x, dtype=np.float64)
+    # x and the direction live on the host, where they are perturbed; each evaluation moves them to the active
+    # backend (a copy on the GPU), and results come back with to_numpy
+    on_device = get_backend().asarray
+    x = np.array(to_numpy(x), dtype=np.float64)
     if not isinstance(module_or_fn, Module):
-        _, analytic = module_or_fn(x)
-        analytic = np.array(analytic)
-        numeric = _numeric_gradient(lambda: float(module_or_fn(x)[0]), x, eps)
+        _, analytic = module_or_fn(on_device(x))
+        analytic = np.array(to_numpy(analytic))
+        numeric = _numeric_gradient(lambda: float(module_or_fn(on_device(x))[0]), x, eps)
         _compare("the input", analytic, numeric, rtol, atol)
         return True
     module = module_or_fn
@@ -60,16 +64,16 @@ def gradcheck(module_or_fn, x, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0):
         if parameter.data.dtype != np.float64:
             raise ValueError(f"gradcheck: build the module with dtype='float64' ({name} is {parameter.data.dtype})")
     counters = _random_counters(module)
-    direction = np.random.default_rng(seed).standard_normal(np.shape(module.forward(x)))
+    direction = np.random.default_rng(seed).standard_normal(np.shape(module.forward(on_device(x))))
 
     def evaluate():
         for layer, counter in counters:
             layer._counter = counter
-        return float(np.sum(module.forward(x) * direction))
+        return float(np.sum(to_numpy(module.forward(on_device(x))) * direction))
 
     evaluate()
-    grad_x = np.array(module.backward(direction.copy(), input_grad=True))
-    analytic = {name: parameter.grad.copy() for name, parameter in parameters}
+    grad_x = np.array(to_numpy(module.backward(on_device(direction.copy()), input_grad=True)))
+    analytic = {name: np.array(to_numpy(parameter.grad)) for name, parameter in parameters}
     _compare("the input", grad_x, _numeric_gradient(evaluate, x, eps), rtol, atol)
     for name, parameter in parameters:
         _compare(name, analytic[name], _numeric_gradient(evaluate, parameter.data, eps), rtol, atol)

@@ -53,7 +53,7 @@ def test_activation_backward_matches_finite_differences(backend, name, params):
 @pytest.mark.parametrize("name,params", DIFF_CASES, ids=DIFF_IDS)
 def test_dense_with_fused_activation_matches_finite_differences(backend, name, params):
     layer = fastdl.Dense(5, 6, activation=fastdl.Activation(name, **params), dtype="float64", seed=2)
-    layer.bias.data[...] = np.linspace(-0.3, 0.3, 6)
+    layer.bias.data[...] = fastdl.asarray(np.linspace(-0.3, 0.3, 6))
     assert fastdl.testing.gradcheck(layer, np.random.default_rng(0).uniform(-1, 1, (7, 5)))
 
 
@@ -119,7 +119,7 @@ LEARNABLE_IDS = ["prelu_shared", "prelu_per_feature", "apl", "softexp_positive",
 def _with_nonzero_parameters(layer):
     for parameter in layer.parameters():
         if not parameter.data.any():  # APL slopes start at 0: give them values so every path is exercised
-            parameter.data[...] = np.linspace(-0.5, 0.5, parameter.data.size).reshape(parameter.data.shape)
+            parameter.data[...] = fastdl.asarray(np.linspace(-0.5, 0.5, parameter.data.size).reshape(parameter.data.shape))
     return layer
 
 

@@ -18,8 +18,8 @@ def _run_batchnorm(backend_name, x, grad_out, steps=3, **kwargs):
     with fastdl.use_backend(backend_name):
         bn = fastdl.BatchNorm(x.shape[1], dtype=x.dtype, seed=1, **kwargs)
         if bn.affine:
-            bn.weight.data[...] = np.linspace(0.5, 1.5, x.shape[1])
-            bn.bias.data[...] = np.linspace(-0.2, 0.2, x.shape[1])
+            bn.weight.data[...] = fastdl.asarray(np.linspace(0.5, 1.5, x.shape[1]))
+            bn.bias.data[...] = fastdl.asarray(np.linspace(-0.2, 0.2, x.shape[1]))
         for step in range(steps):
             y = bn(x + step).copy()
         grad_x = bn.backward(grad_out).copy()
@@ -46,7 +46,7 @@ def test_batchnorm_matches_reference(backend, dtype, kwargs):
 @pytest.mark.parametrize("activation", ["identity", "relu", "elu", "gelu"])
 def test_batchnorm_train_backward_matches_finite_differences(backend, activation):
     bn = fastdl.BatchNorm(4, activation=activation, dtype="float64")
-    bn.weight.data[...] = [0.5, 1.0, 1.5, -0.7]
+    bn.weight.data[...] = fastdl.asarray(np.array([0.5, 1.0, 1.5, -0.7]))
     bn.bias.data[...] = [0.1, -0.2, 0.3, 0.05]
     assert fastdl.testing.gradcheck(bn, _batch((9, 4), np.float64))
 
@@ -155,7 +155,8 @@ def test_batchnorm_against_torch(dtype):
 
 
 def _state(bn):
-    return [a.copy() for a in (bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.weight.data, bn.weight.grad)]
+    return [fastdl.to_numpy(a).copy() for a in (bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.weight.data,
+                                               bn.weight.grad)]
 
 
 @pytest.mark.parametrize("bad,error,message", [
