@@ -19,7 +19,7 @@ def _numeric_gradient(evaluate, array, eps):
     grad = np.zeros(array.shape, dtype=np.float64)
     flat, grad_flat = array.reshape(-1), grad.reshape(-1)
     for k in range(flat.size):
-        original = flat[k]
+        original = flat[k].item()  # a value: on CuPy flat[k] is a view, which the next line would change too
         flat[k] = original + eps
         plus = evaluate()
         flat[k] = original - eps
