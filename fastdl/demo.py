@@ -23,9 +23,10 @@ def two_moons(samples, noise=0.1, seed=0):
 
 def train_two_moons(steps=300, learning_rate=0.5, hidden=32, seed=0, report=None):
     """Full-batch gradient descent written out by hand; returns (losses per step, final accuracy)."""
-    x, y = two_moons(512, seed=seed)
+    backend = get_backend()
+    x, y = (backend.asarray(a) for a in two_moons(512, seed=seed))  # on the active backend's device
     model = Sequential(Dense(2, hidden, activation="tanh", seed=seed), Dense(hidden, 2, seed=seed + 1))
-    grad = np.empty((x.shape[0], 2), dtype=np.float32)
+    grad = backend.xp.empty((x.shape[0], 2), dtype=np.float32)
     history = []
     for step in range(steps):
         logits = model(x)
@@ -36,7 +37,7 @@ def train_two_moons(steps=300, learning_rate=0.5, hidden=32, seed=0, report=None
         history.append(loss)
         if report is not None:
             report(step, loss)
-    accuracy = float((model.eval()(x).argmax(axis=1) == y).mean())
+    accuracy = float((model.eval()(x).argmax(axis=1) == y).mean())  # float() brings a device scalar back
     return history, accuracy
 
 

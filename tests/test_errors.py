@@ -32,19 +32,19 @@ def layer(backend):
     (np.ones((2, 3, 4), np.float32), ValueError, r"Dense\(4->3, rrelu\): x must have 2 dimensions, got shape \(2, 3, 4\)"),
     (np.ones((2, 4), np.float64), TypeError, r"Dense\(4->3, rrelu\): x has dtype float64, expected float32 \(shape \(2, 4\)\)"),
     (np.array([[1.0, np.nan, 0.0, 0.0]], np.float32), ValueError, r"Dense\(4->3, rrelu\): x contains NaN or Inf \(shape \(1, 4\)\)"),
-    ([[1.0, 2.0, 3.0, 4.0]], TypeError, r"Dense\(4->3, rrelu\): x must be a numpy array .* got builtins.list"),
+    ([[1.0, 2.0, 3.0, 4.0]], TypeError, r"Dense\(4->3, rrelu\): x must be a (numpy|cupy) array .* got builtins.list"),
 ])
-def test_dense_forward_rejects_bad_input(layer, bad, error, message):
+def test_dense_forward_rejects_bad_input(backend, layer, bad, error, message):
     before = snapshot(layer)
     with pytest.raises(error, match=message):
-        layer(bad)
+        layer(backend.asarray(bad) if isinstance(bad, np.ndarray) else bad)  # the list stays a list
     assert_unchanged(layer, before)
 
 
-def test_dense_backward_rejects_wrong_grad_shape(layer):
+def test_dense_backward_rejects_wrong_grad_shape(backend, layer):
     before = snapshot(layer)
     with pytest.raises(ValueError, match=r"Dense\(4->3, rrelu\): grad_out has shape \(2, 4\), the forward output had \(2, 3\)"):
-        layer.backward(np.ones((2, 4), np.float32))
+        layer.backward(backend.asarray(np.ones((2, 4), np.float32)))
     assert_unchanged(layer, before)
 
 

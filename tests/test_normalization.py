@@ -268,7 +268,8 @@ def test_dropout_rejects_bad_p(p):
 
 def test_standardize_fits_and_round_trips(backend):
     x = np.stack([np.arange(10.0), np.full(10, 3.0), np.linspace(-5, 5, 10) * 100], axis=1).astype(np.float32)
-    layer, standardized = fastdl.data.standardize(x)
+    layer, standardized = fastdl.data.standardize(backend.asarray(x))
+    standardized = fastdl.to_numpy(standardized)
     np.testing.assert_allclose(standardized.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(standardized[:, [0, 2]].std(axis=0), 1, rtol=1e-5)
     np.testing.assert_array_equal(standardized[:, 1], 0)  # zero spread: centred, not divided by zero
@@ -279,7 +280,7 @@ def test_standardize_fits_and_round_trips(backend):
 
 
 def test_standardize_backward_matches_finite_differences(backend):
-    layer = fastdl.Standardize(4, dtype="float64").fit(_batch((20, 4), np.float64, mean=3.0))
+    layer = fastdl.Standardize(4, dtype="float64").fit(backend.asarray(_batch((20, 4), np.float64, mean=3.0)))
     assert fastdl.testing.gradcheck(layer, _batch((6, 4), np.float64))
 
 
