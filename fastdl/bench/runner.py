@@ -168,7 +168,7 @@ def format_table(report):
              + (f", GPU {machine['gpu']}" if "gpu" in machine else ""), ""]
     for device, values in report["ceilings"].items():
         lines.append(f"Ceilings ({device}): copy {values['copy_GBps']:.1f} GB/s, triad {values['triad_GBps']:.1f} GB/s "
-                     f"(bus traffic incl. write-allocate; STREAM copy {values['stream_copy_GBps']:.1f} GB/s), GEMM {values['gemm_GFLOPs']:.0f} GFLOP/s (float32, {values['gemm_side']}^3)")
+                     f"({'bus traffic incl. write-allocate' if values.get('write_allocate', True) else 'read + write'}; STREAM copy {values['stream_copy_GBps']:.1f} GB/s), GEMM {values['gemm_GFLOPs']:.0f} GFLOP/s (float32, {values['gemm_side']}^3)")
     for name, reason in report["skipped_backends"].items():
         lines.append(f"Backend {name} not run: {reason}")
     lines += ["", "| op | size | backend | time | rate | % of ceiling | x vs numpy | PyTorch | x vs PyTorch | first call |",

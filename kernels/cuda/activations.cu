@@ -37,7 +37,8 @@ template <typename T>
 __device__ void activation_backward(const T* grad_y, const T* z, const T* y, T* grad_z, long long n, long long cols,
                                     int code, T p0, T p1, u64 seed, u64 counter) {
     FASTDL_GRID_STRIDE(i, n) {
-        grad_z[i] = grad_y[i] * fastdl_derivative(code, z[i], y[i], p0, p1, seed, counter, (u64)i, i % cols);
+        grad_z[i] = grad_y[i] * fastdl_derivative(code, z[i], fastdl_output_if_read(code, y, i), p0, p1, seed,
+                                                     counter, (u64)i, i % cols);
     }
 }
 
@@ -57,7 +58,8 @@ __device__ void activation_grad_partials(const T* grad_y, const T* z, const T* y
             T g = grad_y[i];
             if (code >= 0) {
                 if (mask != nullptr) g = mask[i] ? g * scale : T(0);
-                g *= fastdl_derivative(code, z[i], y[i], p0, p1, seed, counter, (u64)i, column);
+                g *= fastdl_derivative(code, z[i], fastdl_output_if_read(code, y, i), p0, p1, seed, counter, (u64)i,
+                                       column);
                 grad_z[i] = g;
             }
             sum += (double)g;

@@ -2,8 +2,9 @@
 //   statistics_partials: blocks of (32 columns x 8 rows) over chunks of rows add, per column, the sums of
 //     (x - K) and (x - K)^2 in float64 with the shift K = x[0, c] (stable for data with a large mean)
 //   statistics: one thread per column adds the chunks in order -> mean, biased variance, 1/sqrt(var + eps);
-//     a column whose sums are not finite clears *finite (the launcher then stops before touching any state)
-//   running_update: running = (1 - f) running + f batch_stat, with the unbiased variance
+//     a column whose sums are not finite clears *finite (set by statistics_partials)
+//   running_update: running = (1 - f) running + f batch_stat, with the unbiased variance; nothing when *finite
+//     is clear, so all the kernels are queued at once and the host reads the flag once, at the end
 //   normalize: y = act(weight * (x - mean) * inv_std + bias), one pass (train and eval)
 //   backward_partials / backward_totals / backward_dx: the sums of dz and dz * x_hat (dz = act'(z) dy,
 //     recomputed, never stored), then dx = w inv_std / N (N dz - sum dz - x_hat sum(dz x_hat)), or w inv_std dz
@@ -34,7 +35,10 @@ __device__ __forceinline__ void fastdl_store_column_partials(double a, double b,
 
 template <typename T>
 __device__ void statistics_partials(const T* x, long long rows, long long cols, long long rows_per_chunk,
-                                    double* partials) {
+                                    double* partials, int* finite) {
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0 && threadIdx.y == 0) {
+        *finite = 1;  // the statistics kernel, next in the stream, clears it for NaN or Inf
+    }
     long long column = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     long long first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
     double sum = 0.0, sum_squares = 0.0;
@@ -67,9 +71,12 @@ __device__ void statistics(const T* x, const double* partials, long long chunks,
     }
 }
 
+// Runs queued behind the statistics without a round trip to the host: it reads their finite flag itself and
+// leaves the running statistics untouched when x held NaN or Inf.
 template <typename T>
 __device__ void running_update(T* running_mean, T* running_var, const double* mean, const double* variance,
-                               long long cols, double factor, long long rows) {
+                               long long cols, double factor, long long rows, const int* finite) {
+    if (*finite == 0) return;
     for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
         running_mean[c] = T((1.0 - factor) * (double)running_mean[c] + factor * mean[c]);
         running_var[c] = T((1.0 - factor) * (double)running_var[c] +
@@ -86,31 +93,46 @@ __device__ void eval_statistics(const T* running_mean, const T* running_var, lon
     }
 }
 
-template <typename T>
-__device__ __forceinline__ T fastdl_bn_z(const T* x, const T* weight, const T* bias, const double* mean,
-                                         const double* inv_std, long long i, long long c, double* x_hat) {
-    *x_hat = ((double)x[i] - mean[c]) * inv_std[c];
-    return T((double)weight[c] * *x_hat + (double)bias[c]);
-}
+// The element-wise passes run on (32 columns x 8 rows) blocks striding down the rows: each thread keeps its
+// column's mean, 1/std, weight and bias in registers, and no integer division finds an element's column.
+#define FASTDL_FOR_ROWS(row, rows)                                                                       \
+    for (long long row = blockIdx.y * (long long)FASTDL_COLUMN_BLOCK_Y + threadIdx.y; row < (rows);       \
+         row += (long long)FASTDL_COLUMN_BLOCK_Y * gridDim.y)
+
+// A column's affine map: x_hat = (x - mean) * inv_std, z = weight * x_hat + bias (in float64, as the reference).
+struct FastdlBnColumn {
+    double mean, inv_std, weight, bias;
+    template <typename T>
+    __device__ FastdlBnColumn(const T* weight_, const T* bias_, const double* mean_, const double* inv_std_, long long c)
+        : mean(mean_[c]), inv_std(inv_std_[c]), weight((double)weight_[c]), bias((double)bias_[c]) {}
+    template <typename T> __device__ __forceinline__ T z(T x, double* x_hat) const {
+        *x_hat = ((double)x - mean) * inv_std;
+        return T(weight * *x_hat + bias);
+    }
+};
 
 template <typename T>
 __device__ void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y,
-                          long long n, long long cols, int code, T p0, T p1, u64 seed, u64 counter) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x) {
-        long long c = i % cols;
+                          long long rows, long long cols, int code, T p0, T p1, u64 seed, u64 counter) {
+    long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    if (c >= cols) return;
+    FastdlBnColumn column(weight, bias, mean, inv_std, c);
+    FASTDL_FOR_ROWS(row, rows) {
+        long long i = row * cols + c;
         double x_hat;
-        T z = fastdl_bn_z(x, weight, bias, mean, inv_std, i, c, &x_hat);
+        T z = column.z(x[i], &x_hat);
         y[i] = code < 0 ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
     }
 }
 
+// dz = act'(z) dy, z recomputed from x; code < 0: dy already is dz.
 template <typename T>
-__device__ __forceinline__ T fastdl_bn_dz(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
-                                          const double* mean, const double* inv_std, long long i, long long c,
-                                          int code, T p0, T p1, u64 seed, u64 counter, double* x_hat) {
-    T z = fastdl_bn_z(x, weight, bias, mean, inv_std, i, c, x_hat);
+__device__ __forceinline__ T fastdl_bn_dz(const FastdlBnColumn& column, const T* x, const T* grad_y, const T* y,
+                                          long long i, long long c, int code, T p0, T p1, u64 seed, u64 counter,
+                                          double* x_hat) {
+    T z = column.z(x[i], x_hat);
     if (code < 0) return grad_y[i];
-    return grad_y[i] * fastdl_derivative(code, z, y[i], p0, p1, seed, counter, (u64)i, c);
+    return grad_y[i] * fastdl_derivative(code, z, fastdl_output_if_read(code, y, i), p0, p1, seed, counter, (u64)i, c);
 }
 
 template <typename T>
@@ -118,19 +140,20 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
                                   const double* mean, const double* inv_std, double* partials, long long rows,
                                   long long cols, long long rows_per_chunk, int code, T p0, T p1, u64 seed,
                                   u64 counter) {
-    long long column = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     long long first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
     double sum_dz = 0.0, sum_dz_x_hat = 0.0;
-    if (column < cols) {
+    if (c < cols) {
+        FastdlBnColumn column(weight, bias, mean, inv_std, c);
         for (long long row = first + threadIdx.y; row < last; row += FASTDL_COLUMN_BLOCK_Y) {
             double x_hat;
-            double dz = (double)fastdl_bn_dz(x, grad_y, y, weight, bias, mean, inv_std, row * cols + column, column,
-                                             code, p0, p1, seed, counter, &x_hat);
+            double dz = (double)fastdl_bn_dz(column, x, grad_y, y, row * cols + c, c, code, p0, p1, seed, counter,
+                                             &x_hat);
             sum_dz += dz;
             sum_dz_x_hat += dz * x_hat;
         }
     }
-    fastdl_store_column_partials(sum_dz, sum_dz_x_hat, column, cols, partials);
+    fastdl_store_column_partials(sum_dz, sum_dz_x_hat, c, cols, partials);
 }
 
 template <typename T>
@@ -153,22 +176,24 @@ template <typename T>
 __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
                             const double* mean, const double* inv_std, const double* totals, T* grad_x, long long rows,
                             long long cols, int training, int code, T p0, T p1, u64 seed, u64 counter) {
-    long long n = rows * cols;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x) {
-        long long c = i % cols;
+    long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    if (c >= cols) return;
+    FastdlBnColumn column(weight, bias, mean, inv_std, c);
+    double scale = column.weight * column.inv_std, sum_dz = totals[c], sum_dz_x_hat = totals[cols + c];
+    FASTDL_FOR_ROWS(row, rows) {
+        long long i = row * cols + c;
         double x_hat;
-        double dz = (double)fastdl_bn_dz(x, grad_y, y, weight, bias, mean, inv_std, i, c, code, p0, p1, seed, counter,
-                                         &x_hat);
-        double scale = (double)weight[c] * inv_std[c];
-        grad_x[i] = training ? T(scale / (double)rows * ((double)rows * dz - totals[c] - x_hat * totals[cols + c]))
+        double dz = (double)fastdl_bn_dz(column, x, grad_y, y, i, c, code, p0, p1, seed, counter, &x_hat);
+        grad_x[i] = training ? T(scale / (double)rows * ((double)rows * dz - sum_dz - x_hat * sum_dz_x_hat))
                              : T(scale * dz);
     }
 }
 
 #define FASTDL_BATCHNORM_KERNELS(T, S)                                                                               \
     extern "C" __global__ void fastdl_bn_statistics_partials_##S(const T* x, long long rows, long long cols,          \
-                                                                 long long rows_per_chunk, double* partials) {        \
-        statistics_partials(x, rows, cols, rows_per_chunk, partials);                                                \
+                                                                 long long rows_per_chunk, double* partials,          \
+                                                                 int* finite) {                                      \
+        statistics_partials(x, rows, cols, rows_per_chunk, partials, finite);                                        \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_statistics_##S(const T* x, const double* partials, long long chunks,         \
                                                         long long rows, long long cols, double eps, double* mean,     \
@@ -177,8 +202,8 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_running_update_##S(T* running_mean, T* running_var, const double* mean,      \
                                                             const double* variance, long long cols, double factor,    \
-                                                            long long rows) {                                        \
-        running_update(running_mean, running_var, mean, variance, cols, factor, rows);                               \
+                                                            long long rows, const int* finite) {                     \
+        running_update(running_mean, running_var, mean, variance, cols, factor, rows, finite);                       \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_eval_statistics_##S(const T* running_mean, const T* running_var,            \
                                                              long long cols, double eps, double* mean,                \
@@ -186,9 +211,9 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
         eval_statistics(running_mean, running_var, cols, eps, mean, inv_std);                                        \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_normalize_##S(const T* x, const T* weight, const T* bias, const double* mean, \
-                                                       const double* inv_std, T* y, long long n, long long cols,      \
+                                                       const double* inv_std, T* y, long long rows, long long cols,   \
                                                        int code, T p0, T p1, u64 seed, u64 counter) {                \
-        normalize(x, weight, bias, mean, inv_std, y, n, cols, code, p0, p1, seed, counter);                          \
+        normalize(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter);                       \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_backward_partials_##S(                                                      \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \

@@ -38,7 +38,13 @@ def kernel(source, name, dtype=None, like=None):
         from . import emulator
 
         return emulator.module(source).get_function(f"fastdl_{name}{suffix}")
-    return module(source).get_function(f"fastdl_{name}{suffix}")
+    return _device_function(source, f"fastdl_{name}{suffix}")
+
+
+@functools.lru_cache(maxsize=None)
+def _device_function(source, name):
+    """Looked up once: CuPy asks the driver for the function again on every get_function call."""
+    return module(source).get_function(name)
 
 
 def launch(source, name, like, grid, block, args):

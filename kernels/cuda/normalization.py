@@ -29,10 +29,16 @@ def _activation(code, params, T):
     return (np.int32(-1 if code == SOFTMAX else code), T(params[0]), T(params[1]))
 
 
+def _row_stride_grid(rows, cols):
+    """Column tiles x row blocks for the element-wise passes (each thread strides down about 4 groups of 8 rows)."""
+    row_blocks = (rows + 4 * COLUMN_BLOCK[1] - 1) // (4 * COLUMN_BLOCK[1])
+    return ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], max(1, min(row_blocks, 65535)))
+
+
 def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out):
     rows, cols = x.shape
-    _launch("bn_normalize", x, blocks(x.size), (THREADS,),
-            (x, weight, bias, mean, inv_std, y_out, np.int64(x.size), np.int64(cols),
+    _launch("bn_normalize", x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
+            (x, weight, bias, mean, inv_std, y_out, np.int64(rows), np.int64(cols),
              *_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter)))
     if code == SOFTMAX:
         kernel("activations.cu", "softmax_rows", x.dtype, like=x)((rows,), row_threads(cols),
@@ -48,20 +54,17 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
     variance = workspace("bn_variance", (cols,), np.float64, x)
     finite = workspace("bn_finite", (1,), np.int32, x)
-    finite[...] = 1
     _launch("bn_statistics_partials", x, grid, COLUMN_BLOCK,
-            (x, np.int64(rows), np.int64(cols), np.int64(ROWS_PER_CHUNK), partials))
+            (x, np.int64(rows), np.int64(cols), np.int64(ROWS_PER_CHUNK), partials, finite))
     _launch("bn_statistics", x, blocks(cols), (THREADS,),
             (x, partials, np.int64(chunks), np.int64(rows), np.int64(cols), np.float64(eps), mean_out, inv_std_out,
              variance, finite))
-    if int(finite[0]) == 0:  # one small copy to the host, as the CPU's return value
-        return False
-    if running_factor >= 0:
+    if running_factor >= 0:  # skips itself when the flag is clear: no state changes for NaN or Inf
         _launch("bn_running_update", x, blocks(cols), (THREADS,),
                 (running_mean, running_var, mean_out, variance, np.int64(cols), np.float64(running_factor),
-                 np.int64(rows)))
+                 np.int64(rows), finite))
     _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out)
-    return True
+    return int(finite[0]) == 1  # the one copy to the host, after every kernel is queued
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
@@ -90,6 +93,6 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
              np.int64(ROWS_PER_CHUNK), *activation))
     _launch("bn_backward_totals", x, blocks(cols), (THREADS,),
             (partials, np.int64(chunks), np.int64(cols), totals, grad_weight, grad_bias, np.int32(bool(accumulate))))
-    _launch("bn_backward_dx", x, blocks(x.size), (THREADS,),
+    _launch("bn_backward_dx", x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, np.int64(rows), np.int64(cols),
              np.int32(bool(training)), *activation))
