@@ -296,5 +296,6 @@ class Standardize(Module):
 
 def standardize(x_train, *others):
     """Fit on ``x_train`` and return (Standardize layer, standardized copies of x_train and of each other array)."""
-    layer = Standardize(np.shape(x_train)[1], dtype=np.asarray(x_train).dtype).fit(x_train)
+    array = x_train if hasattr(x_train, "dtype") else np.asarray(x_train)  # a CuPy array stays on its device
+    layer = Standardize(array.shape[1], dtype=array.dtype).fit(x_train)
     return (layer, *(layer(a).copy() for a in (x_train, *others)))

@@ -95,3 +95,26 @@ def test_arguments_are_checked_against_the_kernel(kernels):
         scalar((1,), (32,), (np.zeros(4, np.float32)[::2], np.float32(1.5), np.int64(2)))
     with pytest.raises(emulator.EmulationError, match="no kernel named"):
         kernels.get_function("missing")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
+def test_adam_packed_and_scalar_paths_match_the_reference(dtype, offset):
+    """Aligned arrays take the 16-byte-pack kernel (with a tail of n % pack elements), an offset view the scalar one."""
+    from fastdl.kernels import reference
+    from fastdl.kernels.cuda import optim as cuda_optim
+
+    n = 4 * 9 + 3
+    rng = np.random.default_rng(3)
+    base = [rng.standard_normal(n + 4).astype(dtype) for _ in range(3)] + [rng.random(n + 4).astype(dtype)]
+    assert all(a.ctypes.data % 16 == 0 for a in base)
+    emulated = [a.copy()[offset: offset + n] for a in base]
+    expected = [a[offset: offset + n].copy() for a in base]
+    assert cuda_optim._packable(*emulated) == (offset == 0)
+    scalars = (dtype(0.7), dtype(0.01), dtype(0.001), dtype(0.999), dtype(0.9), dtype(0.999), dtype(0.01), dtype(0.3),
+               dtype(1e-8))
+    param, grad, exp_avg, exp_avg_sq = emulated
+    cuda_optim.adam_step(param, grad, exp_avg, exp_avg_sq, None, *scalars)
+    reference.optim.adam_step(*expected[:4], None, *scalars)
+    for actual, want in zip(emulated, expected):
+        np.testing.assert_allclose(actual, want, rtol=2e-6 if dtype == np.float32 else 1e-14, atol=1e-7)

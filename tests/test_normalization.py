@@ -47,13 +47,13 @@ def test_batchnorm_matches_reference(backend, dtype, kwargs):
 def test_batchnorm_train_backward_matches_finite_differences(backend, activation):
     bn = fastdl.BatchNorm(4, activation=activation, dtype="float64")
     bn.weight.data[...] = fastdl.asarray(np.array([0.5, 1.0, 1.5, -0.7]))
-    bn.bias.data[...] = [0.1, -0.2, 0.3, 0.05]
+    bn.bias.data[...] = fastdl.asarray(np.array([0.1, -0.2, 0.3, 0.05]))
     assert fastdl.testing.gradcheck(bn, _batch((9, 4), np.float64))
 
 
 def test_batchnorm_eval_backward_matches_finite_differences(backend):
     bn = fastdl.BatchNorm(4, activation="tanh", dtype="float64")
-    bn(_batch((16, 4), np.float64, seed=3))
+    bn(backend.asarray(_batch((16, 4), np.float64, seed=3)))
     bn.eval()
     assert fastdl.testing.gradcheck(bn, _batch((5, 4), np.float64))
 

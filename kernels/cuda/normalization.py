@@ -29,10 +29,13 @@ def _activation(code, params, T):
     return (np.int32(-1 if code == SOFTMAX else code), T(params[0]), T(params[1]))
 
 
+TILE_ROWS = 32  # FASTDL_TILE_ROWS: 4 rows per thread of an (32, 8) block
+
+
 def _row_stride_grid(rows, cols):
-    """Column tiles x row blocks for the element-wise passes (each thread strides down about 4 groups of 8 rows)."""
-    row_blocks = (rows + 4 * COLUMN_BLOCK[1] - 1) // (4 * COLUMN_BLOCK[1])
-    return ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], max(1, min(row_blocks, 65535)))
+    """Column tiles x row tiles for the element-wise passes (more than 65535 row tiles: the blocks stride)."""
+    row_tiles = (rows + TILE_ROWS - 1) // TILE_ROWS
+    return ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], max(1, min(row_tiles, 65535)))
 
 
 def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out):

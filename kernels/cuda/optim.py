@@ -8,16 +8,27 @@ per-tensor tables live on the host, as on the CPU, and the piece tables are copi
 import numpy as np
 
 from ..reference.optim import lamb_trust_ratios, lars_trust_ratios  # noqa: F401  (a few scalars per tensor: host)
-from .launch import THREADS, array_module, blocks, kernel, on_host, optional, workspace
+from .launch import NULL, THREADS, array_module, blocks, kernel, on_host, optional, workspace
 
 SOURCE = "optim.cu"
 
 
-def _launch(name, param, arrays, scalars):
+PACK_BYTES = 16  # FastdlPack in optim.cu
+
+
+def _launch(name, param, arrays, scalars, elements_per_thread=1):
     n = param.size
     T = param.dtype.type
-    kernel(SOURCE, name, param.dtype, like=param)(blocks(n), (THREADS,),
-                                                  (*arrays, np.int64(n), *(T(s) for s in scalars)))
+    kernel(SOURCE, name, param.dtype, like=param)(blocks((n + elements_per_thread - 1) // elements_per_thread),
+                                                  (THREADS,), (*arrays, np.int64(n), *(T(s) for s in scalars)))
+
+
+def _address(array):
+    return array.ctypes.data if on_host(array) else array.data.ptr
+
+
+def _packable(*arrays):
+    return all(_address(a) % PACK_BYTES == 0 for a in arrays)
 
 
 def sgd_step(param, grad, grad_scale, weight_decay, l1, lr):
@@ -41,8 +52,12 @@ def rmsprop_step(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_d
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1,
               beta2, step_size, bias_correction2_sqrt, eps):
-    _launch("adam_step", param, (param, grad, exp_avg, exp_avg_sq, optional(max_exp_avg_sq)),
-            (grad_scale, weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps))
+    scalars = (grad_scale, weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps)
+    if optional(max_exp_avg_sq) is NULL and _packable(param, grad, exp_avg, exp_avg_sq):
+        _launch("adam_packed_step", param, (param, grad, exp_avg, exp_avg_sq), scalars,
+                elements_per_thread=PACK_BYTES // param.itemsize)
+        return
+    _launch("adam_step", param, (param, grad, exp_avg, exp_avg_sq, optional(max_exp_avg_sq)), scalars)
 
 
 _device_tables = {}
