@@ -3,9 +3,10 @@
 //     (x - K) and (x - K)^2 in float64 with the shift K = x[0, c] (stable for data with a large mean)
 //   statistics: one thread per column adds the chunks in order -> mean, biased variance, 1/sqrt(var + eps);
 //     a column whose sums are not finite clears *finite (set by statistics_partials)
-//   running_update: running = (1 - f) running + f batch_stat, with the unbiased variance; nothing when *finite
-//     is clear, so all the kernels are queued at once and the host reads the flag once, at the end
-//   normalize: y = act(weight * (x - mean) * inv_std + bias), one pass (train and eval)
+//   normalize: y = act(weight * (x - mean) * inv_std + bias), one pass (train and eval); in training its first
+//     row of blocks also updates the running statistics, running = (1 - f) running + f batch_stat with the
+//     unbiased variance, and nothing when *finite is clear: all the kernels are queued at once and the host
+//     reads the flag once, at the end
 //   backward_partials / backward_totals / backward_dx: the sums of dz and dz * x_hat (dz = act'(z) dy,
 //     recomputed, never stored), then dx = w inv_std / N (N dz - sum dz - x_hat sum(dz x_hat)), or w inv_std dz
 //     in eval mode. code < 0 means dy already is dz (softmax's row-wise backward ran first).
@@ -68,40 +69,67 @@ __device__ void statistics_partials(const T* x, long long rows, long long cols, 
     fastdl_store_column_partials(sum, sum_squares, column, cols, partials);
 }
 
-template <typename T>
-__device__ void statistics(const T* x, const double* partials, long long chunks, long long rows, long long cols,
-                           double eps, double* mean, double* inv_std, double* variance, int* finite) {
-    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
-        double sum = 0.0, sum_squares = 0.0;
-        for (long long k = 0; k < chunks; ++k) {
-            sum += partials[(2 * k) * cols + c];
-            sum_squares += partials[(2 * k + 1) * cols + c];
+// Adds the chunks' partial pairs of column c in a fixed order: thread row ty takes chunks ty, ty + 32, ..., then
+// row 0 adds the 32 rows' sums in order. 32 chains per column instead of one: with one thread per column, the
+// serial chain over 256+ chunks (64K rows) took longer than reading x. Every thread of the (32, 32) block calls
+// it (it has a barrier); the sums are valid in threadIdx.y == 0.
+#define FASTDL_COMBINE_Y 32
+__device__ __forceinline__ void fastdl_combine_chunks(const double* partials, long long chunks, long long cols,
+                                                      long long c, double* a, double* b) {
+    __shared__ double shared[2][FASTDL_COMBINE_Y][FASTDL_COLUMN_BLOCK_X];
+    double sum_a = 0.0, sum_b = 0.0;
+    if (c < cols) {
+        for (long long k = threadIdx.y; k < chunks; k += FASTDL_COMBINE_Y) {
+            sum_a += partials[(2 * k) * cols + c];
+            sum_b += partials[(2 * k + 1) * cols + c];
         }
-        if (!isfinite(sum) || !isfinite(sum_squares)) *finite = 0;  // every writer stores the same 0
-        double shifted_mean = sum / (double)rows;
-        double var = max(sum_squares / (double)rows - shifted_mean * shifted_mean, 0.0);
-        mean[c] = (double)x[c] + shifted_mean;
-        variance[c] = var;
-        inv_std[c] = 1.0 / sqrt(var + eps);
+    }
+    shared[0][threadIdx.y][threadIdx.x] = sum_a;
+    shared[1][threadIdx.y][threadIdx.x] = sum_b;
+    __syncthreads();
+    if (threadIdx.y == 0) {
+        sum_a = 0.0;
+        sum_b = 0.0;
+        for (int k = 0; k < FASTDL_COMBINE_Y; ++k) {
+            sum_a += shared[0][k][threadIdx.x];
+            sum_b += shared[1][k][threadIdx.x];
+        }
+        *a = sum_a;
+        *b = sum_b;
     }
 }
 
-// Runs queued behind the statistics without a round trip to the host: it reads their finite flag itself and
+template <typename T>
+__device__ void statistics(const T* x, const double* partials, long long chunks, long long rows, long long cols,
+                           double eps, double* mean, double* inv_std, double* variance, int* finite) {
+    long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    double sum, sum_squares;
+    fastdl_combine_chunks(partials, chunks, cols, c, &sum, &sum_squares);
+    if (threadIdx.y != 0 || c >= cols) return;
+    if (!isfinite(sum) || !isfinite(sum_squares)) *finite = 0;  // every writer stores the same 0
+    double shifted_mean = sum / (double)rows;
+    double var = max(sum_squares / (double)rows - shifted_mean * shifted_mean, 0.0);
+    mean[c] = (double)x[c] + shifted_mean;
+    variance[c] = var;
+    inv_std[c] = 1.0 / sqrt(var + eps);
+}
+
+// Column c's running statistics, from the first row of the normalize pass's blocks: queued behind the statistics
+// without a round trip to the host (and without a launch of its own), it reads their finite flag itself and
 // leaves the running statistics untouched when x held NaN or Inf.
 template <typename T>
-__device__ void running_update(T* running_mean, T* running_var, const double* mean, const double* variance,
-                               long long cols, double factor, long long rows, const int* finite) {
+__device__ __forceinline__ void running_update(T* running_mean, T* running_var, const double* mean,
+                                               const double* variance, long long c, double factor, long long rows,
+                                               const int* finite) {
     if (*finite == 0) return;
-    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
-        running_mean[c] = T((1.0 - factor) * (double)running_mean[c] + factor * mean[c]);
-        running_var[c] = T((1.0 - factor) * (double)running_var[c] +
-                           factor * variance[c] * (double)rows / (double)(rows - 1));
-    }
+    running_mean[c] = T((1.0 - factor) * (double)running_mean[c] + factor * mean[c]);
+    running_var[c] = T((1.0 - factor) * (double)running_var[c] + factor * variance[c] * (double)rows / (double)(rows - 1));
 }
 
 template <typename T>
 __device__ void eval_statistics(const T* running_mean, const T* running_var, long long cols, double eps, double* mean,
-                                double* inv_std) {
+                                double* inv_std, int* finite) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *finite = 1;  // the normalize pass, next in the stream, may clear it
     for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
         mean[c] = (double)running_mean[c];
         inv_std[c] = 1.0 / sqrt((double)running_var[c] + eps);
@@ -128,11 +156,17 @@ struct FastdlBnColumn {
     }
 };
 
+// factor < 0: no running statistics to update (evaluation, or track_running_stats=False; the pointers may be null).
+// An element of x that is NaN or Inf clears *finite.
 template <typename T>
 __device__ void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y,
-                          long long rows, long long cols, int code, T p0, T p1, u64 seed, u64 counter) {
+                          long long rows, long long cols, int code, T p0, T p1, u64 seed, u64 counter,
+                          T* running_mean, T* running_var, const double* variance, double factor, int* finite) {
     long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     if (c >= cols) return;
+    if (factor >= 0.0 && blockIdx.y == 0 && threadIdx.y == 0) {
+        running_update(running_mean, running_var, mean, variance, c, factor, rows, finite);
+    }
     FastdlBnColumn column(weight, bias, mean, inv_std, c);
     FASTDL_FOR_TILES(base, rows) {
         T values[FASTDL_UNROLL];
@@ -140,6 +174,11 @@ __device__ void normalize(const T* x, const T* weight, const T* bias, const doub
             long long row = base + u * FASTDL_COLUMN_BLOCK_Y;
             if (row < rows) values[u] = x[row * cols + c];
         }
+        bool all_finite = true;  // evaluation learns of NaN or Inf here (training already did, from the sums)
+        for (int u = 0; u < FASTDL_UNROLL; ++u) {
+            if (base + u * FASTDL_COLUMN_BLOCK_Y < rows) all_finite = all_finite && isfinite(values[u]);
+        }
+        if (!all_finite) *finite = 0;
         for (int u = 0; u < FASTDL_UNROLL; ++u) {
             long long row = base + u * FASTDL_COLUMN_BLOCK_Y, i = row * cols + c;
             if (row >= rows) break;
@@ -202,17 +241,14 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
 template <typename T>
 __device__ void backward_totals(const double* partials, long long chunks, long long cols, double* totals,
                                 T* grad_weight, T* grad_bias, int accumulate) {
-    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols; c += (long long)blockDim.x * gridDim.x) {
-        double sum_dz = 0.0, sum_dz_x_hat = 0.0;
-        for (long long k = 0; k < chunks; ++k) {
-            sum_dz += partials[(2 * k) * cols + c];
-            sum_dz_x_hat += partials[(2 * k + 1) * cols + c];
-        }
-        totals[c] = sum_dz;
-        totals[cols + c] = sum_dz_x_hat;
-        grad_bias[c] = accumulate ? T(grad_bias[c] + T(sum_dz)) : T(sum_dz);
-        grad_weight[c] = accumulate ? T(grad_weight[c] + T(sum_dz_x_hat)) : T(sum_dz_x_hat);
-    }
+    long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
+    double sum_dz, sum_dz_x_hat;
+    fastdl_combine_chunks(partials, chunks, cols, c, &sum_dz, &sum_dz_x_hat);
+    if (threadIdx.y != 0 || c >= cols) return;
+    totals[c] = sum_dz;
+    totals[cols + c] = sum_dz_x_hat;
+    grad_bias[c] = accumulate ? T(grad_bias[c] + T(sum_dz)) : T(sum_dz);
+    grad_weight[c] = accumulate ? T(grad_weight[c] + T(sum_dz_x_hat)) : T(sum_dz_x_hat);
 }
 
 template <typename T>
@@ -222,7 +258,9 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
     long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     if (c >= cols) return;
     FastdlBnColumn column(weight, bias, mean, inv_std, c);
-    double scale = column.weight * column.inv_std, sum_dz = totals[c], sum_dz_x_hat = totals[cols + c];
+    // dx = w inv_std / N (N dz - sum dz - x_hat sum(dz x_hat)): the per-column factor divided once, not per element
+    double scale = column.weight * column.inv_std, scale_over_rows = scale / (double)rows;
+    double sum_dz = totals[c], sum_dz_x_hat = totals[cols + c];
     FASTDL_FOR_TILES(base, rows) {
         FastdlBnInputs<T> in[FASTDL_UNROLL];
         for (int u = 0; u < FASTDL_UNROLL; ++u) {
@@ -235,7 +273,7 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
             double x_hat;
             double dz = (double)fastdl_bn_dz(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed, counter,
                                              &x_hat);
-            grad_x[i] = training ? T(scale / (double)rows * ((double)rows * dz - sum_dz - x_hat * sum_dz_x_hat))
+            grad_x[i] = training ? T(scale_over_rows * ((double)rows * dz - sum_dz - x_hat * sum_dz_x_hat))
                                  : T(scale * dz);
         }
     }
@@ -252,20 +290,18 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
                                                         double* inv_std, double* variance, int* finite) {            \
         statistics(x, partials, chunks, rows, cols, eps, mean, inv_std, variance, finite);                           \
     }                                                                                                                \
-    extern "C" __global__ void fastdl_bn_running_update_##S(T* running_mean, T* running_var, const double* mean,      \
-                                                            const double* variance, long long cols, double factor,    \
-                                                            long long rows, const int* finite) {                     \
-        running_update(running_mean, running_var, mean, variance, cols, factor, rows, finite);                       \
-    }                                                                                                                \
     extern "C" __global__ void fastdl_bn_eval_statistics_##S(const T* running_mean, const T* running_var,            \
                                                              long long cols, double eps, double* mean,                \
-                                                             double* inv_std) {                                      \
-        eval_statistics(running_mean, running_var, cols, eps, mean, inv_std);                                        \
+                                                             double* inv_std, int* finite) {                         \
+        eval_statistics(running_mean, running_var, cols, eps, mean, inv_std, finite);                                \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_normalize_##S(const T* x, const T* weight, const T* bias, const double* mean, \
                                                        const double* inv_std, T* y, long long rows, long long cols,   \
-                                                       int code, T p0, T p1, u64 seed, u64 counter) {                \
-        normalize(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter);                       \
+                                                       int code, T p0, T p1, u64 seed, u64 counter,                  \
+                                                       T* running_mean, T* running_var, const double* variance,       \
+                                                       double factor, int* finite) {                                 \
+        normalize(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,          \
+                  running_var, variance, factor, finite);                                                            \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_backward_partials_##S(                                                      \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \

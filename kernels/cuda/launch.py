@@ -86,11 +86,16 @@ def workspace(name, shape, dtype, like):
     return _workspaces[key]
 
 
+def first_value(array):
+    """array[0] as a Python number: one small copy to the host (``get`` skips CuPy's indexing, a few us a call)."""
+    return (array if on_host(array) else array.get())[0].item()
+
+
 def total(partials, like):
     """The sum of a float64 array by one fixed-order block, as a Python float (one small copy to the host)."""
     out = workspace("total", (1,), np.float64, like)
     kernel("activations.cu", "sum_doubles", like=like)((1,), (THREADS,), (partials, np.int64(partials.size), out))
-    return float(out[0])
+    return float(first_value(out))
 
 
 def matmul(a, b, out, accumulate=False):

@@ -8,11 +8,11 @@ import numpy as np
 
 from ..activation_table import SOFTMAX
 from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
-from .dense import all_finite
-from .launch import THREADS, blocks, kernel, launch, row_threads, workspace
+from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_threads, workspace
 
 SOURCE = "batchnorm.cu"
 COLUMN_BLOCK = (32, 8)
+COMBINE_BLOCK = (32, 32)  # FASTDL_COLUMN_BLOCK_X, FASTDL_COMBINE_Y
 ROWS_PER_CHUNK = 256
 
 
@@ -38,11 +38,15 @@ def _row_stride_grid(rows, cols):
     return ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], max(1, min(row_tiles, 65535)))
 
 
-def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out):
+def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out, running):
+    """y = act(weight * x_hat + bias); ``running`` = (running_mean, running_var, variance, factor, finite flag):
+    factor < 0 updates no running statistic; an element of x that is NaN or Inf clears the flag."""
     rows, cols = x.shape
+    running_mean, running_var, variance, factor, finite = running
     _launch("bn_normalize", x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
             (x, weight, bias, mean, inv_std, y_out, np.int64(rows), np.int64(cols),
-             *_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter)))
+             *_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter),
+             optional(running_mean), optional(running_var), optional(variance), np.float64(factor), optional(finite)))
     if code == SOFTMAX:
         kernel("activations.cu", "softmax_rows", x.dtype, like=x)((rows,), row_threads(cols),
                                                                   (y_out, np.uint64(0), y_out, np.int64(cols)))
@@ -59,25 +63,25 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     finite = workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_statistics_partials", x, grid, COLUMN_BLOCK,
             (x, np.int64(rows), np.int64(cols), np.int64(ROWS_PER_CHUNK), partials, finite))
-    _launch("bn_statistics", x, blocks(cols), (THREADS,),
+    _launch("bn_statistics", x, (grid[0],), COMBINE_BLOCK,
             (x, partials, np.int64(chunks), np.int64(rows), np.int64(cols), np.float64(eps), mean_out, inv_std_out,
              variance, finite))
-    if running_factor >= 0:  # skips itself when the flag is clear: no state changes for NaN or Inf
-        _launch("bn_running_update", x, blocks(cols), (THREADS,),
-                (running_mean, running_var, mean_out, variance, np.int64(cols), np.float64(running_factor),
-                 np.int64(rows), finite))
-    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out)
-    return int(finite[0]) == 1  # the one copy to the host, after every kernel is queued
+    # the running statistics are updated by the normalize pass, which skips them when the flag is clear
+    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out,
+               (running_mean, running_var, variance, running_factor, finite))
+    return first_value(finite) == 1  # the one copy to the host, after every kernel is queued
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
                            y_out, workspace_unused=None):
     cols = x.shape[1]
     mean = workspace("bn_eval_mean", (cols,), np.float64, x)
+    finite = workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_eval_statistics", x, blocks(cols), (THREADS,),
-            (running_mean, running_var, np.int64(cols), np.float64(eps), mean, inv_std_out))
-    _normalize(x, weight, bias, mean, inv_std_out, code, params, seed, counter, y_out)
-    return all_finite(x)  # False when x holds NaN or Inf, as on the other backends
+            (running_mean, running_var, np.int64(cols), np.float64(eps), mean, inv_std_out, finite))
+    _normalize(x, weight, bias, mean, inv_std_out, code, params, seed, counter, y_out,
+               (None, None, None, -1.0, finite))  # no running update; the pass checks x for NaN and Inf
+    return first_value(finite) == 1  # False when x holds NaN or Inf, as on the other backends
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
@@ -94,7 +98,7 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
     _launch("bn_backward_partials", x, grid, COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, partials, np.int64(rows), np.int64(cols),
              np.int64(ROWS_PER_CHUNK), *activation))
-    _launch("bn_backward_totals", x, blocks(cols), (THREADS,),
+    _launch("bn_backward_totals", x, (grid[0],), COMBINE_BLOCK,
             (partials, np.int64(chunks), np.int64(cols), totals, grad_weight, grad_bias, np.int32(bool(accumulate))))
     _launch("bn_backward_dx", x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, np.int64(rows), np.int64(cols),
