@@ -41,6 +41,8 @@ LOSS_KERNELS = {
     fastdl_losses.binary_cross_entropy_with_logits: "bce",
 }
 
+# the optimizer updates the generated step can call itself (one kernel over the flat buffer, float scalars)
+FUSABLE_UPDATES = ("sgd_step", "sgd_momentum_step", "adagrad_step", "rmsprop_step", "adam_step")
 LAYER_PATH = "layer path"  # marks a batch size the compiled step leaves to the layer path (see _build_arguments)
 
 # status codes the compiled step writes into status[0]
@@ -140,7 +142,8 @@ class CompiledStep:
         groups = self.optimizer.groups
         if len(groups) != 1 or type(self.optimizer)._step_call is Optimizer._step_call:
             return None
-        return self._next_step_call()[0]
+        name = self._next_step_call()[0]
+        return name if name in FUSABLE_UPDATES else None  # others run as the optimizer's own step
 
     def _next_step_call(self):
         """The optimizer's (kernel, arrays, scalars) for its next step (scalars such as Adam's bias corrections

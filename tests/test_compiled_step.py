@@ -112,6 +112,7 @@ OPTIMIZERS = {
     "rmsprop_centered_momentum": lambda p: fastdl.optim.RMSprop(p, lr=1e-2, centered=True, momentum=0.5),
     "adam_amsgrad_clipped": lambda p: fastdl.optim.Adam(p, lr=1e-2, amsgrad=True, max_grad_norm=0.1),
     "adamw_skip_nonfinite": lambda p: fastdl.optim.AdamW(p, lr=1e-2, skip_nonfinite=True),
+    "adamw_bfloat16_moments": lambda p: fastdl.optim.AdamW(p, lr=1e-2, moments_dtype="bfloat16"),
     "lars": lambda p: fastdl.optim.LARS(p, lr=0.1, max_grad_norm=1.0),
     "lamb": lambda p: fastdl.optim.LAMB(p, lr=1e-2, weight_decay=0.01),
 }

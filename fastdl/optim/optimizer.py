@@ -59,6 +59,7 @@ class Optimizer:
             if not isinstance(parameter.data, backend.array_type):
                 raise TypeError(f"{owner}: parameter {index} {parameter!r} is a {type(parameter.data).__module__} array, "
                                 f"not one of the active '{backend.name}' backend")
+        self._check_parameters(parameters)
         # Every argument is checked before the parameters move into flat buffers: bad input changes nothing.
         self.__dict__["_hyperparameter_names"] = tuple(hyperparameters) + ("max_grad_norm", "l1")
         for name, value in hyperparameters.items():
@@ -71,7 +72,7 @@ class Optimizer:
         for parameter in parameters:
             by_dtype.setdefault(parameter.dtype, []).append(parameter)
         self.groups = [FlatParameters.of(group, backend.xp) for group in by_dtype.values()]
-        self.state = [{name: backend.xp.full(group.size, fill, dtype=group.dtype)
+        self.state = [{name: backend.xp.full(group.size, fill, dtype=self.state_dtype(name, group))
                        for name, fill in self.state_names().items()} for group in self.groups]
         self.steps = 0
         self.skipped_steps = 0
@@ -97,6 +98,14 @@ class Optimizer:
     def state_names(self):
         """{name: initial value} of the flat state arrays this algorithm keeps with its current options."""
         return {}
+
+    def state_dtype(self, name, group):
+        """The dtype of state array ``name`` of a group: the parameters' own, unless an algorithm stores it
+        narrower (Adam's ``moments_dtype="bfloat16"``: uint16 bit patterns)."""
+        return group.dtype
+
+    def _check_parameters(self, parameters):
+        """Checks on the parameters an algorithm's options need, before anything moves; subclasses extend."""
 
     @property
     def parameters(self):
@@ -195,6 +204,10 @@ class Optimizer:
             if tuple(np.shape(arrays[key])) != array.shape:
                 raise ValueError(f"{owner}.load_state_dict: {key} has shape {tuple(np.shape(arrays[key]))}, "
                                  f"expected {array.shape}")
+            saved_dtype = np.asarray(to_numpy(arrays[key])).dtype
+            if (saved_dtype == np.uint16) != (array.dtype == np.uint16):  # bfloat16 bits vs values: no conversion
+                raise ValueError(f"{owner}.load_state_dict: {key} holds {saved_dtype}, expected {array.dtype} "
+                                 "(was moments_dtype different?)")
         if set(state_dict["hyperparameters"]) != set(self._hyperparameter_names):
             raise ValueError(f"{owner}.load_state_dict: hyperparameters {sorted(state_dict['hyperparameters'])}, "
                              f"expected {sorted(self._hyperparameter_names)}")

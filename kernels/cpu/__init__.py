@@ -31,6 +31,7 @@ from .normalization import (
 )
 from .optim import (
     adagrad_step,
+    adam_bfloat16_step,
     adam_step,
     lamb_apply,
     lamb_moments,

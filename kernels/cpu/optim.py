@@ -21,6 +21,9 @@ below, where waking the thread pool costs more than the loop (see dense.py).
 import numpy as np
 from numba import njit, prange
 
+from ..bfloat16 import key_offset
+from .bfloat16 import LOW_16, SIXTEEN, narrow, rounding_bits, widen
+
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
 
@@ -121,6 +124,22 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_d
             v = max(max_exp_avg_sq[i], v)
             max_exp_avg_sq[i] = v
         param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+@njit(inline="always")
+def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
+                   beta2, step_size, bias_correction2_sqrt, eps):
+    """Adam with bfloat16 moments (uint16 bits): widened, updated and used in float32, stored rounded stochastically
+    with the top and low 16 bits of element i's draw (the formulas of reference.optim.adam_bfloat16_step)."""
+    one = param.dtype.type(1)
+    for i in prange(param.size):
+        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
+        m = beta1 * widen(exp_avg[i]) + (one - beta1) * g
+        v = beta2 * widen(exp_avg_sq[i]) + (one - beta2) * g * g
+        param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+        draw = rounding_bits(np.uint32(np.uint32(i) + first_key))
+        exp_avg[i] = narrow(m, draw >> SIXTEEN)
+        exp_avg_sq[i] = narrow(v, draw & LOW_16)
 
 
 @njit(inline="always")
@@ -244,6 +263,20 @@ def adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, we
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
+def adam_bfloat16_parallel(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor,
+                           beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
+                   beta2, step_size, bias_correction2_sqrt, eps)
+
+
+@njit(cache=True, error_model="numpy")
+def adam_bfloat16_serial(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor,
+                         beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
+                   beta2, step_size, bias_correction2_sqrt, eps)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
 def lars_parallel(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr,
                   momentum):
     _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum)
@@ -336,6 +369,13 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weig
     _pick(adam_parallel, adam_serial, param.size)(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale,
                                                   weight_decay, l1, decay_factor, beta1, beta2, step_size,
                                                   bias_correction2_sqrt, eps)
+
+
+def adam_bfloat16_step(param, grad, exp_avg, exp_avg_sq, seed, counter, grad_scale, weight_decay, l1, decay_factor,
+                       beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    _pick(adam_bfloat16_parallel, adam_bfloat16_serial, param.size)(
+        param, grad, exp_avg, exp_avg_sq, np.uint32(key_offset(seed, counter)), grad_scale, weight_decay, l1,
+        decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps)
 
 
 def lars_step(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):

@@ -34,6 +34,7 @@ from .normalization import (  # noqa: F401
 )
 from .optim import (  # noqa: F401
     adagrad_step,
+    adam_bfloat16_step,
     adam_step,
     lamb_apply,
     lamb_moments,

@@ -13,6 +13,27 @@ __device__ __forceinline__ double fastdl_uniform(u64 seed, u64 counter, u64 inde
     return (double)(x >> 40) * (1.0 / 16777216.0);  // 24 random bits, as on the CPU
 }
 
+// 32 random bits for stochastic rounding: Wellons' lowbias32 hash of a 32-bit key (kernels/bfloat16.py).
+__device__ __forceinline__ unsigned int fastdl_rounding_bits(unsigned int key) {
+    key ^= key >> 16;
+    key *= 0x21F0AAADu;
+    key ^= key >> 15;
+    key *= 0xD35A2D97u;
+    return key ^ (key >> 15);
+}
+// bfloat16 kept as its bits (unsigned short): the top half of a float32 (kernels/bfloat16.py says why and how).
+__device__ __forceinline__ float fastdl_bfloat16_to_float(unsigned short bits) {
+    return __uint_as_float((unsigned int)bits << 16);
+}
+
+// Stochastic rounding: the low 16 bits plus a uniform 16-bit number carry into the kept half with probability
+// low / 65536, so the stored value is unbiased. NaN and Inf are truncated (NaN kept a NaN).
+__device__ __forceinline__ unsigned short fastdl_float_to_bfloat16(float value, unsigned int random16) {
+    unsigned int bits = __float_as_uint(value);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return (unsigned short)((bits >> 16) | ((bits & 0x007FFFFFu) ? 0x40u : 0u));
+    return (unsigned short)((bits + random16) >> 16);
+}
+
 // Sum of one value per thread over a block of FASTDL_BLOCK threads, in a fixed order; valid in thread 0.
 #define FASTDL_BLOCK 256
 __device__ __forceinline__ double fastdl_block_sum(double value, double* shared) {

@@ -196,6 +196,7 @@ template <typename T> constexpr const char* letter() {
         else if constexpr (std::is_same_v<E, long long>) return "*q";
         else if constexpr (std::is_same_v<E, int>) return "*i";
         else if constexpr (std::is_same_v<E, unsigned char>) return "*B";
+        else if constexpr (std::is_same_v<E, unsigned short>) return "*H";
         else if constexpr (std::is_same_v<E, unsigned long long>) return "*Q";
         else return "*?";
     } else if constexpr (std::is_same_v<U, float>) return "f";
@@ -265,6 +266,16 @@ inline double __longlong_as_double(long long bits) {
     double value;
     std::memcpy(&value, &bits, sizeof value);
     return value;
+}
+inline float __uint_as_float(unsigned int bits) {
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
+inline unsigned int __float_as_uint(float value) {
+    unsigned int bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return bits;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }

@@ -25,7 +25,8 @@ from .launch import folder
 KERNEL_NAME = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
 SCALAR = {"f": (np.float32, ctypes.c_float), "d": (np.float64, ctypes.c_double), "q": (np.int64, ctypes.c_longlong),
           "i": (np.int32, ctypes.c_int), "Q": (np.uint64, ctypes.c_ulonglong), "I": (np.uint32, ctypes.c_uint)}
-ELEMENT = {"f": np.float32, "d": np.float64, "q": np.int64, "i": np.int32, "B": np.uint8, "Q": np.uint64}
+ELEMENT = {"f": np.float32, "d": np.float64, "q": np.int64, "i": np.int32, "B": np.uint8, "H": np.uint16,
+           "Q": np.uint64}
 
 
 class EmulationError(RuntimeError):

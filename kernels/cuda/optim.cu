@@ -123,6 +123,34 @@ __device__ void adam_packed(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, 
     }
 }
 
+// Adam with bfloat16 moments (unsigned short bits), float32 parameters: the formulas of
+// kernels/reference/optim.py's adam_bfloat16_step, the same random draws as the CPU (element i's key is
+// i + key_offset, key_offset from the seed and the step: kernels/bfloat16.py).
+__device__ void adam_bfloat16(float* param, const float* grad, unsigned short* exp_avg, unsigned short* exp_avg_sq,
+                              long long n, unsigned int key_offset, float grad_scale, float weight_decay, float l1,
+                              float decay_factor, float beta1, float beta2, float step_size,
+                              float bias_correction2_sqrt, float eps) {
+    FASTDL_GRID_STRIDE(i, n) {
+        float g = fastdl_gradient(param, grad, i, grad_scale, weight_decay, l1);
+        float m = beta1 * fastdl_bfloat16_to_float(exp_avg[i]) + (1.0f - beta1) * g;
+        float v = beta2 * fastdl_bfloat16_to_float(exp_avg_sq[i]) + (1.0f - beta2) * g * g;
+        param[i] = param[i] * decay_factor - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps);
+        unsigned int draw = fastdl_rounding_bits((unsigned int)i + key_offset);
+        exp_avg[i] = fastdl_float_to_bfloat16(m, draw >> 16);
+        exp_avg_sq[i] = fastdl_float_to_bfloat16(v, draw & 0xFFFFu);
+    }
+}
+
+extern "C" __global__ void fastdl_adam_bfloat16_step_f32(float* param, const float* grad, unsigned short* exp_avg,
+                                                         unsigned short* exp_avg_sq, long long n,
+                                                         unsigned int key_offset, float grad_scale, float weight_decay,
+                                                         float l1,
+                                                         float decay_factor, float beta1, float beta2, float step_size,
+                                                         float bias_correction2_sqrt, float eps) {
+    adam_bfloat16(param, grad, exp_avg, exp_avg_sq, n, key_offset, grad_scale, weight_decay, l1, decay_factor, beta1,
+                  beta2, step_size, bias_correction2_sqrt, eps);
+}
+
 // This block's two sums into partials[2 * block], partials[2 * block + 1] (fixed-order block reductions).
 __device__ __forceinline__ void fastdl_store_piece_sums(double a, double b, double* shared, double* partials) {
     double total_a = fastdl_block_sum(a, shared);

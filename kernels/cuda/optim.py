@@ -7,6 +7,7 @@ per-tensor tables live on the host, as on the CPU, and the piece tables are copi
 
 import numpy as np
 
+from ..bfloat16 import key_offset
 from ..reference.optim import lamb_trust_ratios, lars_trust_ratios  # noqa: F401  (a few scalars per tensor: host)
 from .launch import NULL, THREADS, array_module, blocks, kernel, on_host, optional, workspace
 
@@ -58,6 +59,17 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weig
                 elements_per_thread=PACK_BYTES // param.itemsize)
         return
     _launch("adam_step", param, (param, grad, exp_avg, exp_avg_sq, optional(max_exp_avg_sq)), scalars)
+
+
+def adam_bfloat16_step(param, grad, exp_avg, exp_avg_sq, seed, counter, grad_scale, weight_decay, l1, decay_factor,
+                       beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    n = param.size
+    T = param.dtype.type
+    kernel(SOURCE, "adam_bfloat16_step", param.dtype, like=param)(
+        blocks(n), (THREADS,),
+        (param, grad, exp_avg, exp_avg_sq, np.int64(n), np.uint32(key_offset(seed, counter)),
+         *(T(s) for s in (grad_scale, weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt,
+                          eps))))
 
 
 _device_tables = {}

@@ -10,6 +10,8 @@ LARS and LAMB need per-tensor norms: tensor ``s`` of the flat buffer is made of 
 
 import numpy as np
 
+from .. import bfloat16
+
 
 def effective_gradient(param, grad, grad_scale, weight_decay, l1):
     return grad * grad_scale + weight_decay * param + l1 * np.sign(param)
@@ -91,6 +93,24 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weig
         np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         second = max_exp_avg_sq
     param -= step_size * exp_avg / (np.sqrt(second) / bias_correction2_sqrt + eps)
+
+
+def adam_bfloat16_step(param, grad, exp_avg, exp_avg_sq, seed, counter, grad_scale, weight_decay, l1, decay_factor,
+                       beta1, beta2, step_size, bias_correction2_sqrt, eps):
+    """Adam and AdamW (no AMSGrad) with the moments stored as bfloat16 bits (uint16), float32 parameters.
+
+    m and v are widened to float32, updated and used for the step as in ``adam_step``, then stored rounded
+    stochastically (``kernels/bfloat16.py``): element i of step ``counter`` draws 32 bits, whose top 16 round
+    m and low 16 round v.
+    """
+    g = effective_gradient(param, grad, grad_scale, weight_decay, l1)
+    m = beta1 * bfloat16.to_float32(exp_avg) + (1 - beta1) * g
+    v = beta2 * bfloat16.to_float32(exp_avg_sq) + (1 - beta2) * g * g
+    param *= decay_factor
+    param -= step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+    draws = bfloat16.rounding_bits(seed, counter, param.size)
+    exp_avg[...] = bfloat16.round_stochastic(m, draws >> np.uint32(16))
+    exp_avg_sq[...] = bfloat16.round_stochastic(v, draws & np.uint32(0xFFFF))
 
 
 def lars_trust_ratios(sums, adapt, grad_scale, trust_coefficient, weight_decay, eps, ratios):
