@@ -255,10 +255,17 @@ def test_lr_is_settable_between_steps(backend):
     assert optimizer.lr == 0.5
 
 
-def test_state_dict_round_trip_through_a_file_resumes_bit_identically(backend, tmp_path):
+RESUMABLE = {
+    "adam_amsgrad_clipped": lambda p: optim.Adam(p, lr=0.01, amsgrad=True, max_grad_norm=1.0),
+    "adamw_bfloat16_moments": lambda p: optim.AdamW(p, lr=0.01, moments_dtype="bfloat16"),  # draws depend on steps
+}
+
+
+@pytest.mark.parametrize("make", RESUMABLE.values(), ids=RESUMABLE.keys())
+def test_state_dict_round_trip_through_a_file_resumes_bit_identically(backend, tmp_path, make):
     def model_and_optimizer():
         model = fastdl.Sequential(fastdl.Dense(4, 8, activation="tanh", seed=0), fastdl.Dense(8, 3, seed=1))
-        return model, optim.Adam(model.parameters(), lr=0.01, amsgrad=True, max_grad_norm=1.0)
+        return model, make(model.parameters())
 
     x = fastdl.asarray(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
     labels = fastdl.asarray(np.arange(16) % 3)

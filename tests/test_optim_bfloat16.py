@@ -1,5 +1,5 @@
 """Adam's bfloat16 moments: stochastic rounding that is unbiased and reproducible, the same on every backend,
-a second moment that still decays, and state that saves, resumes and refuses to mix with float32 moments."""
+a second moment that still decays, and state that refuses to mix with float32 moments."""
 
 import numpy as np
 import pytest
@@ -105,35 +105,14 @@ def test_second_moment_decays_where_round_to_nearest_would_freeze_it(backend):
     assert v.max() < 0.5 * 0.001  # every element decayed (by 63% on average), not just the mean
 
 
-def test_state_is_half_the_size_and_resumes_bit_identically(backend, tmp_path):
-    parameters, _, optimizer = train(3)
+def test_state_is_half_the_size_and_does_not_load_into_float_moments(backend):
+    """(Saving and resuming bit for bit: tests/test_optim.py's round trip runs with bfloat16 moments too.)"""
+    _, _, optimizer = train(3)
     assert optimizer.state[0]["exp_avg"].nbytes == 2 * sum(int(np.prod(s)) for s in SHAPES)
-    model = fastdl.Sequential(fastdl.Dense(4, 8, activation="tanh", seed=0), fastdl.Dense(8, 3, seed=1))
-    x = fastdl.asarray(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
-    labels = fastdl.asarray(np.arange(16) % 3)
-
-    def steps(model, optimizer, count):
-        for _ in range(count):
-            _, grad = fastdl.losses.softmax_cross_entropy(model(x), labels)
-            model.backward(grad, input_grad=False)
-            optimizer.step()
-
-    first = optim.AdamW(model.parameters(), lr=0.01, moments_dtype="bfloat16")
-    steps(model, first, 4)
-    fastdl.save(tmp_path / "checkpoint.npz", model, first)
-    steps(model, first, 4)
-    resumed_model = fastdl.Sequential(fastdl.Dense(4, 8, activation="tanh", seed=5), fastdl.Dense(8, 3, seed=6))
-    resumed = optim.AdamW(resumed_model.parameters(), lr=0.01, moments_dtype="bfloat16")
-    fastdl.load(tmp_path / "checkpoint.npz", resumed_model, resumed)
-    steps(resumed_model, resumed, 4)
-    for name, value in model.state_dict().items():
-        np.testing.assert_array_equal(resumed_model.state_dict()[name], value)
-    for key, value in first.state_dict()["state"].items():
-        np.testing.assert_array_equal(resumed.state_dict()["state"][key], value)
-    float_moments = optim.AdamW(fastdl.Sequential(fastdl.Dense(4, 8, seed=0), fastdl.Dense(8, 3)).parameters())
+    float_moments = optim.AdamW(make_parameters())
     with pytest.raises(ValueError, match=r"AdamW.load_state_dict: 0.exp_avg holds uint16, expected float32 "
                                          r"\(was moments_dtype different\?\)"):
-        float_moments.load_state_dict(first.state_dict())
+        float_moments.load_state_dict(optimizer.state_dict())
 
 
 @pytest.mark.parametrize("make,error,message", [
