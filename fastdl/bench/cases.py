@@ -197,6 +197,8 @@ OPTIMIZERS = {
     "Adam": ((optim.Adam, {}), ("Adam", {}), 28),
     "Adam + clip": ((optim.Adam, dict(max_grad_norm=1.0)), ("Adam", {}), 32),  # + the norm pass reading g
     "AdamW": ((optim.AdamW, {}), ("AdamW", {}), 28),
+    # bfloat16 m and v (2 bytes each) against PyTorch's float32 Adam, the alternative a user has
+    "Adam bf16 moments": ((optim.Adam, dict(moments_dtype="bfloat16")), ("Adam", {}), 20),
     "LARS": ((optim.LARS, dict(lr=0.1)), None, 28),  # norm pass reads p, g; step reads p, g, b, writes p, b
     "LAMB": ((optim.LAMB, {}), None, 40),  # moments read p, g, m, v, write m, v; apply reads p, m, v, writes p
 }
