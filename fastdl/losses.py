@@ -4,8 +4,15 @@
 MSE and BCE; ``"sum"`` does not divide. Pass ``out=`` (an array shaped like the input) to receive the
 gradient without allocating.
 
+NaN or Inf in an input is a ValueError, found without a pass of its own: it always makes the loss NaN or Inf
+(every input element enters the loss's sum: a NaN stays NaN, an Inf becomes Inf or, times a zero target
+weight, NaN), so the inputs are scanned, to name the culprit, only when the loss comes out non-finite. A
+finite input can still overflow a float64 MSE; that loss is returned as it is. ``out`` is written either way.
+
 >>> loss, grad = softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 2]))
 """
+
+import math
 
 import numpy as np
 
@@ -18,6 +25,21 @@ def _reduction_sum(reduction, owner):
     if reduction not in REDUCTIONS:
         raise ValueError(f"{owner}: reduction must be 'mean' or 'sum', got {reduction!r}")
     return reduction == "sum"
+
+
+def _finite(loss, owner, inputs):
+    """``loss``, after naming any input that holds NaN or Inf; the inputs are scanned only for a non-finite loss."""
+    if not math.isfinite(loss):
+        for name, array in inputs:
+            _checks.array(array, owner, name, finite=True)
+    return loss
+
+
+def _run(kernel, owner, inputs, *args):
+    """The kernel on unchecked values (numpy's warnings about NaN are this module's ValueError instead)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = kernel(*args)
+    return _finite(loss, owner, inputs)
 
 
 def _gradient_buffer(out, like, owner, xp):
@@ -40,7 +62,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
     owner = "softmax_cross_entropy"
     _checks.backend_array(logits, owner, "logits")
     _checks.float_dtype(logits.dtype, owner)
-    backend = _checks.array(logits, owner, "logits", ndim=2, finite=True)
+    backend = _checks.array(logits, owner, "logits", ndim=2)
     _checks.backend_array(labels, owner, "labels")
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"{owner}: labels must have shape ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
@@ -57,15 +79,16 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
     grad = _gradient_buffer(out, logits, owner, backend.xp)
     logits = backend.xp.ascontiguousarray(logits)
     labels = labels.astype(np.int64, copy=False)
-    loss = backend.kernels.softmax_cross_entropy(logits, labels, float(label_smoothing), reduction_sum, grad)
+    loss = _run(backend.kernels.softmax_cross_entropy, owner, [("logits", logits)], logits, labels,
+                float(label_smoothing), reduction_sum, grad)
     return loss, grad
 
 
 def _pair(owner, first, second, names):
     _checks.backend_array(first, owner, names[0])
     _checks.float_dtype(first.dtype, owner)
-    backend = _checks.array(first, owner, names[0], finite=True)
-    _checks.array(second, owner, names[1], dtype=first.dtype, finite=True)
+    backend = _checks.array(first, owner, names[0])
+    _checks.array(second, owner, names[1], dtype=first.dtype)
     _checks.same_shape(first, second, owner, *names)
     xp = backend.xp
     return backend, xp.ascontiguousarray(first), xp.ascontiguousarray(second)
@@ -75,7 +98,9 @@ def mse(pred, target, reduction="mean", out=None):
     """Mean squared error: mean((pred - target)^2); gradient 2 (pred - target) / n."""
     backend, pred, target = _pair("mse", pred, target, ("pred", "target"))
     grad = _gradient_buffer(out, pred, "mse", backend.xp)
-    return backend.kernels.mse(pred, target, _reduction_sum(reduction, "mse"), grad), grad
+    reduction_sum = _reduction_sum(reduction, "mse")
+    return _run(backend.kernels.mse, "mse", [("pred", pred), ("target", target)], pred, target, reduction_sum,
+                grad), grad
 
 
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None):
@@ -83,4 +108,6 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None
     owner = "binary_cross_entropy_with_logits"
     backend, logits, targets = _pair(owner, logits, targets, ("logits", "targets"))
     grad = _gradient_buffer(out, logits, owner, backend.xp)
-    return backend.kernels.binary_cross_entropy_with_logits(logits, targets, _reduction_sum(reduction, owner), grad), grad
+    reduction_sum = _reduction_sum(reduction, owner)
+    return _run(backend.kernels.binary_cross_entropy_with_logits, owner, [("logits", logits), ("targets", targets)],
+                logits, targets, reduction_sum, grad), grad

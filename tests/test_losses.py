@@ -85,3 +85,34 @@ def test_losses_against_torch(dtype):
     loss, grad = losses.mse(logits, target)
     assert loss == pytest.approx(expected.item(), rel=rtol)
     np.testing.assert_allclose(grad, t.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
+
+
+# which input of each case gets the bad value, and the name its error must give
+BAD_INPUT = {"cross_entropy": (0, "logits"), "cross_entropy_smoothing": (0, "logits"), "mse": (2, "target"),
+             "bce": (3, "targets")}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0), (11, 6), (5, 2)], ids=["first", "last", "middle"])
+def test_nan_or_inf_anywhere_is_an_error_naming_the_input(backend, dtype, case, bad, where):
+    """No separate finiteness pass runs any more: the loss itself must come out non-finite for every such input,
+    even -inf in a logit that neither the label nor smoothing weighs (where a careless formula gives a finite
+    loss)."""
+    inputs = list(_inputs(dtype))
+    index, name = BAD_INPUT[case]
+    inputs[1][:] = 3  # the labels avoid column 2: (5, 2) is a logit with zero target weight without smoothing
+    inputs[index][where] = bad
+    with pytest.raises(ValueError, match=rf"{name} contains NaN or Inf \(shape \(12, 7\)\)"):
+        CASES[case](*(backend.asarray(a) for a in inputs))
+    if case == "mse":  # the other input is checked as well
+        inputs = list(_inputs(dtype))
+        inputs[0][where] = bad
+        with pytest.raises(ValueError, match=r"mse: pred contains NaN or Inf"):
+            CASES[case](*(backend.asarray(a) for a in inputs))
+
+
+def test_a_float64_mse_that_overflows_on_finite_input_is_returned(backend):
+    pred = backend.asarray(np.array([1e200, 0.0]))
+    loss, _ = losses.mse(pred, backend.asarray(np.zeros(2)))
+    assert loss == np.inf
