@@ -19,6 +19,7 @@ between ranks (another model) are an error before any data moves.
 """
 
 import sys
+import time
 
 import numpy as np
 
@@ -80,6 +81,9 @@ def _abort_job_on_uncaught_exception(comm):
         previous(kind, value, traceback)
         sys.stderr.flush()
         if comm.size > 1:
+            # mpiexec forwards each rank's stderr asynchronously; aborting at once sometimes lost the traceback
+            # (an empty stderr in a loaded CI run), so its forwarder gets a moment to pass the message on first
+            time.sleep(0.5)
             comm.Abort(1)
     sys.excepthook = hook
 
