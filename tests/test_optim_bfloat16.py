@@ -120,7 +120,7 @@ def test_state_is_half_the_size_and_does_not_load_into_float_moments(backend):
      r"Adam: moments_dtype must be None \(the parameters' dtype\) or 'bfloat16', got 'float16'"),
     (lambda p: optim.AdamW(p, moments_dtype="bfloat16", amsgrad=True), ValueError,
      r"AdamW: moments_dtype='bfloat16' does not support amsgrad"),
-    (lambda p: optim.Adam(p + [fastdl.Parameter(np.zeros(2))], moments_dtype="bfloat16"), TypeError,
+    (lambda p: optim.Adam(p + [fastdl.Parameter(fastdl.asarray(np.zeros(2)))], moments_dtype="bfloat16"), TypeError,
      r"Adam: moments_dtype='bfloat16' needs float32 parameters, parameter 4 .* is float64"),
 ])
 def test_bad_options_are_clear_errors_and_move_nothing(make, error, message):
