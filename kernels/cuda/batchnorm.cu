@@ -1,9 +1,10 @@
 // Batch normalization over (N, C), the formulas of kernels/reference/normalization.py:
 //   statistics_partials: blocks of (32 columns x 8 rows) over chunks of rows add, per column, the sums of
 //     (x - K) and (x - K)^2 in float64 with the shift K = x[0, c] (stable for data with a large mean)
-//   statistics: one thread per column adds the chunks in order -> mean, biased variance, 1/sqrt(var + eps);
-//     a column whose sums are not finite clears *finite (set by statistics_partials)
-//   normalize: y = act(weight * (x - mean) * inv_std + bias), one pass (train and eval); in training its first
+//   statistics: 32 threads per column add the chunks in a fixed order -> mean, biased variance,
+//     1/sqrt(var + eps); a column whose sums are not finite clears *finite (set by statistics_partials)
+//   normalize: y = act(weight * (x - mean) * inv_std + bias), one pass (train and eval; in evaluation it also
+//     clears *finite for a NaN or Inf in x, set by eval_statistics); in training its first
 //     row of blocks also updates the running statistics, running = (1 - f) running + f batch_stat with the
 //     unbiased variance, and nothing when *finite is clear: all the kernels are queued at once and the host
 //     reads the flag once, at the end
