@@ -20,8 +20,8 @@ mkdir -p "$out"
     date -u
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
-python3 -m pytest -q -n 16 -p no:cacheprovider tests -k "gpu or cuda_sources or cuda_kernels" 2>&1 \
-    | tee "$out/tests.log" | grep -E "^(FAILED|ERROR)|passed|failed"
+python3 -m pytest -q -rs -n 16 -p no:cacheprovider tests -k "gpu or cuda_sources or cuda_kernels" 2>&1 \
+    | tee "$out/tests.log" | grep -E "^(FAILED|ERROR|SKIPPED)|passed|failed"
 python3 bench/gpu_targets.py --out "$out" 2>&1 | grep -E "\|"
 python3 bench/gpu_batchnorm_variants.py 2>&1 | tee "$out/bn-variants.log"
 if [ "${FULL:-0}" = 1 ]; then
