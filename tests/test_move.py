@@ -34,14 +34,19 @@ def _targets():
     return names
 
 
+OPTIMIZERS = {"adam": lambda p: fastdl.optim.Adam(p, lr=0.01),
+              "adamw_bfloat16_moments": lambda p: fastdl.optim.AdamW(p, lr=0.01, moments_dtype="bfloat16")}
+
+
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
 @pytest.mark.parametrize("target", _targets())
-def test_training_continues_on_another_backend(target):
+def test_training_continues_on_another_backend(target, make_optimizer):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((32, 6)).astype(np.float32), rng.integers(0, 3, 32)
     with fastdl.use_backend("cpu"):
         reference, moved = _model(), _model()
-        reference_optimizer = fastdl.optim.Adam(reference.parameters(), lr=0.01)
-        moved_optimizer = fastdl.optim.Adam(moved.parameters(), lr=0.01)
+        reference_optimizer = make_optimizer(reference.parameters())
+        moved_optimizer = make_optimizer(moved.parameters())
         _train(reference, reference_optimizer, x, y, 3)
         _train(moved, moved_optimizer, x, y, 3)
         expected_loss = _train(reference, reference_optimizer, x, y, 3)
@@ -49,6 +54,8 @@ def test_training_continues_on_another_backend(target):
         moved.to(target)
         moved_optimizer.to(target)
         assert all(isinstance(p.data, backend.array_type) for p in moved.parameters())
+        dtypes = [[a.dtype for a in state.values()] for state in reference_optimizer.state]
+        assert [[a.dtype for a in state.values()] for state in moved_optimizer.state] == dtypes  # bfloat16: uint16
         with pytest.raises(RuntimeError, match="backward called before forward"):
             moved.backward(backend.xp.zeros((32, 3), np.float32))
         loss = _train(moved, moved_optimizer, backend.asarray(x), backend.asarray(y), 3)
