@@ -79,6 +79,10 @@ def adam(cupy, torch, sync, ceiling):
     optimizer = optim.Adam([parameter], lr=1e-3)
     parameter.grad[...] = rng.standard_normal(n, dtype=cupy.float32)
     calls = {"fastdl": optimizer.step}
+    narrow = fastdl.Parameter(parameter.data.copy())  # the same step with bfloat16 moments (20 bytes per parameter)
+    narrow_optimizer = optim.Adam([narrow], lr=1e-3, moments_dtype="bfloat16")
+    narrow.grad[...] = parameter.grad
+    calls["fastdl bf16"] = narrow_optimizer.step
     if torch is not None:
         weight = torch.randn(n, device="cuda") * 0.1
         weight.grad = torch.randn(n, device="cuda")
@@ -86,9 +90,11 @@ def adam(cupy, torch, sync, ceiling):
     per_round = rounds(calls, sync, repeat=20)
     us = median(per_round, "fastdl")
     gbps = 28 * n / us / 1e3
+    bf16_us = median(per_round, "fastdl bf16")
     return {"parameters": n, "fastdl_us": us, "GBps": gbps, "of_ceiling": gbps / ceiling["GBps"],
             "torch_us": median(per_round, "torch") if "torch" in per_round else None,
-            "vs_torch": ratio(per_round, "torch", "fastdl")}
+            "vs_torch": ratio(per_round, "torch", "fastdl"),
+            "bf16_us": bf16_us, "bf16_GBps": 20 * n / bf16_us / 1e3, "bf16_vs_torch": ratio(per_round, "torch", "fastdl bf16")}
 
 
 def batchnorm(cupy, torch, sync, ceiling, rows, cols):
@@ -198,6 +204,9 @@ def table(report):
     torch_us = "-" if a["torch_us"] is None else f"{a['torch_us']:.0f} us (fused)"
     lines.append(f"| Adam step | {a['parameters'] / 1e6:.0f}M float32 | {a['fastdl_us']:.0f} us | {a['GBps']:.0f} GB/s | "
                  f"{100 * a['of_ceiling']:.0f}% | {torch_us} | {_x(a['vs_torch'])} | >= 80% and > 1x |")
+    lines.append(f"| Adam step, bfloat16 moments | {a['parameters'] / 1e6:.0f}M float32 | {a['bf16_us']:.0f} us | "
+                 f"{a['bf16_GBps']:.0f} GB/s | {100 * a['bf16_GBps'] / c['GBps']:.0f}% | {torch_us} | "
+                 f"{_x(a['bf16_vs_torch'])} | - |")
     for row in report["batchnorm"]:
         for part in ("forward", "backward", "forward+backward"):
             r = row[part]
