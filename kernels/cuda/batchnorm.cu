@@ -159,7 +159,10 @@ struct FastdlBnColumn {
 
 // factor < 0: no running statistics to update (evaluation, or track_running_stats=False; the pointers may be null).
 // An element of x that is NaN or Inf clears *finite.
-template <typename T>
+// Plain: identity activation (or softmax, applied afterwards): the kernel is compiled without the activation
+// switch, whose inlined transcendentals cost registers and occupancy (measured on an H200: this pass streamed at
+// half a copy's rate with the switch, and at ~90% in the same shape without it).
+template <typename T, bool Plain>
 __device__ void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y,
                           long long rows, long long cols, int code, T p0, T p1, u64 seed, u64 counter,
                           T* running_mean, T* running_var, const double* variance, double factor, int* finite) {
@@ -185,17 +188,17 @@ __device__ void normalize(const T* x, const T* weight, const T* bias, const doub
             if (row >= rows) break;
             double x_hat;
             T z = column.z(values[u], &x_hat);
-            y[i] = code < 0 ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
+            y[i] = (Plain || code < 0) ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
         }
     }
 }
 
 // dz = act'(z) dy, z recomputed from x; code < 0: dy already is dz.
-template <typename T>
+template <typename T, bool Plain>
 __device__ __forceinline__ T fastdl_bn_dz(const FastdlBnColumn& column, T x, T dy, T y, long long i, long long c,
                                           int code, T p0, T p1, u64 seed, u64 counter, double* x_hat) {
     T z = column.z(x, x_hat);
-    if (code < 0) return dy;
+    if (Plain || code < 0) return dy;
     return dy * fastdl_derivative(code, z, y, p0, p1, seed, counter, (u64)i, c);
 }
 
@@ -209,7 +212,7 @@ template <typename T> struct FastdlBnInputs {
     }
 };
 
-template <typename T>
+template <typename T, bool Plain>
 __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
                                   const double* mean, const double* inv_std, double* partials, long long rows,
                                   long long cols, long long rows_per_chunk, int code, T p0, T p1, u64 seed,
@@ -229,7 +232,7 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
                 long long r = row + u * FASTDL_COLUMN_BLOCK_Y;
                 if (r >= last) break;
                 double x_hat;
-                double dz = (double)fastdl_bn_dz(column, in[u].x, in[u].dy, in[u].y, r * cols + c, c, code, p0, p1,
+                double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, r * cols + c, c, code, p0, p1,
                                                  seed, counter, &x_hat);
                 sum_dz += dz;
                 sum_dz_x_hat += dz * x_hat;
@@ -252,7 +255,7 @@ __device__ void backward_totals(const double* partials, long long chunks, long l
     grad_weight[c] = accumulate ? T(grad_weight[c] + T(sum_dz_x_hat)) : T(sum_dz_x_hat);
 }
 
-template <typename T>
+template <typename T, bool Plain>
 __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
                             const double* mean, const double* inv_std, const double* totals, T* grad_x, long long rows,
                             long long cols, int training, int code, T p0, T p1, u64 seed, u64 counter) {
@@ -272,7 +275,7 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
             long long row = base + u * FASTDL_COLUMN_BLOCK_Y, i = row * cols + c;
             if (row >= rows) break;
             double x_hat;
-            double dz = (double)fastdl_bn_dz(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed, counter,
+            double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed, counter,
                                              &x_hat);
             grad_x[i] = training ? T(scale_over_rows * ((double)rows * dz - sum_dz - x_hat * sum_dz_x_hat))
                                  : T(scale * dz);
@@ -296,33 +299,39 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
                                                              double* inv_std, int* finite) {                         \
         eval_statistics(running_mean, running_var, cols, eps, mean, inv_std, finite);                                \
     }                                                                                                                \
-    extern "C" __global__ void fastdl_bn_normalize_##S(const T* x, const T* weight, const T* bias, const double* mean, \
-                                                       const double* inv_std, T* y, long long rows, long long cols,   \
-                                                       int code, T p0, T p1, u64 seed, u64 counter,                  \
-                                                       T* running_mean, T* running_var, const double* variance,       \
-                                                       double factor, int* finite) {                                 \
-        normalize(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,          \
-                  running_var, variance, factor, finite);                                                            \
-    }                                                                                                                \
-    extern "C" __global__ void fastdl_bn_backward_partials_##S(                                                      \
-        const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
-        const double* inv_std, double* partials, long long rows, long long cols, long long rows_per_chunk, int code, \
-        T p0, T p1, u64 seed, u64 counter) {                                                                         \
-        backward_partials(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk, code, p0, \
-                          p1, seed, counter);                                                                        \
-    }                                                                                                                \
     extern "C" __global__ void fastdl_bn_backward_totals_##S(const double* partials, long long chunks, long long cols, \
                                                              double* totals, T* grad_weight, T* grad_bias,            \
                                                              int accumulate) {                                       \
         backward_totals(partials, chunks, cols, totals, grad_weight, grad_bias, accumulate);                         \
+    }
+
+#define FASTDL_BATCHNORM_PASSES(T, S, V, P)                                                                              \
+    extern "C" __global__ void fastdl_bn_normalize##V##_##S(const T* x, const T* weight, const T* bias, const double* mean, \
+                                                       const double* inv_std, T* y, long long rows, long long cols,   \
+                                                       int code, T p0, T p1, u64 seed, u64 counter,                  \
+                                                       T* running_mean, T* running_var, const double* variance,       \
+                                                       double factor, int* finite) {                                 \
+        normalize<T, P>(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,          \
+                  running_var, variance, factor, finite);                                                            \
     }                                                                                                                \
-    extern "C" __global__ void fastdl_bn_backward_dx_##S(                                                            \
+    extern "C" __global__ void fastdl_bn_backward_partials##V##_##S(                                                      \
+        const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
+        const double* inv_std, double* partials, long long rows, long long cols, long long rows_per_chunk, int code, \
+        T p0, T p1, u64 seed, u64 counter) {                                                                         \
+        backward_partials<T, P>(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk, code, p0, \
+                          p1, seed, counter);                                                                        \
+    }                                                                                                                \
+    extern "C" __global__ void fastdl_bn_backward_dx##V##_##S(                                                            \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
         const double* inv_std, const double* totals, T* grad_x, long long rows, long long cols, int training,         \
         int code, T p0, T p1, u64 seed, u64 counter) {                                                               \
-        backward_dx(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, p1,   \
+        backward_dx<T, P>(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, p1,   \
                     seed, counter);                                                                                  \
     }
 
 FASTDL_BATCHNORM_KERNELS(float, f32)
 FASTDL_BATCHNORM_KERNELS(double, f64)
+FASTDL_BATCHNORM_PASSES(float, f32, , false)
+FASTDL_BATCHNORM_PASSES(double, f64, , false)
+FASTDL_BATCHNORM_PASSES(float, f32, _plain, true)
+FASTDL_BATCHNORM_PASSES(double, f64, _plain, true)

@@ -6,7 +6,7 @@ partials per chunk of rows (``launch.workspace``), so it ignores them.
 
 import numpy as np
 
-from ..activation_table import SOFTMAX
+from ..activation_table import IDENTITY, SOFTMAX
 from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
 from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_threads, workspace
 
@@ -23,6 +23,12 @@ def _launch(name, like, grid, block, args):
 def _column_grid(rows, cols):
     chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
     return chunks, ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], chunks)
+
+
+def _pass(name, code):
+    """The element-wise kernel for an activation: ``_plain`` (compiled without the activation switch, which costs
+    registers and half the bandwidth) for the identity, and for softmax (applied in its own kernel)."""
+    return f"{name}_plain" if code in (IDENTITY, SOFTMAX) else name
 
 
 def _activation(code, params, T):
@@ -43,7 +49,7 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
     factor < 0 updates no running statistic; an element of x that is NaN or Inf clears the flag."""
     rows, cols = x.shape
     running_mean, running_var, variance, factor, finite = running
-    _launch("bn_normalize", x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
+    _launch(_pass("bn_normalize", code), x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
             (x, weight, bias, mean, inv_std, y_out, np.int64(rows), np.int64(cols),
              *_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter),
              optional(running_mean), optional(running_var), optional(variance), np.float64(factor), optional(finite)))
@@ -95,11 +101,11 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
     activation = (*_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter))
     chunks, grid = _column_grid(rows, cols)
     partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
-    _launch("bn_backward_partials", x, grid, COLUMN_BLOCK,
+    _launch(_pass("bn_backward_partials", code), x, grid, COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, partials, np.int64(rows), np.int64(cols),
              np.int64(ROWS_PER_CHUNK), *activation))
     _launch("bn_backward_totals", x, (grid[0],), COMBINE_BLOCK,
             (partials, np.int64(chunks), np.int64(cols), totals, grad_weight, grad_bias, np.int32(bool(accumulate))))
-    _launch("bn_backward_dx", x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
+    _launch(_pass("bn_backward_dx", code), x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, np.int64(rows), np.int64(cols),
              np.int32(bool(training)), *activation))
