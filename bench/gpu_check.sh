@@ -16,7 +16,6 @@ mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nvcc --version 2>/dev/null | tail -2
     python3 -c "import sys, cupy, numpy; print(sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
-    git log --oneline -1
     date -u
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
