@@ -124,7 +124,8 @@ __device__ __forceinline__ void running_update(T* running_mean, T* running_var, 
                                                const int* finite) {
     if (*finite == 0) return;
     running_mean[c] = T((1.0 - factor) * (double)running_mean[c] + factor * mean[c]);
-    running_var[c] = T((1.0 - factor) * (double)running_var[c] + factor * variance[c] * (double)rows / (double)(rows - 1));
+    running_var[c] = T((1.0 - factor) * (double)running_var[c] +
+                       factor * variance[c] * (double)rows / (double)(rows - 1));
 }
 
 template <typename T>
@@ -149,7 +150,8 @@ __device__ void eval_statistics(const T* running_mean, const T* running_var, lon
 struct FastdlBnColumn {
     double mean, inv_std, weight, bias;
     template <typename T>
-    __device__ FastdlBnColumn(const T* weight_, const T* bias_, const double* mean_, const double* inv_std_, long long c)
+    __device__ FastdlBnColumn(const T* weight_, const T* bias_, const double* mean_, const double* inv_std_,
+                              long long c)
         : mean(mean_[c]), inv_std(inv_std_[c]), weight((double)weight_[c]), bias((double)bias_[c]) {}
     template <typename T> __device__ __forceinline__ T z(T x, double* x_hat) const {
         *x_hat = ((double)x - mean) * inv_std;
@@ -232,8 +234,8 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
                 long long r = row + u * FASTDL_COLUMN_BLOCK_Y;
                 if (r >= last) break;
                 double x_hat;
-                double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, r * cols + c, c, code, p0, p1,
-                                                 seed, counter, &x_hat);
+                double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, r * cols + c, c, code,
+                                                           p0, p1, seed, counter, &x_hat);
                 sum_dz += dz;
                 sum_dz_x_hat += dz * x_hat;
             }
@@ -275,8 +277,8 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
             long long row = base + u * FASTDL_COLUMN_BLOCK_Y, i = row * cols + c;
             if (row >= rows) break;
             double x_hat;
-            double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed, counter,
-                                             &x_hat);
+            double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed,
+                                                       counter, &x_hat);
             grad_x[i] = training ? T(scale_over_rows * ((double)rows * dz - sum_dz - x_hat * sum_dz_x_hat))
                                  : T(scale * dz);
         }
@@ -305,28 +307,28 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
         backward_totals(partials, chunks, cols, totals, grad_weight, grad_bias, accumulate);                         \
     }
 
-#define FASTDL_BATCHNORM_PASSES(T, S, V, P)                                                                              \
-    extern "C" __global__ void fastdl_bn_normalize##V##_##S(const T* x, const T* weight, const T* bias, const double* mean, \
-                                                       const double* inv_std, T* y, long long rows, long long cols,   \
-                                                       int code, T p0, T p1, u64 seed, u64 counter,                  \
-                                                       T* running_mean, T* running_var, const double* variance,       \
-                                                       double factor, int* finite) {                                 \
-        normalize<T, P>(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,          \
-                  running_var, variance, factor, finite);                                                            \
+// The element-wise passes, twice: with the activation switch (V empty, P false) and without (V _plain, P true).
+#define FASTDL_BATCHNORM_PASSES(T, S, V, P)                                                                          \
+    extern "C" __global__ void fastdl_bn_normalize##V##_##S(                                                         \
+        const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y, long long rows, \
+        long long cols, int code, T p0, T p1, u64 seed, u64 counter, T* running_mean, T* running_var,                \
+        const double* variance, double factor, int* finite) {                                                        \
+        normalize<T, P>(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,    \
+                        running_var, variance, factor, finite);                                                      \
     }                                                                                                                \
-    extern "C" __global__ void fastdl_bn_backward_partials##V##_##S(                                                      \
+    extern "C" __global__ void fastdl_bn_backward_partials##V##_##S(                                                 \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
         const double* inv_std, double* partials, long long rows, long long cols, long long rows_per_chunk, int code, \
         T p0, T p1, u64 seed, u64 counter) {                                                                         \
-        backward_partials<T, P>(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk, code, p0, \
-                          p1, seed, counter);                                                                        \
+        backward_partials<T, P>(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk,     \
+                                code, p0, p1, seed, counter);                                                        \
     }                                                                                                                \
-    extern "C" __global__ void fastdl_bn_backward_dx##V##_##S(                                                            \
+    extern "C" __global__ void fastdl_bn_backward_dx##V##_##S(                                                       \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
-        const double* inv_std, const double* totals, T* grad_x, long long rows, long long cols, int training,         \
+        const double* inv_std, const double* totals, T* grad_x, long long rows, long long cols, int training,        \
         int code, T p0, T p1, u64 seed, u64 counter) {                                                               \
-        backward_dx<T, P>(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, p1,   \
-                    seed, counter);                                                                                  \
+        backward_dx<T, P>(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, \
+                          p1, seed, counter);                                                                        \
     }
 
 FASTDL_BATCHNORM_KERNELS(float, f32)
