@@ -29,14 +29,9 @@ PARALLEL_MIN_ELEMENTS = 1 << 17
 
 @njit(inline="always")
 def _gradient(param, grad, i, grad_scale, weight_decay, l1):
-    p = param[i]
-    return grad[i] * grad_scale + weight_decay * p + l1 * np.sign(p)
-
-
-@njit(inline="always")
-def _gradient_pruned(param, grad, i, grad_scale, weight_decay, l1):
-    """``_gradient`` where a zero weight_decay or l1 arrives as None and its term is compiled out (the same
-    result: adding 0 * p changes nothing). For compute-bound updates (bfloat16 moments on this CPU)."""
+    """g = grad_scale * grad + weight_decay * p + l1 * sign(p), added in that order. A weight_decay or l1 passed
+    as None has its term compiled out (the same result as 0: adding 0 * p changes nothing); the bfloat16 update,
+    compute-bound on the CPU, passes zeros that way."""
     g = grad[i] * grad_scale
     if weight_decay is not None:
         g = g + weight_decay * param[i]
@@ -145,7 +140,7 @@ def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weig
     with the top and low 16 bits of element i's draw (the formulas of reference.optim.adam_bfloat16_step)."""
     one = param.dtype.type(1)
     for i in prange(param.size):
-        g = _gradient_pruned(param, grad, i, grad_scale, weight_decay, l1)
+        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
         m = beta1 * widen(exp_avg[i]) + (one - beta1) * g
         v = beta2 * widen(exp_avg_sq[i]) + (one - beta2) * g * g
         param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
