@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastdl.kernels.cpu.vector_math import erf, exp, expm1, log1p, tanh
+from fastdl.kernels.cpu.vector_math import erf, exp, expm1, log1p, multiply_add, tanh
 
 
 def _exp_loop(values, out):
@@ -37,6 +37,24 @@ def test_exp_is_within_two_ulp_of_numpy_over_the_whole_range(dtype, compiled):
     np.testing.assert_array_less(np.abs(out[subnormal] - expected[subnormal]),
                                  2.5 * np.finfo(dtype).smallest_subnormal)
     np.testing.assert_array_equal(out[np.isinf(expected)], np.inf)
+
+
+@njit
+def _multiply_add_loop(a, b, c, out):
+    for i in range(out.shape[0]):
+        out[i] = multiply_add(a[i], b[i], c[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_multiply_add_rounds_once_also_when_vectorized(dtype):
+    # (1 + 2^-k)^2 - (1 + 2^-(k-1)) = 2^-2k exactly; the product rounded first loses it and gives 0
+    k = 13 if dtype == np.float32 else 27
+    a = np.full(37, 1 + 2.0 ** -k, dtype)  # 37: a vector body and a scalar tail
+    c = np.full(37, -(1 + 2.0 ** -(k - 1)), dtype)
+    out = np.empty_like(a)
+    _multiply_add_loop(a, a, c, out)
+    np.testing.assert_array_equal(out, np.full(37, 2.0 ** (-2 * k), dtype))
+    assert (a * a + c == 0).all()  # numpy's two roundings: the case really tells one rounding from two
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
