@@ -123,10 +123,10 @@ def _tanh32(x):
     # (e^(2|x|) > 3.4). Both are computed and one is selected, so a loop of it stays branch-free.
     square = x * x
     p = np.float32(-5.70498872745e-3)
-    p = p * square + np.float32(2.06390887954e-2)
-    p = p * square + np.float32(-5.37397155531e-2)
-    p = p * square + np.float32(1.33314422036e-1)
-    p = p * square + np.float32(-3.33332819422e-1)
+    p = multiply_add(p, square, np.float32(2.06390887954e-2))
+    p = multiply_add(p, square, np.float32(-5.37397155531e-2))
+    p = multiply_add(p, square, np.float32(1.33314422036e-1))
+    p = multiply_add(p, square, np.float32(-3.33332819422e-1))
     small = p * square * x + x
     magnitude = abs(x)
     large = np.float32(1.0) - np.float32(2.0) / (_exp32(magnitude + magnitude) + np.float32(1.0))
@@ -140,15 +140,15 @@ def _expm132(x):
     # |x| < 0.7: the Taylor series up to x^10 (truncation below 1e-9, relative); beyond, e^x - 1 loses nothing
     # that matters: |e^x - 1| > 0.5 there. Both computed, one selected.
     p = np.float32(1.0 / 39916800.0)
-    p = p * x + np.float32(1.0 / 3628800.0)
-    p = p * x + np.float32(1.0 / 362880.0)
-    p = p * x + np.float32(1.0 / 40320.0)
-    p = p * x + np.float32(1.0 / 5040.0)
-    p = p * x + np.float32(1.0 / 720.0)
-    p = p * x + np.float32(1.0 / 120.0)
-    p = p * x + np.float32(1.0 / 24.0)
-    p = p * x + np.float32(1.0 / 6.0)
-    p = p * x + np.float32(0.5)
+    p = multiply_add(p, x, np.float32(1.0 / 3628800.0))
+    p = multiply_add(p, x, np.float32(1.0 / 362880.0))
+    p = multiply_add(p, x, np.float32(1.0 / 40320.0))
+    p = multiply_add(p, x, np.float32(1.0 / 5040.0))
+    p = multiply_add(p, x, np.float32(1.0 / 720.0))
+    p = multiply_add(p, x, np.float32(1.0 / 120.0))
+    p = multiply_add(p, x, np.float32(1.0 / 24.0))
+    p = multiply_add(p, x, np.float32(1.0 / 6.0))
+    p = multiply_add(p, x, np.float32(0.5))
     small = (p * x) * x + x
     small = small if x != 0 else x  # keeps the sign of -0.0
     return small if abs(x) < np.float32(0.7) else _exp32(x) - np.float32(1.0)
@@ -158,23 +158,23 @@ def _expm132(x):
 def _expm164(x):
     # as _expm132, with the series up to x^18
     p = 1.0 / 121645100408832000.0
-    p = p * x + 1.0 / 6402373705728000.0
-    p = p * x + 1.0 / 355687428096000.0
-    p = p * x + 1.0 / 20922789888000.0
-    p = p * x + 1.0 / 1307674368000.0
-    p = p * x + 1.0 / 87178291200.0
-    p = p * x + 1.0 / 6227020800.0
-    p = p * x + 1.0 / 479001600.0
-    p = p * x + 1.0 / 39916800.0
-    p = p * x + 1.0 / 3628800.0
-    p = p * x + 1.0 / 362880.0
-    p = p * x + 1.0 / 40320.0
-    p = p * x + 1.0 / 5040.0
-    p = p * x + 1.0 / 720.0
-    p = p * x + 1.0 / 120.0
-    p = p * x + 1.0 / 24.0
-    p = p * x + 1.0 / 6.0
-    p = p * x + 0.5
+    p = multiply_add(p, x, 1.0 / 6402373705728000.0)
+    p = multiply_add(p, x, 1.0 / 355687428096000.0)
+    p = multiply_add(p, x, 1.0 / 20922789888000.0)
+    p = multiply_add(p, x, 1.0 / 1307674368000.0)
+    p = multiply_add(p, x, 1.0 / 87178291200.0)
+    p = multiply_add(p, x, 1.0 / 6227020800.0)
+    p = multiply_add(p, x, 1.0 / 479001600.0)
+    p = multiply_add(p, x, 1.0 / 39916800.0)
+    p = multiply_add(p, x, 1.0 / 3628800.0)
+    p = multiply_add(p, x, 1.0 / 362880.0)
+    p = multiply_add(p, x, 1.0 / 40320.0)
+    p = multiply_add(p, x, 1.0 / 5040.0)
+    p = multiply_add(p, x, 1.0 / 720.0)
+    p = multiply_add(p, x, 1.0 / 120.0)
+    p = multiply_add(p, x, 1.0 / 24.0)
+    p = multiply_add(p, x, 1.0 / 6.0)
+    p = multiply_add(p, x, 0.5)
     small = (p * x) * x + x
     small = small if x != 0 else x
     return small if abs(x) < 0.7 else _exp64(x) - 1.0
@@ -196,26 +196,26 @@ def _erf32(x):
     magnitude = abs(x)
     square = magnitude * magnitude
     p = np.float32(8.438735676463693e-05)
-    p = p * square + np.float32(-0.0008160776342265308)
-    p = p * square + np.float32(0.005202834960073233)
-    p = p * square + np.float32(-0.02686024084687233)
-    p = p * square + np.float32(0.11283713579177856)
-    p = p * square + np.float32(-0.37612634897232056)
-    p = p * square + np.float32(1.128379225730896)
+    p = multiply_add(p, square, np.float32(-0.0008160776342265308))
+    p = multiply_add(p, square, np.float32(0.005202834960073233))
+    p = multiply_add(p, square, np.float32(-0.02686024084687233))
+    p = multiply_add(p, square, np.float32(0.11283713579177856))
+    p = multiply_add(p, square, np.float32(-0.37612634897232056))
+    p = multiply_add(p, square, np.float32(1.128379225730896))
     small = magnitude * p
     # the divisor is at least 0.92: no division by zero, whatever the caller's error model checks
     w = np.float32(2.4106733375026055) / max(magnitude, np.float32(0.921875)) + np.float32(-1.6149676881384196)
     q = np.float32(-3.6263420497562038e-06)
-    q = q * w + np.float32(5.626258825941477e-06)
-    q = q * w + np.float32(8.531856110494118e-06)
-    q = q * w + np.float32(-5.269134635454975e-05)
-    q = q * w + np.float32(0.00018030119827017188)
-    q = q * w + np.float32(-0.0004457648901734501)
-    q = q * w + np.float32(0.00041470176074653864)
-    q = q * w + np.float32(0.0033608470112085342)
-    q = q * w + np.float32(-0.028608467429876328)
-    q = q * w + np.float32(0.1522674411535263)
-    q = q * w + np.float32(0.32278281450271606)
+    q = multiply_add(q, w, np.float32(5.626258825941477e-06))
+    q = multiply_add(q, w, np.float32(8.531856110494118e-06))
+    q = multiply_add(q, w, np.float32(-5.269134635454975e-05))
+    q = multiply_add(q, w, np.float32(0.00018030119827017188))
+    q = multiply_add(q, w, np.float32(-0.0004457648901734501))
+    q = multiply_add(q, w, np.float32(0.00041470176074653864))
+    q = multiply_add(q, w, np.float32(0.0033608470112085342))
+    q = multiply_add(q, w, np.float32(-0.028608467429876328))
+    q = multiply_add(q, w, np.float32(0.1522674411535263))
+    q = multiply_add(q, w, np.float32(0.32278281450271606))
     large = np.float32(1.0) - q * _exp32(-square)
     result = small if magnitude < np.float32(0.921875) else large
     result = np.float32(1.0) if magnitude >= np.float32(3.92) else result
@@ -258,8 +258,8 @@ def _log1p(x, T, bits_type, one_bits, sqrt_half_bits, mantissa_mask, shift, seri
 def _atanh_series32(z):
     # 1/3 + z/5 + z^2/7 + z^3/9: the next term is below 2^-24 of the result for z < 0.0295
     p = np.float32(1.0 / 9.0)
-    p = p * z + np.float32(1.0 / 7.0)
-    p = p * z + np.float32(1.0 / 5.0)
+    p = multiply_add(p, z, np.float32(1.0 / 7.0))
+    p = multiply_add(p, z, np.float32(1.0 / 5.0))
     return p * z + np.float32(1.0 / 3.0)
 
 
@@ -267,14 +267,14 @@ def _atanh_series32(z):
 def _atanh_series64(z):
     # 1/3 + z/5 + ... + z^9/21: the next term is below 2^-53 of the result for z < 0.0295
     p = 1.0 / 21.0
-    p = p * z + 1.0 / 19.0
-    p = p * z + 1.0 / 17.0
-    p = p * z + 1.0 / 15.0
-    p = p * z + 1.0 / 13.0
-    p = p * z + 1.0 / 11.0
-    p = p * z + 1.0 / 9.0
-    p = p * z + 1.0 / 7.0
-    p = p * z + 1.0 / 5.0
+    p = multiply_add(p, z, 1.0 / 19.0)
+    p = multiply_add(p, z, 1.0 / 17.0)
+    p = multiply_add(p, z, 1.0 / 15.0)
+    p = multiply_add(p, z, 1.0 / 13.0)
+    p = multiply_add(p, z, 1.0 / 11.0)
+    p = multiply_add(p, z, 1.0 / 9.0)
+    p = multiply_add(p, z, 1.0 / 7.0)
+    p = multiply_add(p, z, 1.0 / 5.0)
     return p * z + 1.0 / 3.0
 
 
