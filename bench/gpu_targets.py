@@ -28,6 +28,7 @@ from fastdl import optim
 
 ADAM_PARAMETERS = 100_000_000
 BATCHNORM_SIZES = [(4096, 512), (1024, 1024), (16384, 1024), (65536, 1024), (262144, 256)]
+BATCHNORM_RELU_SIZES = [(16384, 1024), (65536, 1024)]  # with the fused ReLU (its own kernels since the _relu variants)
 DENSE_SIDE = 4096
 
 
@@ -97,11 +98,13 @@ def adam(cupy, torch, sync, ceiling):
             "bf16_us": bf16_us, "bf16_GBps": 20 * n / bf16_us / 1e3, "bf16_vs_torch": ratio(per_round, "torch", "fastdl bf16")}
 
 
-def batchnorm(cupy, torch, sync, ceiling, rows, cols):
+def batchnorm(cupy, torch, sync, ceiling, rows, cols, activation="identity"):
+    """BatchNorm(cols, activation=...) against BatchNorm1d (then torch.relu for "relu": two kernels there)."""
     rng = cupy.random.default_rng(1)
     x = rng.standard_normal((rows, cols), dtype=cupy.float32) * 2 + 3
     dy = rng.standard_normal((rows, cols), dtype=cupy.float32)
-    bn = fastdl.BatchNorm(cols)
+    bn = fastdl.BatchNorm(cols, activation=activation)
+    after = (lambda t: torch.relu(t)) if activation == "relu" else (lambda t: t)
 
     def forward_backward():
         bn(x)
@@ -118,18 +121,18 @@ def batchnorm(cupy, torch, sync, ceiling, rows, cols):
 
         def torch_forward():
             with torch.no_grad():
-                layer(tx)
+                after(layer(tx))
 
         def torch_forward_backward():
             tx_grad.grad = None  # assign dx rather than accumulate into it, as fastdl does
-            layer(tx_grad).backward(tdy)
+            after(layer(tx_grad)).backward(tdy)
 
         calls["torch forward"] = torch_forward
         calls["torch forward+backward"] = torch_forward_backward
     repeat = max(5, min(200, int(2e9 / (rows * cols * 4))))
     per_round = rounds(calls, sync, repeat=repeat)
     size = rows * cols * 4
-    row = {"size": f"{rows}x{cols}"}
+    row = {"size": f"{rows}x{cols}", "activation": activation}
     for part, bytes_moved in (("forward", 2 * size), ("backward", 3 * size), ("forward+backward", 5 * size)):
         us = median(per_round, f"fastdl {part}")
         row[part] = {"us": us, "GBps": bytes_moved / us / 1e3, "of_ceiling": bytes_moved / us / 1e3 / ceiling["GBps"],
@@ -211,9 +214,10 @@ def table(report):
         for part in ("forward", "backward", "forward+backward"):
             r = row[part]
             torch_us = "-" if r["torch_us"] is None else f"{r['torch_us']:.1f} us"
-            lines.append(f"| batch norm {part} | {row['size']} | {r['us']:.1f} us | {r['GBps']:.0f} GB/s | "
+            name = "batch norm" + (" + ReLU" if row.get("activation") == "relu" else "")
+            lines.append(f"| {name} {part} | {row['size']} | {r['us']:.1f} us | {r['GBps']:.0f} GB/s | "
                          f"{100 * r['of_ceiling']:.0f}% | {torch_us} | {_x(r['vs_torch'])} | "
-                         f"{'>= 70%' if part != 'forward+backward' else '-'} |")
+                         f"{'>= 70%' if part != 'forward+backward' and name == 'batch norm' else '-'} |")
     d = report["dense"]
     torch_us = "-" if d["torch_us"] is None else f"{d['torch_us'] / 1e3:.2f} ms"
     lines.append(f"| Dense fwd+bwd (ReLU) | {d['side']}^3 | {d['fastdl_us'] / 1e3:.2f} ms | {d['TFLOPs']:.1f} TFLOP/s | "
@@ -237,6 +241,8 @@ def main(argv=None):
     report = {"machine": machine(cupy, torch), "ceiling": ceiling, "adam": adam(cupy, torch, sync, ceiling)}
     cupy.get_default_memory_pool().free_all_blocks()
     report["batchnorm"] = [batchnorm(cupy, torch, sync, ceiling, *size) for size in BATCHNORM_SIZES]
+    report["batchnorm"] += [batchnorm(cupy, torch, sync, ceiling, *size, activation="relu")
+                            for size in BATCHNORM_RELU_SIZES]
     report["dense"] = dense(cupy, torch, sync)
     text = table(report)
     print(text)

@@ -11,6 +11,8 @@
 //   backward_partials / backward_totals / backward_dx: the sums of dz and dz * x_hat (dz = act'(z) dy,
 //     recomputed, never stored), then dx = w inv_std / N (N dz - sum dz - x_hat sum(dz x_hat)), or w inv_std dz
 //     in eval mode. code < 0 means dy already is dz (softmax's row-wise backward ran first).
+// The element-wise passes come in variants: the activation switch at run time, the identity alone (_plain) and
+// ReLU alone (_relu); see FASTDL_ANY_ACTIVATION.
 #include "activations.cuh"
 
 #define FASTDL_COLUMN_BLOCK_X 32
@@ -161,15 +163,23 @@ struct FastdlBnColumn {
 
 // factor < 0: no running statistics to update (evaluation, or track_running_stats=False; the pointers may be null).
 // An element of x that is NaN or Inf clears *finite.
-// Plain: identity activation (or softmax, applied afterwards): the kernel is compiled without the activation
-// switch, whose inlined transcendentals cost registers and occupancy (measured on an H200: this pass streamed at
-// half a copy's rate with the switch, and at ~90% in the same shape without it).
-template <typename T, bool Plain>
+// Fixed: the activation compiled into the element-wise passes, or FASTDL_ANY_ACTIVATION for the run-time `code`.
+// The switch over every activation, with its inlined transcendentals, costs registers and occupancy (measured on
+// an H200: a pass with it streamed at half a copy's rate, and at ~90% in the same shape without it), so the
+// identity (also used for softmax, applied afterwards) and ReLU, the common cases, get kernels of their own.
+#define FASTDL_ANY_ACTIVATION (-2)
+
+template <int Fixed> __device__ __forceinline__ int fastdl_bn_activation(int code) {
+    return Fixed == FASTDL_ANY_ACTIVATION ? code : Fixed;
+}
+
+template <typename T, int Fixed>
 __device__ void normalize(const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y,
                           long long rows, long long cols, int code, T p0, T p1, u64 seed, u64 counter,
                           T* running_mean, T* running_var, const double* variance, double factor, int* finite) {
     long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     if (c >= cols) return;
+    code = fastdl_bn_activation<Fixed>(code);
     if (factor >= 0.0 && blockIdx.y == 0 && threadIdx.y == 0) {
         running_update(running_mean, running_var, mean, variance, c, factor, rows, finite);
     }
@@ -190,17 +200,17 @@ __device__ void normalize(const T* x, const T* weight, const T* bias, const doub
             if (row >= rows) break;
             double x_hat;
             T z = column.z(values[u], &x_hat);
-            y[i] = (Plain || code < 0) ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
+            y[i] = (code == FASTDL_IDENTITY || code < 0) ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
         }
     }
 }
 
 // dz = act'(z) dy, z recomputed from x; code < 0: dy already is dz.
-template <typename T, bool Plain>
+template <typename T>
 __device__ __forceinline__ T fastdl_bn_dz(const FastdlBnColumn& column, T x, T dy, T y, long long i, long long c,
                                           int code, T p0, T p1, u64 seed, u64 counter, double* x_hat) {
     T z = column.z(x, x_hat);
-    if (Plain || code < 0) return dy;
+    if (code == FASTDL_IDENTITY || code < 0) return dy;
     return dy * fastdl_derivative(code, z, y, p0, p1, seed, counter, (u64)i, c);
 }
 
@@ -214,7 +224,7 @@ template <typename T> struct FastdlBnInputs {
     }
 };
 
-template <typename T, bool Plain>
+template <typename T, int Fixed>
 __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
                                   const double* mean, const double* inv_std, double* partials, long long rows,
                                   long long cols, long long rows_per_chunk, int code, T p0, T p1, u64 seed,
@@ -222,6 +232,7 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
     long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     long long first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
     double sum_dz = 0.0, sum_dz_x_hat = 0.0;
+    code = fastdl_bn_activation<Fixed>(code);
     if (c < cols) {
         FastdlBnColumn column(weight, bias, mean, inv_std, c);
         for (long long row = first + threadIdx.y; row < last; row += FASTDL_TILE_ROWS) {
@@ -234,8 +245,8 @@ __device__ void backward_partials(const T* x, const T* grad_y, const T* y, const
                 long long r = row + u * FASTDL_COLUMN_BLOCK_Y;
                 if (r >= last) break;
                 double x_hat;
-                double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, r * cols + c, c, code,
-                                                           p0, p1, seed, counter, &x_hat);
+                double dz = (double)fastdl_bn_dz<T>(column, in[u].x, in[u].dy, in[u].y, r * cols + c, c, code, p0,
+                                                    p1, seed, counter, &x_hat);
                 sum_dz += dz;
                 sum_dz_x_hat += dz * x_hat;
             }
@@ -257,12 +268,13 @@ __device__ void backward_totals(const double* partials, long long chunks, long l
     grad_weight[c] = accumulate ? T(grad_weight[c] + T(sum_dz_x_hat)) : T(sum_dz_x_hat);
 }
 
-template <typename T, bool Plain>
+template <typename T, int Fixed>
 __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* weight, const T* bias,
                             const double* mean, const double* inv_std, const double* totals, T* grad_x, long long rows,
                             long long cols, int training, int code, T p0, T p1, u64 seed, u64 counter) {
     long long c = blockIdx.x * (long long)FASTDL_COLUMN_BLOCK_X + threadIdx.x;
     if (c >= cols) return;
+    code = fastdl_bn_activation<Fixed>(code);
     FastdlBnColumn column(weight, bias, mean, inv_std, c);
     // dx = w inv_std / N (N dz - sum dz - x_hat sum(dz x_hat)): the per-column factor divided once, not per element
     double scale = column.weight * column.inv_std, scale_over_rows = scale / (double)rows;
@@ -277,8 +289,8 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
             long long row = base + u * FASTDL_COLUMN_BLOCK_Y, i = row * cols + c;
             if (row >= rows) break;
             double x_hat;
-            double dz = (double)fastdl_bn_dz<T, Plain>(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed,
-                                                       counter, &x_hat);
+            double dz = (double)fastdl_bn_dz<T>(column, in[u].x, in[u].dy, in[u].y, i, c, code, p0, p1, seed, counter,
+                                                &x_hat);
             grad_x[i] = training ? T(scale_over_rows * ((double)rows * dz - sum_dz - x_hat * sum_dz_x_hat))
                                  : T(scale * dz);
         }
@@ -307,33 +319,36 @@ __device__ void backward_dx(const T* x, const T* grad_y, const T* y, const T* we
         backward_totals(partials, chunks, cols, totals, grad_weight, grad_bias, accumulate);                         \
     }
 
-// The element-wise passes, twice: with the activation switch (V empty, P false) and without (V _plain, P true).
-#define FASTDL_BATCHNORM_PASSES(T, S, V, P)                                                                          \
+// The element-wise passes, once per variant V with activation A: the run-time switch (no suffix), the identity
+// (_plain) and ReLU (_relu).
+#define FASTDL_BATCHNORM_PASSES(T, S, V, A)                                                                          \
     extern "C" __global__ void fastdl_bn_normalize##V##_##S(                                                         \
         const T* x, const T* weight, const T* bias, const double* mean, const double* inv_std, T* y, long long rows, \
         long long cols, int code, T p0, T p1, u64 seed, u64 counter, T* running_mean, T* running_var,                \
         const double* variance, double factor, int* finite) {                                                        \
-        normalize<T, P>(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,    \
+        normalize<T, A>(x, weight, bias, mean, inv_std, y, rows, cols, code, p0, p1, seed, counter, running_mean,    \
                         running_var, variance, factor, finite);                                                      \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_backward_partials##V##_##S(                                                 \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
         const double* inv_std, double* partials, long long rows, long long cols, long long rows_per_chunk, int code, \
         T p0, T p1, u64 seed, u64 counter) {                                                                         \
-        backward_partials<T, P>(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk,     \
+        backward_partials<T, A>(x, grad_y, y, weight, bias, mean, inv_std, partials, rows, cols, rows_per_chunk,     \
                                 code, p0, p1, seed, counter);                                                        \
     }                                                                                                                \
     extern "C" __global__ void fastdl_bn_backward_dx##V##_##S(                                                       \
         const T* x, const T* grad_y, const T* y, const T* weight, const T* bias, const double* mean,                 \
         const double* inv_std, const double* totals, T* grad_x, long long rows, long long cols, int training,        \
         int code, T p0, T p1, u64 seed, u64 counter) {                                                               \
-        backward_dx<T, P>(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, \
+        backward_dx<T, A>(x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, rows, cols, training, code, p0, \
                           p1, seed, counter);                                                                        \
     }
 
 FASTDL_BATCHNORM_KERNELS(float, f32)
 FASTDL_BATCHNORM_KERNELS(double, f64)
-FASTDL_BATCHNORM_PASSES(float, f32, , false)
-FASTDL_BATCHNORM_PASSES(double, f64, , false)
-FASTDL_BATCHNORM_PASSES(float, f32, _plain, true)
-FASTDL_BATCHNORM_PASSES(double, f64, _plain, true)
+FASTDL_BATCHNORM_PASSES(float, f32, , FASTDL_ANY_ACTIVATION)
+FASTDL_BATCHNORM_PASSES(double, f64, , FASTDL_ANY_ACTIVATION)
+FASTDL_BATCHNORM_PASSES(float, f32, _plain, FASTDL_IDENTITY)
+FASTDL_BATCHNORM_PASSES(double, f64, _plain, FASTDL_IDENTITY)
+FASTDL_BATCHNORM_PASSES(float, f32, _relu, FASTDL_RELU)
+FASTDL_BATCHNORM_PASSES(double, f64, _relu, FASTDL_RELU)

@@ -6,7 +6,7 @@ partials per chunk of rows (``launch.workspace``), so it ignores them.
 
 import numpy as np
 
-from ..activation_table import IDENTITY, SOFTMAX
+from ..activation_table import IDENTITY, RELU, SOFTMAX
 from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
 from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_threads, workspace
 
@@ -26,9 +26,12 @@ def _column_grid(rows, cols):
 
 
 def _pass(name, code):
-    """The element-wise kernel for an activation: ``_plain`` (compiled without the activation switch, which costs
-    registers and half the bandwidth) for the identity, and for softmax (applied in its own kernel)."""
-    return f"{name}_plain" if code in (IDENTITY, SOFTMAX) else name
+    """The element-wise kernel for an activation: one compiled for it alone where there is one (the switch over every
+    activation costs registers and half the bandwidth): ``_plain`` for the identity and for softmax (applied in its
+    own kernel), ``_relu`` for ReLU; the general kernel for the others."""
+    if code in (IDENTITY, SOFTMAX):
+        return f"{name}_plain"
+    return f"{name}_relu" if code == RELU else name
 
 
 def _activation(code, params, T):
