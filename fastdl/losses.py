@@ -7,6 +7,9 @@ gradient without allocating.
 NaN or Inf in an input is a ValueError, found without a pass of its own: it always makes the loss NaN or Inf
 (every input element enters the loss's sum: a NaN stays NaN, an Inf becomes Inf or, times a zero target
 weight, NaN), so the inputs are scanned, to name the culprit, only when the loss comes out non-finite. A
+cross-entropy label outside [0, classes) is found the same way: every backend's kernel makes that sample's
+loss NaN (no read out of bounds), and the labels are checked first then (on a GPU, no reductions and host
+reads of the labels' minimum and maximum before every call). A
 finite input can still overflow a float64 MSE; that loss is returned as it is. ``out`` is written either way.
 
 >>> loss, grad = softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 2]))
@@ -69,19 +72,25 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
                          f"got {tuple(labels.shape)}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"{owner}: labels must be integers, got dtype {labels.dtype}")
-    classes = logits.shape[1]
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise ValueError(f"{owner}: labels must lie in [0, {classes}) for logits of shape {tuple(logits.shape)}, "
-                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{owner}: label_smoothing must lie in [0, 1], got {label_smoothing}")
     reduction_sum = _reduction_sum(reduction, owner)
     grad = _gradient_buffer(out, logits, owner, backend.xp)
     logits = backend.xp.ascontiguousarray(logits)
-    labels = labels.astype(np.int64, copy=False)
-    loss = _run(backend.kernels.softmax_cross_entropy, owner, [("logits", logits)], logits, labels,
-                float(label_smoothing), reduction_sum, grad)
-    return loss, grad
+    int_labels = labels.astype(np.int64, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = backend.kernels.softmax_cross_entropy(logits, int_labels, float(label_smoothing), reduction_sum, grad)
+    if not math.isfinite(loss) and labels.size:  # a label out of range, or NaN/Inf in the logits: name the culprit
+        _check_labels(labels, logits.shape, owner)
+    return _finite(loss, owner, [("logits", logits)]), grad
+
+
+def _check_labels(labels, shape, owner):
+    classes = shape[1]
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise ValueError(f"{owner}: labels must lie in [0, {classes}) for logits of shape {tuple(shape)}, "
+                         f"got values in [{low}, {high}]")
 
 
 def _pair(owner, first, second, names):

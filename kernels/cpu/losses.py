@@ -32,15 +32,18 @@ def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_ou
         log_sum = math.log(sum_exp)
         sum_shifted = sum_logits - classes * np.float64(largest)
         label = labels[i]
+        # a label out of range makes the loss NaN (never an index): the caller then names the labels
+        valid = 0 <= label < classes
         # -sum_j q_j log p_j with q = (1 - s) onehot + s / C and log p_j = shifted_j - log_sum
-        target_shifted = np.float64(row[label] - largest)
+        target_shifted = np.float64(row[label] - largest) if valid else math.nan
         total += (1.0 - label_smoothing) * (log_sum - target_shifted) + off_target * (classes * log_sum - sum_shifted)
         inverse = T(1.0 / sum_exp)
         off_target_scaled = T(off_target * scale)
         scale_t = T(scale)
         for j in range(classes):
             out_row[j] = out_row[j] * inverse * scale_t - off_target_scaled
-        out_row[label] -= T((1.0 - label_smoothing) * scale)
+        if valid:
+            out_row[label] -= T((1.0 - label_smoothing) * scale)
     return total * scale
 
 

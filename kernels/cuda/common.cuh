@@ -47,6 +47,7 @@ __device__ __forceinline__ double fastdl_block_sum(double value, double* shared)
 }
 
 __device__ __forceinline__ double fastdl_infinity() { return __longlong_as_double(0x7ff0000000000000LL); }
+__device__ __forceinline__ double fastdl_quiet_nan() { return __longlong_as_double(0x7ff8000000000000LL); }
 
 // Warp-shuffle reductions, then one value per warp combined by warp 0: a fixed tree, so a fixed result. Every
 // thread of the (1-D, whole-warp) block must call them; the result is returned to all threads. ``shared`` holds

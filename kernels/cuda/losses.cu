@@ -23,14 +23,17 @@ __device__ void softmax_cross_entropy(const T* logits, const long long* labels, 
     sum_exp = fastdl_block_reduce(sum_exp, 0.0, shared, FastdlAdd());
     sum_shifted = fastdl_block_reduce(sum_shifted, 0.0, shared, FastdlAdd());
     double log_sum = log(sum_exp), off_target = label_smoothing / (double)classes, inverse = 1.0 / sum_exp;
+    // a label out of range makes this row's loss NaN (never an index): the host then names the labels, with the
+    // one copy of the loss it makes anyway, instead of reading their minimum and maximum first
     long long label = labels[blockIdx.x];
+    bool valid = label >= 0 && label < classes;
     for (long long j = threadIdx.x; j < classes; j += blockDim.x) {
         double g = ((double)grad[base + j] * inverse - off_target) * scale;
-        if (j == label) g -= (1.0 - label_smoothing) * scale;
+        if (valid && j == label) g -= (1.0 - label_smoothing) * scale;
         grad[base + j] = T(g);
     }
     if (threadIdx.x == 0) {
-        double target_shifted = (double)(logits[base + label] - row_max);
+        double target_shifted = valid ? (double)(logits[base + label] - row_max) : fastdl_quiet_nan();
         partials[blockIdx.x] = ((1.0 - label_smoothing) * (log_sum - target_shifted) +
                                 off_target * ((double)classes * log_sum - sum_shifted)) * scale;
     }

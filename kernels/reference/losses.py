@@ -14,8 +14,9 @@ def softmax_cross_entropy(logits, labels, label_smoothing, reduction_sum, grad_o
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     target = np.full(logits.shape, label_smoothing / classes, dtype=logits.dtype)
-    target[np.arange(n), labels] += 1 - label_smoothing
-    per_sample = -(target * log_probs).sum(axis=1)
+    valid = (labels >= 0) & (labels < classes)  # an invalid label: that sample's loss is NaN (as on every backend)
+    target[np.arange(n)[valid], labels[valid]] += 1 - label_smoothing
+    per_sample = np.where(valid, -(target * log_probs).sum(axis=1), np.nan)
     scale = 1.0 if reduction_sum else 1.0 / n
     grad_out[...] = (softmax(logits) - target) * scale
     return float(per_sample.sum() * scale)
