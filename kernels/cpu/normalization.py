@@ -489,10 +489,15 @@ def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
     n = x.shape[0]
     blocks = (n + 4095) // 4096
     for b in prange(blocks):
-        for k in range(b * 4096, min(n, (b + 1) * 4096)):
-            keep = uniform(seed, counter, np.uint64(k)) >= p
-            mask_out[k] = keep
-            y_out[k] = x[k] * scale if keep else 0
+        # each block's elements through slices indexed from 0: an index that LLVM cannot prove non-negative
+        # (k from b * 4096) keeps Numba's negative-index fix-up in the loop, which then did not vectorize (4x)
+        start = b * 4096
+        stop = min(n, start + 4096)
+        x_block, mask_block, y_block = x[start:stop], mask_out[start:stop], y_out[start:stop]
+        for k in range(x_block.shape[0]):
+            keep = uniform(seed, counter, np.uint64(start + k)) >= p
+            mask_block[k] = keep
+            y_block[k] = x_block[k] * scale if keep else 0
 
 
 @njit(parallel=True, cache=True)
