@@ -6,11 +6,11 @@ gradient without allocating.
 
 NaN or Inf in an input is a ValueError, found without a pass of its own: it always makes the loss NaN or Inf
 (every input element enters the loss's sum: a NaN stays NaN, an Inf becomes Inf or, times a zero target
-weight, NaN), so the inputs are scanned, to name the culprit, only when the loss comes out non-finite. A
-cross-entropy label outside [0, classes) is found the same way: every backend's kernel makes that sample's
-loss NaN (no read out of bounds), and the labels are checked first then (on a GPU, no reductions and host
-reads of the labels' minimum and maximum before every call). A
-finite input can still overflow a float64 MSE; that loss is returned as it is. ``out`` is written either way.
+weight, NaN), so the inputs are scanned, to name the culprit, only when the loss comes out non-finite. A finite
+input can still overflow a float64 MSE; that loss is returned as it is. A cross-entropy label outside
+[0, classes) is found the same way: every backend's kernel makes that sample's loss NaN (it never indexes with
+it), and the labels are checked, before the logits, only then (on a GPU: no reductions and host reads of the
+labels' minimum and maximum in every call). ``out`` is written either way.
 
 >>> loss, grad = softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 2]))
 """

@@ -9,7 +9,8 @@ These are plain arithmetic, so a loop of them vectorizes like any other:
 e^r is 1 + r + r^2 P(r) with Cephes' degree-5 minimax P (float32) or its Taylor series up to r^13 (float64),
 both below a unit in the last place at |r| = ln(2)/2, evaluated with fused multiply-adds (``multiply_add``:
 one rounding per step, and half the instructions of a multiply and an add); 2^n is built from exponent bits,
-in 32-bit integers for float32 (converting 8 floats to 64-bit integers took a third of exp's time). expm1 is a series near 0 and exp - 1 beyond;
+in 32-bit integers for float32 (converting 8 floats to 64-bit integers took a third of exp's time). Every
+polynomial here is evaluated with ``multiply_add``. expm1 is a series near 0 and exp - 1 beyond;
 float32 tanh and erf are polynomials near 0 and exp-based forms beyond; float64 tanh and erf stay libm's. Each
 is within 2 units in the last place of numpy's or Python's over the whole range, subnormal results, signed
 zeros, infinities and NaN included (tests/test_vector_math.py). Each picks its precision by an @overload:

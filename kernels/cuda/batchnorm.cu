@@ -200,7 +200,8 @@ __device__ void normalize(const T* x, const T* weight, const T* bias, const doub
             if (row >= rows) break;
             double x_hat;
             T z = column.z(values[u], &x_hat);
-            y[i] = (code == FASTDL_IDENTITY || code < 0) ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
+            bool plain = code == FASTDL_IDENTITY || code < 0;
+            y[i] = plain ? z : fastdl_activate(code, z, p0, p1, seed, counter, (u64)i, c);
         }
     }
 }
