@@ -94,11 +94,8 @@ def _exp32(x):
 
 
 @njit
-def _exp64(x):
-    t = min(max(x, -746.0), 710.0)  # beyond these exp is 0 or inf in float64
-    n = (t * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # round to nearest: 1.5 * 2^52
-    r = multiply_add(n, -1.9082149292705877e-10, multiply_add(n, -0.6931471803691238, t))
-    p = 1.0 / 6227020800.0
+def _series_to_one_half(p, r):
+    """The Horner steps of e^r's Taylor series from 1/12! down to 1/2! (float64 exp and expm1 share them)."""
     p = multiply_add(p, r, 1.0 / 479001600.0)
     p = multiply_add(p, r, 1.0 / 39916800.0)
     p = multiply_add(p, r, 1.0 / 3628800.0)
@@ -110,6 +107,16 @@ def _exp64(x):
     p = multiply_add(p, r, 1.0 / 24.0)
     p = multiply_add(p, r, 1.0 / 6.0)
     p = multiply_add(p, r, 0.5)
+    return p
+
+
+@njit
+def _exp64(x):
+    t = min(max(x, -746.0), 710.0)  # beyond these exp is 0 or inf in float64
+    n = (t * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # round to nearest: 1.5 * 2^52
+    r = multiply_add(n, -1.9082149292705877e-10, multiply_add(n, -0.6931471803691238, t))
+    p = 1.0 / 6227020800.0
+    p = _series_to_one_half(p, r)
     p = multiply_add(p, r, 1.0)
     p = multiply_add(p, r, 1.0)
     result = _times_power_of_two(p, n, np.int64, 1023, 52)
@@ -165,17 +172,7 @@ def _expm164(x):
     p = multiply_add(p, x, 1.0 / 1307674368000.0)
     p = multiply_add(p, x, 1.0 / 87178291200.0)
     p = multiply_add(p, x, 1.0 / 6227020800.0)
-    p = multiply_add(p, x, 1.0 / 479001600.0)
-    p = multiply_add(p, x, 1.0 / 39916800.0)
-    p = multiply_add(p, x, 1.0 / 3628800.0)
-    p = multiply_add(p, x, 1.0 / 362880.0)
-    p = multiply_add(p, x, 1.0 / 40320.0)
-    p = multiply_add(p, x, 1.0 / 5040.0)
-    p = multiply_add(p, x, 1.0 / 720.0)
-    p = multiply_add(p, x, 1.0 / 120.0)
-    p = multiply_add(p, x, 1.0 / 24.0)
-    p = multiply_add(p, x, 1.0 / 6.0)
-    p = multiply_add(p, x, 0.5)
+    p = _series_to_one_half(p, x)
     small = (p * x) * x + x
     small = small if x != 0 else x
     return small if abs(x) < 0.7 else _exp64(x) - 1.0
