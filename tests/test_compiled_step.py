@@ -260,6 +260,7 @@ def test_a_second_process_loads_the_compiled_step_from_the_disk_cache(cpu, tmp_p
         "print(step._kernel.stats.cache_hits.__len__(), sum(step._kernel.stats.cache_misses.values()))\n"
     )
     env = {**__import__("os").environ, "FASTDL_CACHE_DIR": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)  # it would move Numba's cache files away from FASTDL_CACHE_DIR, checked below
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
             for _ in range(2)]
     hits, misses = map(int, runs[1].stdout.split())
