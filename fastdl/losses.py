@@ -38,11 +38,10 @@ def _finite(loss, owner, inputs):
     return loss
 
 
-def _run(kernel, owner, inputs, *args):
+def _unchecked(kernel, *args):
     """The kernel on unchecked values (numpy's warnings about NaN are this module's ValueError instead)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        loss = kernel(*args)
-    return _finite(loss, owner, inputs)
+        return kernel(*args)
 
 
 def _gradient_buffer(out, like, owner, xp):
@@ -78,8 +77,8 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
     grad = _gradient_buffer(out, logits, owner, backend.xp)
     logits = backend.xp.ascontiguousarray(logits)
     int_labels = labels.astype(np.int64, copy=False)
-    with np.errstate(invalid="ignore", over="ignore"):
-        loss = backend.kernels.softmax_cross_entropy(logits, int_labels, float(label_smoothing), reduction_sum, grad)
+    loss = _unchecked(backend.kernels.softmax_cross_entropy, logits, int_labels, float(label_smoothing), reduction_sum,
+                      grad)
     if not math.isfinite(loss) and labels.size:  # a label out of range, or NaN/Inf in the logits: name the culprit
         _check_labels(labels, logits.shape, owner)
     return _finite(loss, owner, [("logits", logits)]), grad
@@ -108,8 +107,8 @@ def mse(pred, target, reduction="mean", out=None):
     backend, pred, target = _pair("mse", pred, target, ("pred", "target"))
     grad = _gradient_buffer(out, pred, "mse", backend.xp)
     reduction_sum = _reduction_sum(reduction, "mse")
-    return _run(backend.kernels.mse, "mse", [("pred", pred), ("target", target)], pred, target, reduction_sum,
-                grad), grad
+    loss = _unchecked(backend.kernels.mse, pred, target, reduction_sum, grad)
+    return _finite(loss, "mse", [("pred", pred), ("target", target)]), grad
 
 
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None):
@@ -118,5 +117,5 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None
     backend, logits, targets = _pair(owner, logits, targets, ("logits", "targets"))
     grad = _gradient_buffer(out, logits, owner, backend.xp)
     reduction_sum = _reduction_sum(reduction, owner)
-    return _run(backend.kernels.binary_cross_entropy_with_logits, owner, [("logits", logits), ("targets", targets)],
-                logits, targets, reduction_sum, grad), grad
+    loss = _unchecked(backend.kernels.binary_cross_entropy_with_logits, logits, targets, reduction_sum, grad)
+    return _finite(loss, owner, [("logits", logits), ("targets", targets)]), grad
