@@ -65,11 +65,11 @@ def _random(shape, dtype=np.float32, seed=0):
 TORCH_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "gelu": "gelu"}
 
 
-def dense_case(activation, shape, backward, quick):
+def dense_case(activation, shape, backward, quick, dropout=0.0):
     batch, fan_in, fan_out = shape
 
     def build():
-        layer = fastdl.Dense(fan_in, fan_out, activation=activation, seed=0)
+        layer = fastdl.Dense(fan_in, fan_out, activation=activation, seed=0, dropout=dropout)
         x, grad = _random((batch, fan_in)), _random((batch, fan_out), seed=1)
         if backward:
             return _synchronized(lambda: (layer(x), layer.backward(grad)))
@@ -83,18 +83,20 @@ def dense_case(activation, shape, backward, quick):
         # requires_grad on x: PyTorch then computes dX too, as fastdl's backward does
         x = torch.randn(batch, fan_in, device=device, requires_grad=backward)
         grad = torch.randn(batch, fan_out, device=device)
+        # fastdl fuses dropout into the layer; PyTorch applies it after (the same work a user's model does)
+        after = (lambda t: torch.nn.functional.dropout(t, dropout)) if dropout else (lambda t: t)
 
         def forward():
             with torch.no_grad():
-                act(linear(x))
+                after(act(linear(x)))
 
         def forward_backward():
             linear.zero_grad(set_to_none=False)
             x.grad = None
-            act(linear(x)).backward(grad)
+            after(act(linear(x))).backward(grad)
         return _torch_synchronized(forward_backward if backward else forward, device)
 
-    op = f"dense {'fwd+bwd' if backward else 'fwd'} ({activation})"
+    op = f"dense {'fwd+bwd' if backward else 'fwd'} ({activation}{f', dropout {dropout}' if dropout else ''})"
     flops = 2 * batch * fan_in * fan_out * (3 if backward else 1)
     return Case(op, "x".join(map(str, shape)), GEMM, flops, build, build_torch, quick)
 
@@ -296,6 +298,7 @@ def all_cases():
         for shape in ((256, 1024, 1024), (32, 64, 64)):
             for backward in (False, True):
                 cases.append(dense_case(activation, shape, backward, quick=activation == "relu"))
+    cases.append(dense_case("gelu", (256, 1024, 1024), True, quick=False, dropout=0.2))  # the fused dropout
     cases += [cross_entropy_case(32, 10, quick=True), cross_entropy_case(4096, 1000, quick=True)]
     for kind in ("train forward", "backward", "eval"):
         for shape in ((1024, 1024), (4096, 512), (32, 64)):
