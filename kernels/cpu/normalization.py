@@ -14,9 +14,9 @@ the end: the rows the first pass read last are still in that core's L2. The redu
 aligned outputs with streaming stores (``streaming.py``): both passes are otherwise bound by memory traffic on the
 benchmark host, and a streamed y or dx skips the read of its lines.
 
-Each kernel body is written once (inlined helpers with ``prange``) and compiled twice: ``*_parallel`` for
-inputs of at least PARALLEL_MIN_ELEMENTS, ``*_serial`` below, where waking a second thread pool costs more
-than it saves (see ``dense.py``).
+Each kernel body is written once (a plain function with ``prange``, its helpers inlined) and compiled twice
+(``compile_twice.py``): ``*_parallel`` for inputs of at least PARALLEL_MIN_ELEMENTS, ``*_serial`` below, where
+waking a second thread pool costs more than it saves (see ``dense.py``).
 """
 
 import math
@@ -27,6 +27,7 @@ from numba import njit, prange
 from numba.core.cpu_options import ParallelOptions
 
 from .activations import IDENTITY, RELU, activate_row_in_place, activation_grad_row_in_place
+from .compile_twice import parallel_and_serial
 from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
 
@@ -240,7 +241,6 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
     return nonfinite
 
 
-@njit(inline="always")
 def _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
                    counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
     if not _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, eps):
@@ -256,7 +256,6 @@ def _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, r
     return True
 
 
-@njit(inline="always")
 def _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
                   y_out, workspace):
     for j in range(x.shape[1]):
@@ -368,7 +367,6 @@ def _grad_x_row(row, grad_row, y_row, out, i, scale, mean_hi, shift, slope, offs
             out[j] = out[j] * scale[j] + (row[j] - mean_hi[j]) * slope[j] + offset[j]
 
 
-@njit(inline="always")
 def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
               grad_weight, grad_bias, accumulate, workspace, scratch, totals):
     T = grad_x.dtype.type
@@ -422,34 +420,9 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
             fence_streaming_stores()
 
 
-@njit(parallel=NO_FUSION, cache=True)
-def forward_train_parallel(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
-    return _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals)
-
-
-@njit(cache=True)
-def forward_train_serial(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
-    return _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals)
-
-
-@njit(parallel=NO_FUSION, cache=True)
-def forward_eval_parallel(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
-    return _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
-
-
-@njit(cache=True)
-def forward_eval_serial(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace):
-    return _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out, y_out, workspace)
-
-
-@njit(parallel=NO_FUSION, cache=True)
-def backward_parallel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
-    _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
-
-
-@njit(cache=True)
-def backward_serial(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
-    _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
+forward_train_parallel, forward_train_serial = parallel_and_serial(_forward_train, "forward_train", NO_FUSION)
+forward_eval_parallel, forward_eval_serial = parallel_and_serial(_forward_eval, "forward_eval", NO_FUSION)
+backward_parallel, backward_serial = parallel_and_serial(_backward, "backward", NO_FUSION)
 
 
 def _large(x):
@@ -484,7 +457,6 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
            bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals)
 
 
-@njit(inline="always")
 def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
     n = x.shape[0]
     blocks = (n + 4095) // 4096
@@ -500,14 +472,7 @@ def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
             y_block[k] = x_block[k] * scale if keep else 0
 
 
-@njit(parallel=True, cache=True)
-def dropout_forward_parallel(x, p, scale, seed, counter, mask_out, y_out):
-    _dropout_forward(x, p, scale, seed, counter, mask_out, y_out)
-
-
-@njit(cache=True)
-def dropout_forward_serial(x, p, scale, seed, counter, mask_out, y_out):
-    _dropout_forward(x, p, scale, seed, counter, mask_out, y_out)
+dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dropout_forward")
 
 
 @njit(cache=True)

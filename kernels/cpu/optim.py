@@ -23,6 +23,7 @@ from numba import njit, prange
 
 from ..bfloat16 import key_offset
 from .bfloat16 import LOW_16, SIXTEEN, narrow, rounding_bits, widen
+from .compile_twice import parallel_and_serial
 
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
@@ -50,7 +51,6 @@ def _sum_of_squares(x):
     return total
 
 
-@njit(inline="always")
 def _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums):
     for k in prange(piece_segments.size):
         start, stop = piece_bounds[k], piece_bounds[k + 1]
@@ -64,23 +64,11 @@ def _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partia
             sums[piece_segments[k], 1] += partials[k, 1]
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc"}, error_model="numpy")
-def segment_sums_of_squares_parallel(first, second, piece_bounds, piece_segments, partials, sums):
-    _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums)
-
-
-@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def segment_sums_of_squares_serial(first, second, piece_bounds, piece_segments, partials, sums):
-    _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partials, sums)
-
-
-@njit(inline="always")
 def _sgd(param, grad, grad_scale, weight_decay, l1, lr):
     for i in prange(param.size):
         param[i] -= lr * _gradient(param, grad, i, grad_scale, weight_decay, l1)
 
 
-@njit(inline="always")
 def _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
                   lookahead):
     for i in prange(param.size):
@@ -90,7 +78,6 @@ def _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_
         param[i] -= lr * (direct * g + lookahead * b)
 
 
-@njit(inline="always")
 def _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
     for i in prange(param.size):
         g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
@@ -99,7 +86,6 @@ def _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps)
         param[i] -= lr * g / (np.sqrt(total) + eps)
 
 
-@njit(inline="always")
 def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
     one = param.dtype.type(1)
     for i in prange(param.size):
@@ -117,7 +103,6 @@ def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay
         param[i] -= lr * step
 
 
-@njit(inline="always")
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
           step_size, bias_correction2_sqrt, eps):
     one = param.dtype.type(1)
@@ -133,7 +118,6 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_d
         param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
 
 
-@njit(inline="always")
 def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
                    beta2, step_size, bias_correction2_sqrt, eps):
     """Adam with bfloat16 moments (uint16 bits): widened, updated and used in float32, stored rounded stochastically
@@ -149,7 +133,6 @@ def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weig
         exp_avg_sq[i] = narrow(v, draw & LOW_16)
 
 
-@njit(inline="always")
 def _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
     T = param.dtype.type
     for k in prange(piece_segments.size):
@@ -175,7 +158,6 @@ def _lamb_direction_sum_of_squares(p, m, v, weight_decay, bias_correction1, bias
     return total
 
 
-@njit(inline="always")
 def _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
                   weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
     one = param.dtype.type(1)
@@ -197,7 +179,6 @@ def _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments
         sums[piece_segments[k], 1] += partials[k, 1]
 
 
-@njit(inline="always")
 def _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
                 bias_correction2, eps):
     T = param.dtype.type
@@ -210,117 +191,18 @@ def _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments
 
 
 # Each body compiled twice, parallel and serial (see the module docstring).
-@njit(parallel=True, cache=True, error_model="numpy")
-def sgd_parallel(param, grad, grad_scale, weight_decay, l1, lr):
-    _sgd(param, grad, grad_scale, weight_decay, l1, lr)
-
-
-@njit(cache=True, error_model="numpy")
-def sgd_serial(param, grad, grad_scale, weight_decay, l1, lr):
-    _sgd(param, grad, grad_scale, weight_decay, l1, lr)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def sgd_momentum_parallel(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient,
-                          direct, lookahead):
-    _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
-                  lookahead)
-
-
-@njit(cache=True, error_model="numpy")
-def sgd_momentum_serial(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient,
-                        direct, lookahead):
-    _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
-                  lookahead)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def adagrad_parallel(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
-    _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps)
-
-
-@njit(cache=True, error_model="numpy")
-def adagrad_serial(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
-    _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def rmsprop_parallel(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps,
-                     momentum):
-    _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum)
-
-
-@njit(cache=True, error_model="numpy")
-def rmsprop_serial(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
-    _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def adam_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor,
-                  beta1, beta2, step_size, bias_correction2_sqrt, eps):
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
-          step_size, bias_correction2_sqrt, eps)
-
-
-@njit(cache=True, error_model="numpy")
-def adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor,
-                beta1, beta2, step_size, bias_correction2_sqrt, eps):
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
-          step_size, bias_correction2_sqrt, eps)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def adam_bfloat16_parallel(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor,
-                           beta1, beta2, step_size, bias_correction2_sqrt, eps):
-    _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
-                   beta2, step_size, bias_correction2_sqrt, eps)
-
-
-@njit(cache=True, error_model="numpy")
-def adam_bfloat16_serial(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor,
-                         beta1, beta2, step_size, bias_correction2_sqrt, eps):
-    _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
-                   beta2, step_size, bias_correction2_sqrt, eps)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def lars_parallel(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr,
-                  momentum):
-    _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum)
-
-
-@njit(cache=True, error_model="numpy")
-def lars_serial(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr,
-                momentum):
-    _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def lamb_moments_parallel(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
-                          weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
-    _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
-                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps)
-
-
-@njit(cache=True, error_model="numpy")
-def lamb_moments_serial(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
-                        weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
-    _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
-                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps)
-
-
-@njit(parallel=True, cache=True, error_model="numpy")
-def lamb_apply_parallel(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr,
-                        bias_correction1, bias_correction2, eps):
-    _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
-                bias_correction2, eps)
-
-
-@njit(cache=True, error_model="numpy")
-def lamb_apply_serial(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr,
-                      bias_correction1, bias_correction2, eps):
-    _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
-                bias_correction2, eps)
+segment_sums_of_squares_parallel, segment_sums_of_squares_serial = parallel_and_serial(
+    _segment_sums_of_squares, "segment_sums_of_squares", fastmath={"reassoc"}, error_model="numpy")
+sgd_parallel, sgd_serial = parallel_and_serial(_sgd, "sgd", error_model="numpy")
+sgd_momentum_parallel, sgd_momentum_serial = parallel_and_serial(_sgd_momentum, "sgd_momentum", error_model="numpy")
+adagrad_parallel, adagrad_serial = parallel_and_serial(_adagrad, "adagrad", error_model="numpy")
+rmsprop_parallel, rmsprop_serial = parallel_and_serial(_rmsprop, "rmsprop", error_model="numpy")
+adam_parallel, adam_serial = parallel_and_serial(_adam, "adam", error_model="numpy")
+adam_bfloat16_parallel, adam_bfloat16_serial = parallel_and_serial(_adam_bfloat16, "adam_bfloat16",
+                                                                   error_model="numpy")
+lars_parallel, lars_serial = parallel_and_serial(_lars, "lars", error_model="numpy")
+lamb_moments_parallel, lamb_moments_serial = parallel_and_serial(_lamb_moments, "lamb_moments", error_model="numpy")
+lamb_apply_parallel, lamb_apply_serial = parallel_and_serial(_lamb_apply, "lamb_apply", error_model="numpy")
 
 
 @njit(cache=True, error_model="numpy")

@@ -1,0 +1,28 @@
+"""One kernel body compiled twice, with Numba's ``parallel`` option and without.
+
+Large inputs take the ``*_parallel`` kernel, small ones the ``*_serial`` one (waking a second thread pool costs
+more than it saves there; see ``dense.py``). Both compile the same plain Python body: calling one
+``inline="always"`` body from two decorated wrappers made Numba run its front end over the whole body again at
+each call site, 2-3 s of the 15 s cold compilation of batch norm's backward. Each copy gets its own name because
+Numba's disk cache names its files after the function, not the compile options: two dispatchers of one function
+would load each other's machine code.
+"""
+
+import types
+
+from numba import njit
+
+
+def _renamed(body, name):
+    function = types.FunctionType(body.__code__.replace(co_name=name), body.__globals__, name, body.__defaults__,
+                                  body.__closure__)
+    function.__qualname__ = name
+    function.__module__ = body.__module__
+    function.__doc__ = body.__doc__
+    return function
+
+
+def parallel_and_serial(body, name, parallel=True, **options):
+    """(``name``_parallel, ``name``_serial): ``body`` compiled with ``parallel`` and without, both cached on disk."""
+    return (njit(parallel=parallel, cache=True, **options)(_renamed(body, f"{name}_parallel")),
+            njit(cache=True, **options)(_renamed(body, f"{name}_serial")))
