@@ -36,7 +36,7 @@ def bench_gemm_then_fastdl_epilogue(benchmark):
 
     def step():
         np.matmul(x, weight, out=y)
-        activate_rows(y, bias, table.RELU, params, np.uint64(0), np.uint64(0), y, False, y, False)
+        activate_rows(y, bias, table.RELU, params, np.uint64(0), np.uint64(0), y, False, y, False, None)
 
     step()
     benchmark(step)

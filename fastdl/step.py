@@ -32,6 +32,7 @@ from ._files import write_text_atomically
 from .backend import get_backend
 from .layers import Activation, Dense, Sequential
 from .kernels.cpu import normalization as bn_kernels
+from .kernels.cpu.activations import any_activation
 from .normalization import BatchNorm, Dropout
 from .optim.optimizer import Optimizer
 
@@ -268,7 +269,7 @@ class CompiledStep:
                 has_bias = layer.bias is not None
                 tail += [layer.weight.data, layer.bias.data if has_bias else layer._no_bias, layer.weight.grad,
                          layer.bias.grad if has_bias else layer._no_bias, code, params, np.uint64(layer.seed),
-                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype)]
+                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation(code)]
                 if layer.dropout:
                     tail += [float(layer.dropout), dtype.type(1.0 / (1.0 - layer.dropout)),
                              np.uint64(layer.dropout_seed), a, np.empty(out, np.uint8)]
@@ -286,11 +287,11 @@ class CompiledStep:
                 tail += [weight, bias, grad_weight, grad_bias, layer.running_mean, layer.running_var, float(layer.eps),
                          code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), last,
                          np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
-                         np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype)]
+                         np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype), any_activation(code)]
             elif isinstance(layer, Activation):
                 code, params = layer.spec.kernel_args(dtype, True)
                 last = np.empty(shape, dtype)
-                tail += [code, params, np.uint64(layer.seed), np.empty(shape, dtype), last]
+                tail += [code, params, np.uint64(layer.seed), np.empty(shape, dtype), last, any_activation(code)]
             else:  # Dropout (p = 0 is the identity: the generated code passes the input through)
                 dropped = np.empty(shape, dtype)
                 last = dropped if layer.p > 0 else last
@@ -334,44 +335,45 @@ def _generate(layers, loss_kind, update):
         p = f"l{k}_"
         if isinstance(layer, Dense):
             args = ["weight", "bias", "grad_weight", "grad_bias", "code", "params", "seed", "z", "save_z", "y",
-                    "grad_z", "grad_x"]
+                    "grad_z", "grad_x", "any_activation"]
             if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass
                 args += ["p", "scale", "dropout_seed", "a", "mask"]
                 forward += [f"matmul({h}, {p}weight, {p}a)",
                             f"activate_dropout_rows({p}a, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], "
-                            f"{p}z, {p}save_z, {p}p, {p}scale, {p}dropout_seed, {p}mask, {p}y)"]
+                            f"{p}z, {p}save_z, {p}p, {p}scale, {p}dropout_seed, {p}mask, {p}y, {p}any_activation)"]
                 grad_lines = [f"dropout_activation_grad_rows(g, {p}mask, {p}scale, {p}z, {p}a, {p}code, {p}params, "
-                              f"{p}seed, counters[{k}], {p}grad_z, {p}grad_bias, False)"]
+                              f"{p}seed, counters[{k}], {p}grad_z, {p}grad_bias, False, {p}any_activation)"]
             else:
                 forward += [f"matmul({h}, {p}weight, {p}y)",
                             f"activate_rows({p}y, {p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, "
-                            f"{p}save_z, {p}y, False)"]
+                            f"{p}save_z, {p}y, False, {p}any_activation)"]
                 grad_lines = [f"activation_grad_rows(g, {p}z, {p}y, {p}code, {p}params, {p}seed, counters[{k}], "
-                              f"{p}grad_z, {p}grad_bias, False)"]
+                              f"{p}grad_z, {p}grad_bias, False, {p}any_activation)"]
             grad_lines.append(f"matmul_at_b({h}, {p}grad_z, {p}grad_weight)")
             if k > 0:
                 grad_lines += [f"matmul_a_bt({p}grad_z, {p}weight, {p}grad_x)", f"g = {p}grad_x"]
             out = f"{p}y"
         elif isinstance(layer, BatchNorm):
             args = ["weight", "bias", "grad_weight", "grad_bias", "running_mean", "running_var", "eps", "code",
-                    "params", "seed", "mean", "inv_std", "y", "workspace", "scratch", "totals", "grad_x"]
+                    "params", "seed", "mean", "inv_std", "y", "workspace", "scratch", "totals", "grad_x",
+                    "any_activation"]
             call = (f"({h}, 1, {p}weight, {p}bias, {p}eps, factors[{k}], {p}running_mean, {p}running_var, {p}code, "
                     f"{p}params, {p}seed, counters[{k}], {p}mean, {p}inv_std, {p}y, {p}workspace, {p}scratch, "
-                    f"{p}totals)")
+                    f"{p}totals, {p}any_activation)")
             # one chunk of rows: the serial kernels
             forward += [f"finite = bn.forward_train_serial{call}",
                         "if not finite:", f"    status[0] = {NONFINITE_BATCHNORM}", "    return math.nan"]
             back = (f"({h}, 1, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
                     f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, False, {p}workspace, {p}scratch, "
-                    f"{p}totals)")
+                    f"{p}totals, {p}any_activation)")
             grad_lines = [f"bn.backward_serial{back}", f"g = {p}grad_x"]
             out = f"{p}y"
         elif isinstance(layer, Activation):
-            args = ["code", "params", "seed", "grad_x", "y"]
+            args = ["code", "params", "seed", "grad_x", "y", "any_activation"]
             forward += [f"activate_rows({h}, {p}params[:0], {p}code, {p}params, {p}seed, counters[{k}], {p}y, False, "
-                        f"{p}y, True)"]
+                        f"{p}y, True, {p}any_activation)"]
             grad_lines = [f"activation_grad_rows(g, {h}, {p}y, {p}code, {p}params, {p}seed, counters[{k}], "
-                          f"{p}grad_x, {p}params[:0], False)", f"g = {p}grad_x"]
+                          f"{p}grad_x, {p}params[:0], False, {p}any_activation)", f"g = {p}grad_x"]
             out = f"{p}y"
         else:
             args = ["p", "scale", "seed", "mask", "y", "grad_x"]

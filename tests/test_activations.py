@@ -149,3 +149,34 @@ def test_activation_table_is_complete():
     issue_names = {"identity", "binary_step", "sigmoid", "tanh", "softsign", "sqnl", "relu", "brelu", "leaky_relu",
                    "rrelu", "elu", "bent_identity", "silu", "soft_clipping", "gelu", "softplus", "softmax"}
     assert issue_names == set(table.PARAMS)
+
+
+# A fresh process with an empty kernel cache: a model of ReLU and identity layers (Dense, BatchNorm, dropout, train
+# and eval) must not compile the row functions that hold every other activation's formulas.
+ONLY_RELU_AND_IDENTITY = """
+import numpy as np, fastdl
+from fastdl.kernels.cpu import activations
+generic = (activations.activate_row_in_place, activations.activation_grad_row_in_place,
+           activations.activation_grad_row_call)
+model = fastdl.Sequential(fastdl.Dense(8, 16, activation="relu", seed=0), fastdl.BatchNorm(16, activation="relu"),
+                          fastdl.Dense(16, 16, seed=1, dropout=0.5), fastdl.BatchNorm(16), fastdl.Dense(16, 3, seed=2))
+x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
+model.backward(model(x))
+model.eval()
+model(x)
+print(sum(len(f.signatures) for f in generic))
+activations.activate_row_in_place(7, x[0], np.float32(0), np.float32(0), np.uint64(0), np.uint64(0), 0)
+print(sum(len(f.signatures) for f in generic))  # the count sees a compilation
+"""
+
+
+def test_relu_and_identity_models_compile_no_other_activation(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "FASTDL_BACKEND": "cpu"}
+    result = subprocess.run([sys.executable, "-c", ONLY_RELU_AND_IDENTITY], capture_output=True, text=True,
+                            env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "1"], result.stdout

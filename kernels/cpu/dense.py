@@ -8,17 +8,22 @@ in the same pass (dZ is never read twice), then two GEMMs write dW and dX into t
 Why the element-wise passes are serial: they sit between GEMMs, and on the CPU a second thread pool
 (Numba's) waking up next to BLAS's spinning threads costs milliseconds (measured: a 17 us parallel pass took
 5.5 ms after a GEMM), while the serial pass costs about 2% of the GEMM it follows. One pool is busy at a time.
+
+The identity and ReLU are computed inline; every other activation goes through ``activations.py``'s row
+functions, which a kernel compiles in only when called with ``any_activation=True`` (see there).
 """
 
 import numpy as np
 from numba import njit
 
-from .activations import activate_row_in_place, activation_grad_row_call, activation_grad_row_in_place
+from .activations import (IDENTITY, RELU, activate_other_in_place, any_activation, identity_derivative, map_grad_row,
+                          map_row, other_grad, other_grad_in_place, relu_derivative, relu_value)
 from .counter_rng import uniform
 
 
 @njit(inline="always")
-def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save_z, y_out, copy_source):
+def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save_z, y_out, copy_source,
+                       any_activation):
     columns = source.shape[1]
     y_row = y_out[i]
     # copies as plain loops: Numba's slice assignment (row[:] = other) took twice as long (100 vs 50 us, 256x1024)
@@ -33,11 +38,14 @@ def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save
         z_row = z_out[i]
         for j in range(columns):
             z_row[j] = y_row[j]
-    activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
+    if code == RELU:
+        map_row(relu_value, y_row, y_row, p0, p1, y_row.dtype.type, seed, counter, i * columns)
+    elif code != IDENTITY:
+        activate_other_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
 
 
 @njit(cache=True)
-def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out, copy_source):
+def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out, copy_source, any_activation):
     """y_out = act(source + bias) row by row; z_out = source + bias when save_z.
 
     The activation always runs in place on the output row: when input and output rows are different
@@ -47,17 +55,18 @@ def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_ou
     """
     for i in range(source.shape[0]):
         _bias_activate_row(i, source, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out,
-                           copy_source)
+                           copy_source, any_activation)
 
 
 @njit(cache=True)
 def activate_dropout_rows(a_out, bias, code, params, seed, counter, z_out, save_z, p, scale, dropout_seed, mask_out,
-                          y_out):
+                          y_out, any_activation):
     """a_out = act(a_out + bias), then y_out = a_out * scale where the mask keeps, row by row while the row is
     in L1: the mask and values are exactly those of a Dropout layer with seed ``dropout_seed`` (same counter)."""
     rows, columns = a_out.shape
     for i in range(rows):
-        _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False)
+        _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False,
+                           any_activation)
         a_row = a_out[i]
         mask_row = mask_out[i]
         y_row = y_out[i]
@@ -68,16 +77,24 @@ def activate_dropout_rows(a_out, bias, code, params, seed, counter, z_out, save_
 
 
 @njit(cache=True)
-def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad_bias, accumulate_bias):
+def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad_bias, accumulate_bias,
+                         any_activation):
     """grad_z = grad_y * act'(z) and grad_bias (+)= column sums of grad_z, in one pass."""
     rows, columns = grad_y.shape
+    T = grad_y.dtype.type
     has_bias = grad_bias.shape[0] > 0
     p0 = params[0]
     p1 = params[1]
     if has_bias and not accumulate_bias:
         grad_bias[:] = 0
     for i in range(rows):
-        activation_grad_row_call(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, seed, counter, i * columns)
+        base = i * columns
+        if code == RELU:
+            map_grad_row(relu_derivative, grad_y[i], z[i], y[i], grad_z[i], p0, p1, T, seed, counter, base)
+        elif code == IDENTITY:
+            map_grad_row(identity_derivative, grad_y[i], z[i], y[i], grad_z[i], p0, p1, T, seed, counter, base)
+        else:
+            other_grad(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, seed, counter, base, any_activation)
         if has_bias:
             for j in range(columns):
                 grad_bias[j] += grad_z[i, j]
@@ -85,9 +102,10 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
 
 @njit(cache=True)
 def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, counter, grad_z, grad_bias,
-                                 accumulate_bias):
+                                 accumulate_bias, any_activation):
     """grad_z = (grad_y * mask * scale) * act'(z) and grad_bias (+)= its column sums, in one pass."""
     rows, columns = grad_y.shape
+    T = grad_y.dtype.type
     has_bias = grad_bias.shape[0] > 0
     p0 = params[0]
     p1 = params[1]
@@ -101,7 +119,13 @@ def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, 
         # act'(z) dy in place over z's copy, then the mask: with the masked dy as the activation's input and output
         # (one row passed twice), LLVM's overlap check sent every row to the scalar loop (2x slower for ReLU, 7x
         # for GELU at 256x1024)
-        activation_grad_row_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, i * columns)
+        base = i * columns
+        if code == RELU:
+            map_grad_row(relu_derivative, grad_y[i], out, a[i], out, p0, p1, T, seed, counter, base)
+        elif code == IDENTITY:
+            map_grad_row(identity_derivative, grad_y[i], out, a[i], out, p0, p1, T, seed, counter, base)
+        else:
+            other_grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, base, any_activation)
         mask_row = mask[i]
         for j in range(columns):
             out[j] = out[j] * scale if mask_row[j] else 0
@@ -130,38 +154,41 @@ def _as_rows(x):
 
 def activation_forward(x, code, params, seed, counter, y_out):
     rows = _as_rows(y_out)
-    activate_rows(_as_rows(x), params[:0], code, params, np.uint64(seed), np.uint64(counter), rows, False, rows, True)
+    activate_rows(_as_rows(x), params[:0], code, params, np.uint64(seed), np.uint64(counter), rows, False, rows, True,
+                  any_activation(code))
 
 
 def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
     activation_grad_rows(_as_rows(grad_y), _as_rows(z), _as_rows(y), code, params, np.uint64(seed),
-                         np.uint64(counter), _as_rows(grad_z_out), params[:0], False)
+                         np.uint64(counter), _as_rows(grad_z_out), params[:0], False, any_activation(code))
 
 
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     np.matmul(x, weight, out=y_out)
     activate_rows(y_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
-                  y_out, False)
+                  y_out, False, any_activation(code))
 
 
 def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
                           y_out):
     np.matmul(x, weight, out=a_out)
     activate_dropout_rows(a_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
-                          float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, y_out)
+                          float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, y_out,
+                          any_activation(code))
 
 
 def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
                            grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     dropout_activation_grad_rows(grad_y, mask, grad_y.dtype.type(1.0 / (1.0 - p)), z, a, code, params,
-                                 np.uint64(seed), np.uint64(counter), grad_z_work, grad_bias, accumulate)
+                                 np.uint64(seed), np.uint64(counter), grad_z_work, grad_bias, accumulate,
+                                 any_activation(code))
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 
 
 def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
                    grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     activation_grad_rows(grad_y, z, y, code, params, np.uint64(seed), np.uint64(counter), grad_z_work,
-                         grad_bias, accumulate)
+                         grad_bias, accumulate, any_activation(code))
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 
 

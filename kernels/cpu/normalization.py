@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 from numba.core.cpu_options import ParallelOptions
 
-from .activations import IDENTITY, RELU, activate_row_in_place, activation_grad_row_in_place
+from .activations import IDENTITY, RELU, activate_other_in_place, any_activation, other_grad_in_place
 from .compile_twice import parallel_and_serial
 from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
@@ -202,7 +202,8 @@ def _row_nonfinite(row):
 
 
 @njit(inline="always")
-def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace, check_finite):
+def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace, check_finite,
+               any_activation):
     """y = act((x - mean_hi) * scale + shift) (see ``_centring_rows``).
 
     Each thread walks its chunk of blocks last to first (rows within a block in order, for the prefetchers):
@@ -232,7 +233,7 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
                     for j in range(columns):
                         store(y_row, j, (row[j] - mean_hi[j]) * scale[j] + shift[j], stream)
                     if code != IDENTITY:
-                        activate_row_in_place(code, y_row, p0, p1, seed, counter, i * columns)
+                        activate_other_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
                 if check_finite:
                     chunk_nonfinite += _row_nonfinite(row)
         if stream:
@@ -242,7 +243,7 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
 
 
 def _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
-                   counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+                   counter, mean_out, inv_std_out, y_out, workspace, scratch, totals, any_activation):
     if not _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, eps):
         return False  # non-finite input: running statistics and output left untouched
     rows = x.shape[0]
@@ -252,24 +253,26 @@ def _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, r
             running_mean[j] = (1 - running_factor) * running_mean[j] + running_factor * mean_out[j]
             running_var[j] = (1 - running_factor) * running_var[j] + running_factor * unbiased
     # x is known finite here (its sums were)
-    _normalize(x, chunks, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out, workspace, False)
+    _normalize(x, chunks, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out, workspace, False,
+               any_activation)
     return True
 
 
 def _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
-                  y_out, workspace):
+                  y_out, workspace, any_activation):
     for j in range(x.shape[1]):
         inv_std_out[j] = 1.0 / math.sqrt(running_var[j] + eps)
     return _normalize(x, chunks, weight, bias, running_mean, inv_std_out, code, params, seed, counter, y_out,
-                      workspace, True) == 0
+                      workspace, True, any_activation) == 0
 
 
 @njit(inline="always")
-def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, shift, code, p0, p1, T, seed, counter, base, out_row):
+def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, shift, code, p0, p1, T, seed, counter, base, out_row,
+                any_activation):
     """out_row = dL/dz for one row: z recomputed from x, the activation's derivative applied on the fly."""
     for j in range(row.shape[0]):
         out_row[j] = (row[j] - mean_hi[j]) * scale[j] + shift[j]
-    activation_grad_row_in_place(code, grad_y_row, out_row, y_row, p0, p1, seed, counter, base)
+    other_grad_in_place(code, grad_y_row, out_row, y_row, p0, p1, seed, counter, base, any_activation)
 
 
 @njit(inline="always")
@@ -315,7 +318,7 @@ def _grad_x(x, grad_y, j, mean_hi, scale, shift, slope, offset, relu):
 
 @njit(inline="always")
 def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, seed, counter, sum_dz,
-                         sum_dz_centred, grad_z):
+                         sum_dz_centred, grad_z, any_activation):
     """sum_dz = sum of dz and sum_dz_centred = sum of dz (x - mean_hi) over block b's rows; grad_z is a one-row
     buffer for activations whose derivative needs y (dz is never stored whole)."""
     T = scale.dtype.type
@@ -335,7 +338,7 @@ def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, s
     for i in range(start, stop):
         row = x[i]
         _grad_z_row(row, grad_y[i], y[i], scale, mean_hi, shift, code, p0, p1, T, seed, counter, i * columns,
-                    grad_z)
+                    grad_z, any_activation)
         for j in range(columns):
             sum_dz[j] += grad_z[j]
             sum_dz_centred[j] += grad_z[j] * (row[j] - mean_hi[j])
@@ -343,7 +346,7 @@ def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, s
 
 @njit(inline="always")
 def _grad_x_row(row, grad_row, y_row, out, i, scale, mean_hi, shift, slope, offset, code, p0, p1, seed,
-                counter, stream):
+                counter, stream, any_activation):
     """One row of dx = scale dz + slope (x - mean_hi) + offset."""
     T = scale.dtype.type
     columns = row.shape[0]
@@ -362,13 +365,13 @@ def _grad_x_row(row, grad_row, y_row, out, i, scale, mean_hi, shift, slope, offs
             out[j] = _grad_x(row, grad_row, j, mean_hi, scale, shift, slope, offset, True)
     else:
         _grad_z_row(row, grad_row, y_row, scale, mean_hi, shift, code, p0, p1, T, seed, counter, i * columns,
-                    out)
+                    out, any_activation)
         for j in range(columns):
             out[j] = out[j] * scale[j] + (row[j] - mean_hi[j]) * slope[j] + offset[j]
 
 
 def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
-              grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+              grad_weight, grad_bias, accumulate, workspace, scratch, totals, any_activation):
     T = grad_x.dtype.type
     rows, columns = x.shape
     p0 = params[0]
@@ -381,7 +384,7 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
         for b in range(first, stop):
             # the two sums in different arrays so LLVM can prove them apart and vectorize
             _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, seed, counter,
-                                 workspace[b], scratch[blocks + b], scratch[b])
+                                 workspace[b], scratch[blocks + b], scratch[b], any_activation)
             g = b // GROUP_BLOCKS
             _fold_into_group(b, workspace[b], scratch[blocks + b], totals[2 + g], totals[2 + groups + g])
     # Groups combined in float64 in group order, each thread over its share of the columns (as in _statistics).
@@ -415,7 +418,7 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
         for b in range(stop - 1, first - 1, -1):
             for i in range(b * 64, min(rows, (b + 1) * 64)):
                 _grad_x_row(x[i], grad_y[i], y[i], grad_x[i], i, scale, mean_hi, shift, slope, offset, code,
-                            p0, p1, seed, counter, stream)
+                            p0, p1, seed, counter, stream, any_activation)
         if stream:
             fence_streaming_stores()
 
@@ -439,7 +442,8 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
                             counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
     kernel, chunks = _kernel_and_chunks(x, forward_train_parallel, forward_train_serial)
     return kernel(x, chunks, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
-                  np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch, totals)
+                  np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch, totals,
+                  any_activation(code))
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
@@ -447,14 +451,15 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
     """Returns False when x holds NaN or Inf (y is then not meaningful; nothing else is written)."""
     kernel, chunks = _kernel_and_chunks(x, forward_eval_parallel, forward_eval_serial)
     return kernel(x, chunks, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed),
-                  np.uint64(counter), inv_std_out, y_out, workspace)
+                  np.uint64(counter), inv_std_out, y_out, workspace, any_activation(code))
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
                        grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
     kernel, chunks = _kernel_and_chunks(x, backward_parallel, backward_serial)
     kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
-           bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals)
+           bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals,
+           any_activation(code))
 
 
 def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
