@@ -32,7 +32,7 @@ from ._files import write_text_atomically
 from .backend import get_backend
 from .layers import Activation, Dense, Sequential
 from .kernels.cpu import normalization as bn_kernels
-from .kernels.cpu.activations import any_activation
+from .kernels.cpu.activations import any_activation_for
 from .normalization import BatchNorm, Dropout
 from .optim.optimizer import Optimizer
 
@@ -269,7 +269,7 @@ class CompiledStep:
                 has_bias = layer.bias is not None
                 tail += [layer.weight.data, layer.bias.data if has_bias else layer._no_bias, layer.weight.grad,
                          layer.bias.grad if has_bias else layer._no_bias, code, params, np.uint64(layer.seed),
-                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation(code)]
+                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation_for(code)]
                 if layer.dropout:
                     tail += [float(layer.dropout), dtype.type(1.0 / (1.0 - layer.dropout)),
                              np.uint64(layer.dropout_seed), a, np.empty(out, np.uint8)]
@@ -287,11 +287,12 @@ class CompiledStep:
                 tail += [weight, bias, grad_weight, grad_bias, layer.running_mean, layer.running_var, float(layer.eps),
                          code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), last,
                          np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
-                         np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype), any_activation(code)]
+                         np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype),
+                         any_activation_for(code)]
             elif isinstance(layer, Activation):
                 code, params = layer.spec.kernel_args(dtype, True)
                 last = np.empty(shape, dtype)
-                tail += [code, params, np.uint64(layer.seed), np.empty(shape, dtype), last, any_activation(code)]
+                tail += [code, params, np.uint64(layer.seed), np.empty(shape, dtype), last, any_activation_for(code)]
             else:  # Dropout (p = 0 is the identity: the generated code passes the input through)
                 dropped = np.empty(shape, dtype)
                 last = dropped if layer.p > 0 else last

@@ -106,7 +106,7 @@ def test_batchnorm_parallel_kernels_give_the_same_result_for_any_chunk_count(act
             reference.batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 7, 3, True, grad_x,
                                          grad_weight, grad_bias, False, *buffers)
         else:
-            any_activation = kernels.any_activation(code)
+            any_activation = kernels.any_activation_for(code)
             assert kernels.forward_train_parallel(x, chunks, *args[:8], np.uint64(7), np.uint64(3), mean, inv_std, y,
                                                   *buffers, any_activation)
             kernels.backward_parallel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(7),

@@ -394,39 +394,53 @@ def activation_grad_row_call(code, grad_y, z, y, grad_z, p0, p1, seed, counter, 
     activation_grad_row(code, grad_y, z, y, grad_z, p0, p1, grad_z.dtype.type, seed, counter, base)
 
 
-# -- kernels compiled for the identity and ReLU only --------------------------------------------------------------
+# -- what the kernels call: the identity and ReLU inline, the others only where asked for ------------------------
 # The three functions above hold every activation's formulas: about 5 s of cold compilation each, half of the main
-# job's first run. The kernels compute the identity and ReLU inline, and reach them only through the helpers
-# below, whose ``any_activation`` argument is None for those two codes: Numba then prunes the call, so a model of
-# ReLU and identity layers never compiles the other activations. Any other code comes with ``True``.
-def any_activation(code):
+# job's first run. The kernels call the three below instead: the identity and ReLU are inline loops there, and the
+# others go through the functions above only when ``any_activation`` is not None. ``any_activation_for(code)`` is
+# None for the identity and ReLU, so Numba prunes those calls and a model of ReLU and identity layers never compiles
+# the other activations. A wrong None with another code makes the row NaN rather than the identity.
+def any_activation_for(code):
     """The kernels' ``any_activation`` argument for an activation code (see above)."""
     return None if code in (IDENTITY, RELU) else True
 
 
 @njit(inline="always")
-def activate_other_in_place(code, y, p0, p1, seed, counter, base, any_activation):
-    """``activate_row_in_place`` for a code other than the identity and ReLU; NaN where the caller passed
-    ``any_activation=None`` with such a code (a bug: the row shows it rather than passing as the identity)."""
-    if any_activation is None:
+def activate_in_place(code, y, p0, p1, seed, counter, base, any_activation):
+    """y = act(y) over one row."""
+    if code == RELU:
+        map_row(relu_value, y, y, p0, p1, y.dtype.type, seed, counter, base)
+    elif code == IDENTITY:
+        pass
+    elif any_activation is None:
         y[:] = y.dtype.type(math.nan)
     else:
         activate_row_in_place(code, y, p0, p1, seed, counter, base)
 
 
 @njit(inline="always")
-def other_grad_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, counter, base, any_activation):
-    """``activation_grad_row_in_place`` for a code other than the identity and ReLU (see above)."""
-    if any_activation is None:
-        z_then_grad_z[:] = grad_y.dtype.type(math.nan)
+def grad_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, counter, base, any_activation):
+    """z_then_grad_z = grad_y * act'(z_then_grad_z) over one row."""
+    T = grad_y.dtype.type
+    if code == RELU:
+        map_grad_row(relu_derivative, grad_y, z_then_grad_z, y, z_then_grad_z, p0, p1, T, seed, counter, base)
+    elif code == IDENTITY:
+        map_grad_row(identity_derivative, grad_y, z_then_grad_z, y, z_then_grad_z, p0, p1, T, seed, counter, base)
+    elif any_activation is None:
+        z_then_grad_z[:] = T(math.nan)
     else:
         activation_grad_row_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, counter, base)
 
 
 @njit(inline="always")
-def other_grad(code, grad_y, z, y, grad_z, p0, p1, seed, counter, base, any_activation):
-    """``activation_grad_row_call`` for a code other than the identity and ReLU (see above)."""
-    if any_activation is None:
-        grad_z[:] = grad_y.dtype.type(math.nan)
+def grad(code, grad_y, z, y, grad_z, p0, p1, seed, counter, base, any_activation):
+    """grad_z = grad_y * act'(z) over one row (grad_z a different row from z)."""
+    T = grad_y.dtype.type
+    if code == RELU:
+        map_grad_row(relu_derivative, grad_y, z, y, grad_z, p0, p1, T, seed, counter, base)
+    elif code == IDENTITY:
+        map_grad_row(identity_derivative, grad_y, z, y, grad_z, p0, p1, T, seed, counter, base)
+    elif any_activation is None:
+        grad_z[:] = T(math.nan)
     else:
         activation_grad_row_call(code, grad_y, z, y, grad_z, p0, p1, seed, counter, base)

@@ -16,8 +16,7 @@ functions, which a kernel compiles in only when called with ``any_activation=Tru
 import numpy as np
 from numba import njit
 
-from .activations import (IDENTITY, RELU, activate_other_in_place, any_activation, identity_derivative, map_grad_row,
-                          map_row, other_grad, other_grad_in_place, relu_derivative, relu_value)
+from .activations import activate_in_place, any_activation_for, grad, grad_in_place
 from .counter_rng import uniform
 
 
@@ -38,10 +37,7 @@ def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save
         z_row = z_out[i]
         for j in range(columns):
             z_row[j] = y_row[j]
-    if code == RELU:
-        map_row(relu_value, y_row, y_row, p0, p1, y_row.dtype.type, seed, counter, i * columns)
-    elif code != IDENTITY:
-        activate_other_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
+    activate_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
 
 
 @njit(cache=True)
@@ -81,20 +77,13 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
                          any_activation):
     """grad_z = grad_y * act'(z) and grad_bias (+)= column sums of grad_z, in one pass."""
     rows, columns = grad_y.shape
-    T = grad_y.dtype.type
     has_bias = grad_bias.shape[0] > 0
     p0 = params[0]
     p1 = params[1]
     if has_bias and not accumulate_bias:
         grad_bias[:] = 0
     for i in range(rows):
-        base = i * columns
-        if code == RELU:
-            map_grad_row(relu_derivative, grad_y[i], z[i], y[i], grad_z[i], p0, p1, T, seed, counter, base)
-        elif code == IDENTITY:
-            map_grad_row(identity_derivative, grad_y[i], z[i], y[i], grad_z[i], p0, p1, T, seed, counter, base)
-        else:
-            other_grad(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, seed, counter, base, any_activation)
+        grad(code, grad_y[i], z[i], y[i], grad_z[i], p0, p1, seed, counter, i * columns, any_activation)
         if has_bias:
             for j in range(columns):
                 grad_bias[j] += grad_z[i, j]
@@ -105,7 +94,6 @@ def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, 
                                  accumulate_bias, any_activation):
     """grad_z = (grad_y * mask * scale) * act'(z) and grad_bias (+)= its column sums, in one pass."""
     rows, columns = grad_y.shape
-    T = grad_y.dtype.type
     has_bias = grad_bias.shape[0] > 0
     p0 = params[0]
     p1 = params[1]
@@ -119,13 +107,7 @@ def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, 
         # act'(z) dy in place over z's copy, then the mask: with the masked dy as the activation's input and output
         # (one row passed twice), LLVM's overlap check sent every row to the scalar loop (2x slower for ReLU, 7x
         # for GELU at 256x1024)
-        base = i * columns
-        if code == RELU:
-            map_grad_row(relu_derivative, grad_y[i], out, a[i], out, p0, p1, T, seed, counter, base)
-        elif code == IDENTITY:
-            map_grad_row(identity_derivative, grad_y[i], out, a[i], out, p0, p1, T, seed, counter, base)
-        else:
-            other_grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, base, any_activation)
+        grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, i * columns, any_activation)
         mask_row = mask[i]
         for j in range(columns):
             out[j] = out[j] * scale if mask_row[j] else 0
@@ -155,18 +137,18 @@ def _as_rows(x):
 def activation_forward(x, code, params, seed, counter, y_out):
     rows = _as_rows(y_out)
     activate_rows(_as_rows(x), params[:0], code, params, np.uint64(seed), np.uint64(counter), rows, False, rows, True,
-                  any_activation(code))
+                  any_activation_for(code))
 
 
 def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
     activation_grad_rows(_as_rows(grad_y), _as_rows(z), _as_rows(y), code, params, np.uint64(seed),
-                         np.uint64(counter), _as_rows(grad_z_out), params[:0], False, any_activation(code))
+                         np.uint64(counter), _as_rows(grad_z_out), params[:0], False, any_activation_for(code))
 
 
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     np.matmul(x, weight, out=y_out)
     activate_rows(y_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
-                  y_out, False, any_activation(code))
+                  y_out, False, any_activation_for(code))
 
 
 def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
@@ -174,21 +156,21 @@ def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropo
     np.matmul(x, weight, out=a_out)
     activate_dropout_rows(a_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
                           float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, y_out,
-                          any_activation(code))
+                          any_activation_for(code))
 
 
 def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
                            grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     dropout_activation_grad_rows(grad_y, mask, grad_y.dtype.type(1.0 / (1.0 - p)), z, a, code, params,
                                  np.uint64(seed), np.uint64(counter), grad_z_work, grad_bias, accumulate,
-                                 any_activation(code))
+                                 any_activation_for(code))
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 
 
 def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
                    grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     activation_grad_rows(grad_y, z, y, code, params, np.uint64(seed), np.uint64(counter), grad_z_work,
-                         grad_bias, accumulate, any_activation(code))
+                         grad_bias, accumulate, any_activation_for(code))
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 
 

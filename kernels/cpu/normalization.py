@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 from numba.core.cpu_options import ParallelOptions
 
-from .activations import IDENTITY, RELU, activate_other_in_place, any_activation, other_grad_in_place
+from .activations import IDENTITY, RELU, activate_in_place, any_activation_for, grad_in_place
 from .compile_twice import parallel_and_serial
 from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
@@ -233,7 +233,7 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
                     for j in range(columns):
                         store(y_row, j, (row[j] - mean_hi[j]) * scale[j] + shift[j], stream)
                     if code != IDENTITY:
-                        activate_other_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
+                        activate_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
                 if check_finite:
                     chunk_nonfinite += _row_nonfinite(row)
         if stream:
@@ -272,7 +272,7 @@ def _grad_z_row(row, grad_y_row, y_row, scale, mean_hi, shift, code, p0, p1, T, 
     """out_row = dL/dz for one row: z recomputed from x, the activation's derivative applied on the fly."""
     for j in range(row.shape[0]):
         out_row[j] = (row[j] - mean_hi[j]) * scale[j] + shift[j]
-    other_grad_in_place(code, grad_y_row, out_row, y_row, p0, p1, seed, counter, base, any_activation)
+    grad_in_place(code, grad_y_row, out_row, y_row, p0, p1, seed, counter, base, any_activation)
 
 
 @njit(inline="always")
@@ -443,7 +443,7 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     kernel, chunks = _kernel_and_chunks(x, forward_train_parallel, forward_train_serial)
     return kernel(x, chunks, weight, bias, float(eps), float(running_factor), running_mean, running_var, code, params,
                   np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch, totals,
-                  any_activation(code))
+                  any_activation_for(code))
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
@@ -451,7 +451,7 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
     """Returns False when x holds NaN or Inf (y is then not meaningful; nothing else is written)."""
     kernel, chunks = _kernel_and_chunks(x, forward_eval_parallel, forward_eval_serial)
     return kernel(x, chunks, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed),
-                  np.uint64(counter), inv_std_out, y_out, workspace, any_activation(code))
+                  np.uint64(counter), inv_std_out, y_out, workspace, any_activation_for(code))
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
@@ -459,7 +459,7 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
     kernel, chunks = _kernel_and_chunks(x, backward_parallel, backward_serial)
     kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
            bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals,
-           any_activation(code))
+           any_activation_for(code))
 
 
 def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
