@@ -30,6 +30,7 @@ from .activations import IDENTITY, RELU, activate_in_place, any_activation_for, 
 from .compile_twice import parallel_and_serial
 from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
+from .vector_width import wide_vectors
 
 BLOCK_ROWS = 64
 # Blocks' sums are added in float64 into groups of GROUP_BLOCKS blocks by the thread that summed them, while they
@@ -148,6 +149,7 @@ def _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, ep
     groups = (blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS
     shift = x[0]
     for chunk in prange(chunks):
+        wide_vectors()
         first, stop = _chunk_blocks(chunk, chunks, blocks)
         for b in range(first, stop):
             # sums and squares live in different arrays: as two rows of one array LLVM cannot prove them apart
@@ -157,6 +159,7 @@ def _statistics(x, chunks, workspace, scratch, totals, mean_out, inv_std_out, ep
             _fold_into_group(b, workspace[b], scratch[b], totals[2 + g], totals[2 + groups + g])
     nonfinite = 0
     for chunk in prange(chunks):
+        wide_vectors()
         start, stop = _column_range(chunk, chunks, columns)
         _combine_groups(totals, 2, totals, 2 + groups, groups, mean_out, inv_std_out, start, stop)
         chunk_nonfinite = 0
@@ -219,6 +222,7 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
     stream = streams(y_out) and (code == IDENTITY or code == RELU)  # other activations rewrite y in place
     nonfinite = 0
     for chunk in prange(chunks):
+        wide_vectors()
         first, stop = _chunk_blocks(chunk, chunks, blocks)
         chunk_nonfinite = 0
         for b in range(stop - 1, first - 1, -1):
@@ -380,6 +384,7 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
     scale, mean_hi, shift = _centring_rows(weight, bias, mean, inv_std, workspace, T)
     groups = (blocks + GROUP_BLOCKS - 1) // GROUP_BLOCKS
     for chunk in prange(chunks):
+        wide_vectors()
         first, stop = _chunk_blocks(chunk, chunks, blocks)
         for b in range(first, stop):
             # the two sums in different arrays so LLVM can prove them apart and vectorize
@@ -396,6 +401,7 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
     slope = workspace[0]  # the blocks' sums are folded into totals by now: their rows are free
     offset = workspace[1]
     for chunk in prange(chunks):
+        wide_vectors()
         start, stop = _column_range(chunk, chunks, columns)
         _combine_groups(totals, 2, totals, 2 + groups, groups, sum_dz, sum_dz_centred, start, stop)
         for j in range(start, stop):
@@ -413,6 +419,7 @@ def _backward(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, s
                 offset[j] = 0
     stream = streams(grad_x) and (code == IDENTITY or code == RELU)  # other activations write dz first, then dx
     for chunk in prange(chunks):
+        wide_vectors()
         first, stop = _chunk_blocks(chunk, chunks, blocks)
         # last block first: the rows the sums pass read last are still in this core's L2 (see _normalize)
         for b in range(stop - 1, first - 1, -1):
@@ -466,6 +473,7 @@ def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
     n = x.shape[0]
     blocks = (n + 4095) // 4096
     for b in prange(blocks):
+        wide_vectors()
         # each block's elements through slices indexed from 0: an index that LLVM cannot prove non-negative
         # (k from b * 4096) keeps Numba's negative-index fix-up in the loop, which then did not vectorize (4x)
         start = b * 4096
