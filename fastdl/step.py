@@ -31,6 +31,7 @@ from . import losses as fastdl_losses
 from ._files import write_text_atomically
 from .backend import get_backend
 from .layers import Activation, Dense, Sequential
+from .kernels.cpu import losses as loss_kernels
 from .kernels.cpu import normalization as bn_kernels
 from .kernels.cpu.activations import any_activation_for
 from .normalization import BatchNorm, Dropout
@@ -298,7 +299,7 @@ class CompiledStep:
                 last = dropped if layer.p > 0 else last
                 tail += [float(layer.p), dtype.type(1.0 / (1.0 - layer.p)), np.uint64(layer.seed),
                          np.empty(shape, np.uint8), dropped, np.empty(shape, dtype)]
-        tail.append(np.empty((batch, width), dtype))  # the loss's gradient
+        tail += [np.empty((batch, width), dtype), loss_kernels.wide_rows(width)]  # the loss's gradient, vector width
         self._outputs_of[batch] = last
         group = self.optimizer.groups[0]
         norms = group.norms
@@ -390,11 +391,12 @@ def _generate(layers, loss_kind, update):
         names += [p + a for a in args]
         backward = grad_lines + backward
         h = out
-    names += ["grad_loss", "flat_grad", "piece_bounds", "piece_segments", "partials", "sums"]
+    names += ["grad_loss", "wide_loss", "flat_grad", "piece_bounds", "piece_segments", "partials", "sums"]
     if loss_kind == "cross_entropy":
         checks = [f"classes = {h}.shape[1]", "for i in range(y.shape[0]):",
                   "    if y[i] < 0 or y[i] >= classes:", f"        status[0] = {BAD_TARGET}", "        return math.nan"]
-        loss = f"value = losses.softmax_cross_entropy_kernel({h}, y, 0.0, 1.0 / {h}.shape[0], grad_loss)"
+        loss = (f"value = losses.softmax_cross_entropy_kernel({h}, y, 0.0, 1.0 / {h}.shape[0], grad_loss, "
+                "wide_loss)")
     else:
         checks = ["if not all_finite_kernel(y.reshape(-1)):",
                   f"    status[0] = {BAD_TARGET}", "    return math.nan"]

@@ -123,6 +123,19 @@ def test_every_optimizer_matches_the_layer_path_exactly(cpu, name):
     run_both(tiny, losses.softmax_cross_entropy, OPTIMIZERS[name], np.float32)
 
 
+def test_many_classes_take_the_wide_cross_entropy_in_both_paths(cpu):
+    """From WIDE_CLASSES classes on the step passes the cross-entropy kernel its 512-bit flag, as the layers do."""
+    from fastdl.kernels.cpu.losses import WIDE_CLASSES
+
+    classes = WIDE_CLASSES + 36
+
+    def wide(dtype):
+        return fastdl.Sequential(fastdl.Dense(6, 16, activation="relu", seed=1, dtype=dtype),
+                                 fastdl.Dense(16, classes, seed=2, dtype=dtype))
+
+    run_both(wide, losses.softmax_cross_entropy, OPTIMIZERS["sgd"], np.float32, outputs=classes)
+
+
 def test_lr_changes_between_steps_reach_the_compiled_update(cpu):
     def schedule(params):
         optimizer = fastdl.optim.Adam(params, lr=1e-2)

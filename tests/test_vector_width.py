@@ -33,3 +33,17 @@ def test_wide_vectors_marks_the_function_and_widens_its_loop():
     if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
         (asm,) = _scaled_sum.inspect_asm().values()
         assert "zmm" in asm
+
+
+def test_cross_entropy_takes_wide_vectors_only_for_wide_rows():
+    """The kernel's ``wide`` flag: None prunes the call at compile time, so narrow rows keep the default width."""
+    from fastdl.kernels.cpu import losses
+
+    kernel = njit(losses.softmax_cross_entropy_kernel.py_func)  # a fresh compilation: cached code has no IR to show
+    irs = {}
+    for classes in (losses.WIDE_CLASSES - 1, losses.WIDE_CLASSES):
+        logits = np.zeros((2, classes), np.float32)
+        wide = losses.wide_rows(classes)
+        kernel(logits, np.array([0, 1]), 0.0, 0.5, np.empty_like(logits), wide)
+        irs[wide] = kernel.inspect_llvm(kernel.signatures[-1])
+    assert PREFER_512_BIT in irs[True] and PREFER_512_BIT not in irs[None]
