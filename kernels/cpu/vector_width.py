@@ -24,8 +24,12 @@ PREFER_512_BIT = '"prefer-vector-width"="512"'
 def wide_vectors(typingctx):
     def codegen(context, builder, signature, args):
         # llvmlite's attribute set checks names against the attributes that take no value; this one is a
-        # key="value" pair that LLVM reads from the same place, so it is added past that check
-        set.add(builder.function.attributes, PREFER_512_BIT)
+        # key="value" pair that LLVM reads from the same place, so it is added past that check. Only a hint: an
+        # llvmlite whose attributes are no longer a set compiles the kernel at the default width instead
+        try:
+            set.add(builder.function.attributes, PREFER_512_BIT)
+        except (AttributeError, TypeError):
+            pass
         return context.get_dummy_value()
 
     return types.void(), codegen
