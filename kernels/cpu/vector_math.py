@@ -10,11 +10,11 @@ e^r is 1 + r + r^2 P(r) with Cephes' degree-5 minimax P (float32) or its Taylor 
 both below a unit in the last place at |r| = ln(2)/2, evaluated with fused multiply-adds (``multiply_add``:
 one rounding per step, and half the instructions of a multiply and an add); 2^n is built from exponent bits,
 in 32-bit integers for float32 (converting 8 floats to 64-bit integers took a third of exp's time). Every
-polynomial here is evaluated with ``multiply_add``. expm1 is a series near 0 and exp - 1 beyond;
-float32 tanh and erf are polynomials near 0 and exp-based forms beyond; float64 tanh and erf stay libm's. Each
-is within 2 units in the last place of numpy's or Python's over the whole range, subnormal results, signed
-zeros, infinities and NaN included (tests/test_vector_math.py). Each picks its precision by an @overload:
-``exp(x)`` in a kernel is the float32 form for a float32 x.
+polynomial here is evaluated with ``multiply_add``. expm1 is a series near 0 and exp - 1 beyond; tanh is a
+polynomial (float32) or a rational function (float64) near 0 and an exp-based form beyond, float32 erf likewise;
+float64 erf stays libm's. Each is within 2 units in the last place of numpy's or Python's over the whole range,
+subnormal results, signed zeros, infinities and NaN included (tests/test_vector_math.py). Each picks its precision
+by an @overload: ``exp(x)`` in a kernel is the float32 form for a float32 x.
 """
 
 import math
@@ -180,7 +180,20 @@ def _expm164(x):
 
 @njit
 def _tanh64(x):
-    return math.tanh(x)
+    # as _tanh32, with Cephes' rational form for |x| < 0.625, x + x^3 P(x^2) / Q(x^2) (a polynomial would need
+    # twice the terms for float64's digits)
+    square = x * x
+    p = multiply_add(-9.64399179425052238628e-1, square, -9.92877231001918586564e1)
+    p = multiply_add(p, square, -1.61468768441708447952e3)
+    q = square + 1.12811678491632931402e2
+    q = multiply_add(q, square, 2.23548839060100448583e3)
+    q = multiply_add(q, square, 4.84406305325125486048e3)
+    small = x * square * (p / q) + x
+    magnitude = abs(x)
+    large = 1.0 - 2.0 / (_exp64(magnitude + magnitude) + 1.0)
+    large = large if x >= 0 else -large
+    small = small if x != 0 else x  # keeps the sign of -0.0
+    return small if magnitude < 0.625 else large
 
 
 # Inlined by Numba itself (inline="always", here and in erf's overload): it is too large for LLVM's inliner,
@@ -306,7 +319,7 @@ def exp(x):
 
 
 def tanh(x):
-    """tanh(x): vectorizable for float32 (within 2 ulp of np.tanh, tested); float64 keeps libm's tanh."""
+    """tanh(x) in x's precision, vectorizable (within 2 ulp of np.tanh, tested)."""
     return math.tanh(x)
 
 
