@@ -10,9 +10,9 @@ e^r is 1 + r + r^2 P(r) with Cephes' degree-5 minimax P (float32) or its Taylor 
 both below a unit in the last place at |r| = ln(2)/2, evaluated with fused multiply-adds (``multiply_add``:
 one rounding per step, and half the instructions of a multiply and an add); 2^n is built from exponent bits,
 in 32-bit integers for float32 (converting 8 floats to 64-bit integers took a third of exp's time). Every
-polynomial here is evaluated with ``multiply_add``. expm1 is a series near 0 and exp - 1 beyond; tanh is a
-polynomial (float32) or a rational function (float64) near 0 and an exp-based form beyond, float32 erf likewise;
-float64 erf stays libm's. Each is within 2 units in the last place of numpy's or Python's over the whole range,
+polynomial here is evaluated with ``multiply_add``. expm1 is a series near 0 and exp - 1 beyond; tanh and erf
+are polynomials (float32) or rational functions (float64, Cephes') near 0 and exp-based forms beyond. Each is
+within 2 units in the last place of numpy's or Python's over the whole range,
 subnormal results, signed zeros, infinities and NaN included (tests/test_vector_math.py). Each picks its precision
 by an @overload: ``exp(x)`` in a kernel is the float32 form for a float32 x.
 """
@@ -235,9 +235,54 @@ def _erf32(x):
     return result if x == x else x  # NaN in, NaN out
 
 
-@njit
+# Cephes' erf for |x| < 1 (ndtr.c) is x T(x^2) / U(x^2) with U's leading coefficient 1; _erf64 evaluates it as
+# x + x (T - U) / U, a correction to x, so the quotient's rounding costs a fraction of an ulp (x T / U was off by
+# up to 3 ulp near |x| = 1). The coefficients of T - U, lowest degree last:
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3, 7.00332514112805075473e3,
+          5.55923013010394962768e4)
+_ERF_U = (3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3, 2.26290000613890934246e4,
+          4.92673942608635921086e4)
+_ERF_D0, _ERF_D1, _ERF_D2, _ERF_D3, _ERF_D4 = (t - u for t, u in zip(_ERF_T, _ERF_U))
+
+
+@njit(inline="always")  # too large for LLVM's inliner, as _erf32
 def _erf64(x):
-    return math.erf(x)
+    # |x| < 1: x + x (T - U) / U in x^2 (above); beyond, 1 - e^(-x^2) P(|x|) / Q(|x|) with |x| capped at 6, past
+    # which erf is 1 to float64 (erfc(6) < 3e-17): Cephes' erfc form. Both computed, one selected (branch-free).
+    square = x * x
+    d = multiply_add(-1.0, square, _ERF_D0)
+    d = multiply_add(d, square, _ERF_D1)
+    d = multiply_add(d, square, _ERF_D2)
+    d = multiply_add(d, square, _ERF_D3)
+    d = multiply_add(d, square, _ERF_D4)
+    u = square + _ERF_U[0]
+    u = multiply_add(u, square, _ERF_U[1])
+    u = multiply_add(u, square, _ERF_U[2])
+    u = multiply_add(u, square, _ERF_U[3])
+    u = multiply_add(u, square, _ERF_U[4])
+    small = multiply_add(x, d / u, x)
+    magnitude = abs(x)
+    a = magnitude if magnitude < 6.0 else 6.0
+    p = multiply_add(2.46196981473530512524e-10, a, 5.64189564831068821977e-1)
+    p = multiply_add(p, a, 7.46321056442269912687e0)
+    p = multiply_add(p, a, 4.86371970985681366614e1)
+    p = multiply_add(p, a, 1.96520832956077098242e2)
+    p = multiply_add(p, a, 5.26445194995477358631e2)
+    p = multiply_add(p, a, 9.34528527171957607540e2)
+    p = multiply_add(p, a, 1.02755188689515710272e3)
+    p = multiply_add(p, a, 5.57535335369399327526e2)
+    q = a + 1.32281951154744992508e1
+    q = multiply_add(q, a, 8.67072140885989742329e1)
+    q = multiply_add(q, a, 3.54937778887819891062e2)
+    q = multiply_add(q, a, 9.75708501743205489753e2)
+    q = multiply_add(q, a, 1.82390916687909736289e3)
+    q = multiply_add(q, a, 2.24633760818710981792e3)
+    q = multiply_add(q, a, 1.65666309194161350182e3)
+    q = multiply_add(q, a, 5.57535340817727675546e2)
+    large = 1.0 - _exp64(-(a * a)) * p / q
+    large = large if x >= 0 else -large
+    result = small if magnitude < 1.0 else large
+    return result if x == x else x  # NaN in, NaN out
 
 
 @njit(inline="always")
@@ -336,7 +381,7 @@ overload(expm1, inline="always")(_by_precision(_expm132, _expm164))
 
 
 def erf(x):
-    """erf(x): vectorizable for float32 (within 2 ulp of math.erf, tested); float64 keeps libm's erf."""
+    """erf(x) in x's precision, vectorizable (within 2 ulp of math.erf, tested)."""
     return math.erf(x)
 
 
