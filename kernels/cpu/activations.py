@@ -377,7 +377,8 @@ def softmax_backward_row(grad_y, y, grad_z, T):
 # division, where Python's model adds a zero check that keeps every loop with a division from vectorizing
 # (sigmoid: 9 ns -> 1.5 ns an element); the formulas never divide by zero for valid parameters.
 # wide_vectors(): 512-bit vectors where the CPU has them (vector_width.py); the float32 formulas ran 1.07-1.31x
-# faster that way at 256x1024 (forward; backward 1.0-1.29x), bit-identical.
+# faster that way at 256x1024 (forward; backward 0.95-1.35x), bit-identical. Only these three: the kernels' inline
+# identity and ReLU loops measured within noise with it.
 @njit(cache=True, error_model="numpy")
 def activate_row_in_place(code, y, p0, p1, seed, counter, base):
     """y = act(y) over one row."""
@@ -414,7 +415,6 @@ def any_activation_for(code):
 @njit(inline="always")
 def activate_in_place(code, y, p0, p1, seed, counter, base, any_activation):
     """y = act(y) over one row."""
-    wide_vectors()
     if code == RELU:
         map_row(relu_value, y, y, p0, p1, y.dtype.type, seed, counter, base)
     elif code == IDENTITY:
@@ -428,7 +428,6 @@ def activate_in_place(code, y, p0, p1, seed, counter, base, any_activation):
 @njit(inline="always")
 def grad_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, counter, base, any_activation):
     """z_then_grad_z = grad_y * act'(z_then_grad_z) over one row."""
-    wide_vectors()
     T = grad_y.dtype.type
     if code == RELU:
         map_grad_row(relu_derivative, grad_y, z_then_grad_z, y, z_then_grad_z, p0, p1, T, seed, counter, base)
@@ -443,7 +442,6 @@ def grad_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, counter, base, a
 @njit(inline="always")
 def grad(code, grad_y, z, y, grad_z, p0, p1, seed, counter, base, any_activation):
     """grad_z = grad_y * act'(z) over one row (grad_z a different row from z)."""
-    wide_vectors()
     T = grad_y.dtype.type
     if code == RELU:
         map_grad_row(relu_derivative, grad_y, z, y, grad_z, p0, p1, T, seed, counter, base)
