@@ -230,7 +230,7 @@ class Module:
         _checks.array(grad_out, owner, "grad_out", dtype=dtype)
         if grad_out.shape != expected_shape:
             raise ValueError(f"{owner}: grad_out has shape {tuple(grad_out.shape)}, the forward output had {expected_shape}")
-        return get_backend().xp.ascontiguousarray(grad_out)
+        return grad_out if grad_out.flags.c_contiguous else get_backend().xp.ascontiguousarray(grad_out)
 
 
 def _is_array(value):

@@ -67,6 +67,25 @@ def test_batchnorm_large_mean_float32_stays_accurate(backend):
     np.testing.assert_allclose(y32, y64, atol=2e-4)
 
 
+def test_batchnorm_one_layer_across_batch_shapes_layouts_and_backends(backend):
+    """The layer keeps its buffers per batch shape and backend: a layer that alternates them (and gets a
+    non-contiguous input) gives the results of a fresh layer at every step, forward and backward."""
+    steps = [(130, 7, "C", backend.name), (64, 7, "C", backend.name), (130, 7, "F", backend.name),
+             (64, 7, "C", "numpy" if backend.name == "cpu" else backend.name), (64, 7, "C", backend.name)]
+    layer = fastdl.BatchNorm(7, activation="relu")
+    for index, (rows, columns, order, name) in enumerate(steps):
+        x = np.asarray(_batch((rows, columns), np.float32, seed=index), order=order)
+        grad_out = _batch((rows, columns), np.float32, seed=20 + index)
+        with fastdl.use_backend(name) as active:
+            x_in = active.asarray(x) if order == "C" else active.asarray(x).T.copy().T  # F order: a copy inside
+            y = fastdl.to_numpy(layer(x_in)).copy()
+            grad_x = fastdl.to_numpy(layer.backward(active.asarray(grad_out))).copy()
+        with fastdl.use_backend("numpy"):
+            fresh = fastdl.BatchNorm(7, activation="relu")
+            assert_close(y, fresh(np.ascontiguousarray(x)), np.float32, gemm=True)
+            assert_close(grad_x, fresh.backward(grad_out), np.float32, gemm=True)
+
+
 def test_batchnorm_statistics_do_not_depend_on_thread_count():
     x = _batch((4096, 128), np.float32, mean=3.0)  # large enough for the parallel kernel
     results = []
