@@ -84,6 +84,7 @@ def mlp(dtype):
         fastdl.Activation("rrelu", seed=3),
         fastdl.BatchNorm(8, momentum=None, affine=False, dtype=dtype),
         fastdl.Dense(8, 3, seed=4, dtype=dtype),
+        fastdl.BatchNorm(3, track_running_stats=False, dtype=dtype),  # no running update, no count
     )
 
 

@@ -27,6 +27,8 @@ def _run_batchnorm(backend_name, x, grad_out, steps=3, **kwargs):
         bn.eval()
         y_eval = bn(x).copy()
         grad_eval = bn.backward(grad_out).copy()
+        tracked = fastdl.to_numpy(bn.num_batches_tracked)
+        assert tracked.tolist() == [steps if kwargs.get("track_running_stats", True) else 0]
         return y, grad_x, grads, bn.running_mean.copy(), bn.running_var.copy(), y_eval, grad_eval
 
 
@@ -102,6 +104,29 @@ def test_batchnorm_statistics_do_not_depend_on_thread_count():
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+def test_numba_threads_reads_what_numba_get_num_threads_says():
+    """The kernels' lock-free read of the thread count follows numba.set_num_threads (per Python thread)."""
+    import threading
+
+    import numba
+
+    from fastdl.kernels.cpu.normalization import numba_threads
+
+    before = numba.get_num_threads()
+    seen = []
+    try:
+        for count in (1, before):
+            numba.set_num_threads(count)
+            assert numba_threads() == numba.get_num_threads() == count
+        numba.set_num_threads(1)
+        other = threading.Thread(target=lambda: seen.append((numba_threads(), numba.get_num_threads())))
+        other.start()
+        other.join()
+        assert seen[0][0] == seen[0][1] and numba_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
 def test_batchnorm_parallel_kernels_give_the_same_result_for_any_chunk_count(activation):
     """The CPU kernels split x into one chunk of rows per thread and sum in several parallel passes; each pass
@@ -116,9 +141,9 @@ def test_batchnorm_parallel_kernels_give_the_same_result_for_any_chunk_count(act
 
     def step(kernel_module, chunks, x, grad_y, buffers):
         workspace, scratch, totals = buffers
-        args = (weight, bias, 1e-5, 0.1, np.zeros(columns), np.ones(columns), code, params, 7, 3)
+        args = (weight, bias, 1e-5, 0.1, np.zeros(columns), np.ones(columns), np.zeros(1, np.int64), code, params, 7, 3)
         mean, inv_std, y = np.empty(columns), np.empty(columns), np.empty_like(x)
-        running = (args[4], args[5])
+        running = (args[4], args[5], args[6])
         grad_x, grad_weight, grad_bias = np.empty_like(x), np.empty(columns), np.empty(columns)
         if kernel_module is None:
             assert reference.batchnorm_forward_train(x, *args, mean, inv_std, y, *buffers)
@@ -126,7 +151,7 @@ def test_batchnorm_parallel_kernels_give_the_same_result_for_any_chunk_count(act
                                          grad_weight, grad_bias, False, *buffers)
         else:
             any_activation = kernels.any_activation_for(code)
-            assert kernels.forward_train_parallel(x, chunks, *args[:8], np.uint64(7), np.uint64(3), mean, inv_std, y,
+            assert kernels.forward_train_parallel(x, chunks, *args[:9], np.uint64(7), np.uint64(3), mean, inv_std, y,
                                                   *buffers, any_activation)
             kernels.backward_parallel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(7),
                                       np.uint64(3), True, grad_x, grad_weight, grad_bias, False, *buffers,

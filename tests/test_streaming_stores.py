@@ -42,7 +42,7 @@ def _forward_into(x, y_out):
     blocks = (rows + 63) // 64
     ones, zeros = np.ones(columns, x.dtype), np.zeros(columns, x.dtype)
     running_mean, running_var = np.zeros(columns, x.dtype), np.ones(columns, x.dtype)
-    finite = cpu.batchnorm_forward_train(x, ones, zeros, 1e-5, 0.1, running_mean, running_var,
+    finite = cpu.batchnorm_forward_train(x, ones, zeros, 1e-5, 0.1, running_mean, running_var, np.zeros(1, np.int64),
                                          0, np.zeros(2, x.dtype), 0, 1, np.empty(columns), np.empty(columns), y_out,
                                          np.empty((2 * blocks + 4, columns), x.dtype),
                                          np.empty((2 * blocks, columns), x.dtype),

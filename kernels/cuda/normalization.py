@@ -61,9 +61,9 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
                                                                   (y_out, np.uint64(0), y_out, np.int64(cols)))
 
 
-def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
-                            counter, mean_out, inv_std_out, y_out, workspace_unused=None, scratch_unused=None,
-                            totals_unused=None):
+def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
+                            code, params, seed, counter, mean_out, inv_std_out, y_out, workspace_unused=None,
+                            scratch_unused=None, totals_unused=None):
     """Returns False, changing no running statistic, when x holds NaN or Inf."""
     rows, cols = x.shape
     chunks, grid = _column_grid(rows, cols)
@@ -78,7 +78,11 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     # the running statistics are updated by the normalize pass, which skips them when the flag is clear
     _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out,
                (running_mean, running_var, variance, running_factor, finite))
-    return first_value(finite) == 1  # the one copy to the host, after every kernel is queued
+    if first_value(finite) != 1:  # the one copy to the host, after every kernel is queued
+        return False
+    if running_factor >= 0:
+        num_batches_tracked += 1
+    return True
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,

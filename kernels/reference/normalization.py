@@ -3,8 +3,8 @@
 Batch norm over (N, C): training normalizes with the batch mean and the biased batch variance, then
 y = act(weight * x_hat + bias); running statistics follow PyTorch's BatchNorm1d:
 running = (1 - factor) * running + factor * batch_stat with the UNBIASED variance (factor = momentum, or
-1 / batches_seen for a cumulative average, or no update when factor < 0). Evaluation uses the running
-statistics. ``workspace``/``scratch``/``totals`` arguments exist for the compiled backends and are ignored here.
+1 / batches_seen for a cumulative average, or no update when factor < 0); an update also counts the batch in
+``num_batches_tracked`` (one element). Evaluation uses the running statistics. ``workspace``/``scratch``/``totals`` arguments exist for the compiled backends and are ignored here.
 
 Inverted dropout keeps an element when its counter-based uniform draw u >= p and scales survivors by
 1 / (1 - p); the mask is stored as bytes.
@@ -17,8 +17,8 @@ from . import activations
 from .dense import accumulate_into
 
 
-def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, code, params, seed,
-                            counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
+                            code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
     """Returns False, changing nothing, when x holds NaN or Inf."""
     if not np.isfinite(x).all():
         return False
@@ -28,6 +28,7 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     if running_factor >= 0:
         running_mean[...] = (1 - running_factor) * running_mean + running_factor * mean
         running_var[...] = (1 - running_factor) * running_var + running_factor * variance * n / (n - 1)
+        num_batches_tracked += 1
     mean_out[...] = mean
     inv_std_out[...] = 1 / np.sqrt(variance + eps)
     z = weight * ((x - mean_out) * inv_std_out) + bias
