@@ -1,4 +1,4 @@
-"""exp, expm1, log1p, tanh and erf that LLVM can vectorize, in the argument's own precision.
+"""exp, expm1, log1p, tanh, erf and the normal distribution that LLVM can vectorize, in the argument's own precision.
 
 Numba turns ``math.exp`` into a call to libm for every element: no SIMD (Numba vectorizes it only with Intel's
 SVML runtime installed), 4 ns per element here, and 17 ms of the 38 ms softmax cross-entropy at 4096 x 1000.
@@ -285,6 +285,39 @@ def _erf64(x):
     return result if x == x else x  # NaN in, NaN out
 
 
+@njit(inline="always")  # too large for LLVM's inliner, as _erf32
+def _normal_cdf_pdf32(x):
+    # The lower tail Phi(-s) = phi(s) R(s), s = |x|, with R Mills' ratio written t P(t) in t = 1 / (1 + 0.4 s):
+    # P of degree 9, 1/sqrt(2 pi) folded in, fitted to relative error 1.6e-8 on s <= 16 (least squares reweighted
+    # towards minimax, from Python's math.erfc). phi(s) is one exp whose argument is exact: s^2 = square + error
+    # (error by a fused multiply-add), e^(-s^2/2) = e^(-square/2) (1 - error/2). Past s = 16 both tails are
+    # exactly 0 and 1 in float32, so s is capped there (and x = +-inf needs no case of its own).
+    s = min(abs(x), np.float32(16.0))
+    t = np.float32(1.0) / multiply_add(np.float32(0.4), s, np.float32(1.0))
+    p = np.float32(0.032427966594696045)
+    p = multiply_add(p, t, np.float32(-0.17794793844223022))
+    p = multiply_add(p, t, np.float32(0.3848913311958313))
+    p = multiply_add(p, t, np.float32(-0.37734100222587585))
+    p = multiply_add(p, t, np.float32(0.12209722399711609))
+    p = multiply_add(p, t, np.float32(-0.0281499233096838))
+    p = multiply_add(p, t, np.float32(0.0917520821094513))
+    p = multiply_add(p, t, np.float32(0.1330585479736328))
+    p = multiply_add(p, t, np.float32(0.1596362292766571))
+    p = multiply_add(p, t, np.float32(0.15957549214363098))
+    square = s * s
+    gauss = _exp32(np.float32(-0.5) * square) * multiply_add(np.float32(-0.5), multiply_add(s, s, -square),
+                                                            np.float32(1.0))
+    tail = gauss * (t * p)
+    cdf = tail if x < 0 else np.float32(1.0) - tail
+    pdf = gauss * np.float32(0.3989422804014327)
+    return (cdf, pdf) if x == x else (x, x)  # NaN in, NaN out
+
+
+@njit(inline="always")
+def _normal_cdf_pdf64(x):
+    return 0.5 * (1.0 + _erf64(x * 0.7071067811865476)), _exp64(-0.5 * x * x) * 0.3989422804014327
+
+
 @njit(inline="always")
 def _log1p(x, T, bits_type, one_bits, sqrt_half_bits, mantissa_mask, shift, series):
     """log(1 + x) in x's precision (both precisions share it; see _log1p32 and _log1p64).
@@ -394,3 +427,14 @@ def log1p(x):
 
 
 overload(log1p, inline="always")(_by_precision(_log1p32, _log1p64))
+
+
+def normal_cdf_pdf(x):
+    """(Phi(x), phi(x)), the standard normal's distribution function and density, in x's precision, vectorizable:
+    GELU is x Phi(x), its derivative Phi(x) + x phi(x). float32 shares one exp between the two and is accurate in
+    relative terms in the lower tail too (within 8 ulp of the float64 values, tested), where 1 + erf(x / sqrt 2)
+    cancels; float64 is 0.5 (1 + erf(x / sqrt 2)) and e^(-x^2/2) / sqrt(2 pi)."""
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0))), math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+overload(normal_cdf_pdf, inline="always")(_by_precision(_normal_cdf_pdf32, _normal_cdf_pdf64))
