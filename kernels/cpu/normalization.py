@@ -463,9 +463,8 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
                             params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
     kernel, chunks = _kernel_and_chunks(x, forward_train_parallel, forward_train_serial)
     return kernel(x, chunks, weight, bias, float(eps), float(running_factor), running_mean, running_var,
-                  num_batches_tracked, code, params,
-                  np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out, workspace, scratch, totals,
-                  any_activation_for(code))
+                  num_batches_tracked, code, params, np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out,
+                  workspace, scratch, totals, any_activation_for(code))
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
