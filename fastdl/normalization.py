@@ -132,9 +132,9 @@ class BatchNorm(Module, _RandomCounter):
                 self._forward_input = None  # the kernel stopped part-way through its saved statistics
                 raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
         else:
-            mean[...] = self.running_mean
             finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
-                                                    code, params, self.seed, self._counter, inv_std, y, workspace)
+                                                    code, params, self.seed, self._counter, mean, inv_std, y,
+                                                    workspace)
             if not finite:
                 self._forward_input = None
                 raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")

@@ -264,9 +264,10 @@ def _forward_train(x, chunks, weight, bias, eps, running_factor, running_mean, r
     return True
 
 
-def _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
-                  y_out, workspace, any_activation):
+def _forward_eval(x, chunks, weight, bias, eps, running_mean, running_var, code, params, seed, counter, mean_out,
+                  inv_std_out, y_out, workspace, any_activation):
     for j in range(x.shape[1]):
+        mean_out[j] = running_mean[j]  # the statistics the backward uses, saved here rather than by the layer
         inv_std_out[j] = 1.0 / math.sqrt(running_var[j] + eps)
     return _normalize(x, chunks, weight, bias, running_mean, inv_std_out, code, params, seed, counter, y_out,
                       workspace, True, any_activation) == 0
@@ -468,11 +469,11 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
-                           inv_std_out, y_out, workspace):
-    """Returns False when x holds NaN or Inf (y is then not meaningful; nothing else is written)."""
+                           mean_out, inv_std_out, y_out, workspace):
+    """Returns False when x holds NaN or Inf (y is then not meaningful; no running statistic is written)."""
     kernel, chunks = _kernel_and_chunks(x, forward_eval_parallel, forward_eval_serial)
     return kernel(x, chunks, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed),
-                  np.uint64(counter), inv_std_out, y_out, workspace, any_activation_for(code))
+                  np.uint64(counter), mean_out, inv_std_out, y_out, workspace, any_activation_for(code))
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,

@@ -85,14 +85,13 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     return True
 
 
-def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, inv_std_out,
-                           y_out, workspace_unused=None):
+def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, mean_out,
+                           inv_std_out, y_out, workspace_unused=None):
     cols = x.shape[1]
-    mean = workspace("bn_eval_mean", (cols,), np.float64, x)
     finite = workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_eval_statistics", x, blocks(cols), (THREADS,),
-            (running_mean, running_var, np.int64(cols), np.float64(eps), mean, inv_std_out, finite))
-    _normalize(x, weight, bias, mean, inv_std_out, code, params, seed, counter, y_out,
+            (running_mean, running_var, np.int64(cols), np.float64(eps), mean_out, inv_std_out, finite))
+    _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out,
                (None, None, None, -1.0, finite))  # no running update; the pass checks x for NaN and Inf
     return first_value(finite) == 1  # False when x holds NaN or Inf, as on the other backends
 

@@ -37,10 +37,12 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
-                           inv_std_out, y_out, workspace):
-    """Returns False, computing nothing, when x holds NaN or Inf."""
+                           mean_out, inv_std_out, y_out, workspace):
+    """Returns False, computing nothing, when x holds NaN or Inf. mean_out receives the running mean (the
+    statistics the backward uses)."""
     if not np.isfinite(x).all():
         return False
+    mean_out[...] = running_mean
     inv_std_out[...] = 1 / np.sqrt(running_var + eps)
     z = weight * ((x - running_mean) * inv_std_out) + bias
     y_out[...] = activations.forward(z.astype(x.dtype), code, params, seed, counter)
