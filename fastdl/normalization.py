@@ -209,7 +209,7 @@ class BatchNorm(Module, _RandomCounter):
             grad_weight = self._workspace("unused_grad_weight", (self.num_features,), self.dtype)
             grad_bias = self._workspace("unused_grad_bias", (self.num_features,), self.dtype)
         code, params = self.activation.kernel_args(self.dtype, self._forward_training)
-        _, mean, inv_std, workspace, scratch, totals = self._buffers["batch"][2:]  # the forward's (same shape)
+        mean, inv_std, workspace, scratch, totals = self._buffers["batch"][3:]  # the forward's (same shape)
         get_backend().kernels.batchnorm_backward(
             x, grad_out, self._forward_y, weight, bias, mean, inv_std, code, params, self.seed, self._counter,
             self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)

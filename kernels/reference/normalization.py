@@ -4,7 +4,8 @@ Batch norm over (N, C): training normalizes with the batch mean and the biased b
 y = act(weight * x_hat + bias); running statistics follow PyTorch's BatchNorm1d:
 running = (1 - factor) * running + factor * batch_stat with the UNBIASED variance (factor = momentum, or
 1 / batches_seen for a cumulative average, or no update when factor < 0); an update also counts the batch in
-``num_batches_tracked`` (one element). Evaluation uses the running statistics. ``workspace``/``scratch``/``totals`` arguments exist for the compiled backends and are ignored here.
+``num_batches_tracked`` (one element). Evaluation uses the running statistics. ``workspace``/``scratch``/``totals``
+arguments exist for the compiled backends and are ignored here.
 
 Inverted dropout keeps an element when its counter-based uniform draw u >= p and scales survivors by
 1 / (1 - p); the mask is stored as bytes.
