@@ -44,6 +44,7 @@ from .normalization import Dropout
 from .normalization import Standardize
 from .step import CompileStepFallback
 from .step import compile_step
+from .threads import blas_info
 from .threads import get_num_threads
 from .training import EarlyStopping
 from .training import History

@@ -123,7 +123,7 @@ class CompiledStep:
         from .kernels.cpu import blas
 
         if not blas.AVAILABLE:
-            return "numpy's BLAS library could not be located for calls from compiled code"
+            return "no BLAS library (MKL or numpy's own) could be located for calls from compiled code"
         if self.loss not in LOSS_KERNELS:
             return f"loss {getattr(self.loss, '__name__', self.loss)!r} is not one of {sorted(LOSS_KERNELS.values())}"
         dtypes = set()

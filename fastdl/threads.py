@@ -1,46 +1,24 @@
-"""One knob for every thread fastdl runs: BLAS's pool (the GEMMs) and Numba's pool (large parallel kernels).
+"""One knob for every thread pool fastdl uses on the CPU: Numba's (its kernels, and the layers' GEMMs, which fastdl
+splits over it) and the BLAS provider's own (``compile_step``'s GEMMs; with MKL it is the same GNU OpenMP pool).
 
-fastdl keeps one pool busy at a time by design (see ``kernels/cpu/dense.py``), so users need no environment
-variables; ``set_num_threads`` only chooses how many cores both pools may use.
+Users need no environment variables; ``set_num_threads`` chooses how many cores every pool may use, through
+threadpoolctl where it is installed (so a BLAS that fastdl does not call, loaded by another library, follows too).
 """
 
-import ctypes
-import glob
-import os
-
 import numba
-import numpy as np
-
-# numpy's wheels bundle OpenBLAS under a prefixed name; older builds use the plain one.
-_OPENBLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
-_OPENBLAS_GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
 
 
-def _numpy_openblas():
-    libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in glob.glob(os.path.join(libs_dir, "*openblas*")):
-        library = ctypes.CDLL(path)
-        setter = next((getattr(library, n) for n in _OPENBLAS_SETTERS if hasattr(library, n)), None)
-        getter = next((getattr(library, n) for n in _OPENBLAS_GETTERS if hasattr(library, n)), None)
-        if setter is not None and getter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            getter.argtypes, getter.restype = [], ctypes.c_int
-            return setter, getter
-    return None
+def _provider():
+    from .kernels.cpu import blas_provider
 
-
-_blas = None
-
-
-def _blas_controls():
-    global _blas
-    if _blas is None:
-        _blas = _numpy_openblas() or False
-    return _blas
+    return blas_provider.PROVIDER
 
 
 def set_num_threads(count):
-    """Use ``count`` threads for GEMMs (numpy's OpenBLAS) and for Numba's parallel kernels."""
+    """Use ``count`` threads for Numba's parallel kernels and for the BLAS provider's GEMMs.
+
+    Example: ``fastdl.set_num_threads(1)`` runs everything on the calling thread.
+    """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"set_num_threads: count must be a positive integer, got {count!r}")
     if count > numba.config.NUMBA_NUM_THREADS:
@@ -49,12 +27,36 @@ def set_num_threads(count):
             f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)"
         )
     numba.set_num_threads(count)
-    controls = _blas_controls()
-    if controls:
-        controls[0](count)
+    provider = _provider()
+    if provider is not None:
+        provider.set_threads(count)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=count, user_api="blas")
 
 
 def get_num_threads():
-    """(BLAS threads, Numba threads); BLAS is None when numpy's BLAS is not a bundled OpenBLAS."""
-    controls = _blas_controls()
-    return (controls[1]() if controls else None), numba.get_num_threads()
+    """(BLAS provider threads, Numba threads); the first is None when no BLAS provider was found."""
+    provider = _provider()
+    return (provider.get_threads() if provider is not None else None), numba.get_num_threads()
+
+
+def blas_info():
+    """What runs fastdl's CPU GEMMs and how it is threaded: a dict with ``provider`` (``"mkl"``, ``"openblas"`` or
+    None), ``library`` (its path), ``version``, ``threading`` (its threading runtime), ``threads``, ``numba_threads``,
+    ``numba_threading_layer`` and ``parallel_gemm`` (whether the layers split their GEMMs over Numba's pool).
+
+    Choose the provider with the environment variable ``FASTDL_BLAS`` (``auto``, ``mkl``, ``openblas``) before
+    the first import of fastdl's CPU kernels.
+    """
+    from .kernels.cpu import blas_provider
+
+    info = blas_provider.info()
+    info["numba_threads"] = numba.get_num_threads()
+    try:
+        info["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        info["numba_threading_layer"] = numba.config.THREADING_LAYER
+    return info

@@ -110,7 +110,7 @@ def test_numba_threads_reads_what_numba_get_num_threads_says():
 
     import numba
 
-    from fastdl.kernels.cpu.normalization import numba_threads
+    from fastdl.kernels.cpu.compile_twice import numba_threads
 
     before = numba.get_num_threads()
     seen = []

@@ -26,6 +26,7 @@ class Case:
     build: Callable[[], Callable[[], object]]
     build_torch: Optional[Callable[[str], Callable[[], object]]] = None
     quick: bool = False
+    build_jax: Optional[Callable[[], Callable[[], object]]] = None  # JAX on the CPU, where it is installed
 
     @property
     def name(self):
@@ -247,23 +248,41 @@ def optimizer_case(name, layout, quick):
 
 
 # -- whole training steps ----------------------------------------------------------------------------------------
-def mlp_step_case(sizes, batch, batchnorm, quick):
-    """One training step (forward, softmax cross-entropy, backward, Adam) of an MLP, via ``compile_step``."""
+STEP_PATHS = ("compile_step", "layer path")
+
+
+def _mlp_layers(sizes, batchnorm):
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        if batchnorm and not last:
+            layers += [fastdl.Dense(fan_in, fan_out, seed=i), fastdl.BatchNorm(fan_out, activation="relu")]
+        else:
+            layers.append(fastdl.Dense(fan_in, fan_out, activation="identity" if last else "relu", seed=i))
+    return fastdl.Sequential(*layers)
+
+
+def mlp_step_case(sizes, batch, batchnorm, quick, path="compile_step"):
+    """One training step (forward, softmax cross-entropy, backward, Adam) of an MLP, through ``compile_step`` or
+    the layer path a user writes by hand (``model(x)``, the loss, ``model.backward``, ``optimizer.step()``)."""
+    if path not in STEP_PATHS:
+        raise ValueError(f"mlp_step_case: path must be one of {STEP_PATHS}, got {path!r}")
 
     def build():
-        layers = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            last = i == len(sizes) - 2
-            if batchnorm and not last:
-                layers += [fastdl.Dense(fan_in, fan_out, seed=i), fastdl.BatchNorm(fan_out, activation="relu")]
-            else:
-                layers.append(fastdl.Dense(fan_in, fan_out, activation="identity" if last else "relu", seed=i))
-        model = fastdl.Sequential(*layers)
-        step = fastdl.compile_step(model, fastdl.losses.softmax_cross_entropy, optim.Adam(model.parameters()),
-                                   quiet=True)
+        model = _mlp_layers(sizes, batchnorm)
+        optimizer = optim.Adam(model.parameters())
         x = _random((batch, sizes[0]))
         labels = fastdl.asarray(np.random.default_rng(1).integers(0, sizes[-1], batch))
-        return _synchronized(lambda: step(x, labels))
+        if path == "compile_step":
+            step = fastdl.compile_step(model, fastdl.losses.softmax_cross_entropy, optimizer, quiet=True)
+            return _synchronized(lambda: step(x, labels))
+        grad = fastdl.get_backend().xp.empty((batch, sizes[-1]), dtype=np.float32)
+
+        def layer_step():
+            fastdl.losses.softmax_cross_entropy(model(x), labels, out=grad)
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+        return _synchronized(layer_step)
 
     def build_torch(device):
         import torch
@@ -288,8 +307,56 @@ def mlp_step_case(sizes, batch, batchnorm, quick):
     # forward, dW and dX GEMMs per layer; the first layer needs no dX
     flops = sum(2 * batch * a * b * 3 for a, b in pairs) - 2 * batch * sizes[0] * sizes[1]
     kind = "Dense+BN+ReLU" if batchnorm else "Dense+ReLU"
-    return Case(f"MLP train step ({kind}, Adam)", f"{'-'.join(map(str, sizes))}, batch {batch}", GEMM, flops, build,
-                build_torch, quick)
+    return Case(f"MLP train step ({kind}, Adam), {path}", f"{'-'.join(map(str, sizes))}, batch {batch}", GEMM, flops,
+                build, build_torch, quick, build_jax=lambda: jax_mlp_step(sizes, batch, batchnorm))
+
+
+def jax_mlp_step(sizes, batch, batchnorm):
+    """The same step in JAX (jit, parameters and optimizer state donated), Adam written out as PyTorch's."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes))
+    params = []
+    for key, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:]):
+        layer = {"w": jax.random.normal(key, (fan_in, fan_out), jnp.float32) / np.sqrt(fan_in),
+                 "b": jnp.zeros(fan_out, jnp.float32)}
+        if batchnorm and fan_out != sizes[-1]:
+            layer["gamma"], layer["beta"] = jnp.ones(fan_out, jnp.float32), jnp.zeros(fan_out, jnp.float32)
+        params.append(layer)
+
+    def loss(params, x, labels):
+        h = x
+        for index, layer in enumerate(params):
+            h = h @ layer["w"] + layer["b"]
+            if index < len(params) - 1:
+                if "gamma" in layer:
+                    mean, var = h.mean(0), h.var(0)
+                    h = (h - mean) * jax.lax.rsqrt(var + 1e-5) * layer["gamma"] + layer["beta"]
+                h = jax.nn.relu(h)
+        log_probabilities = jax.nn.log_softmax(h)
+        return -jnp.take_along_axis(log_probabilities, labels[:, None], 1).mean()
+
+    def step(params, m, v, t, x, labels):
+        grads = jax.grad(loss)(params, x, labels)
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        correction1, correction2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+        params = jax.tree_util.tree_map(
+            lambda p, m, v: p - 1e-3 * (m / correction1) / (jnp.sqrt(v / correction2) + 1e-8), params, m, v)
+        return params, m, v, t
+
+    compiled = jax.jit(step, donate_argnums=(0, 1, 2))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = [params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params), jnp.float32(0)]
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, sizes[0]), dtype=np.float32))
+    labels = jnp.asarray(np.random.default_rng(1).integers(0, sizes[-1], batch))
+
+    def run():
+        state[:] = compiled(*state, x, labels)
+        jax.block_until_ready(state[0])
+    return run
 
 
 def all_cases():
@@ -307,11 +374,12 @@ def all_cases():
     for name in OPTIMIZERS:
         for layout in LAYOUTS:
             cases.append(optimizer_case(name, layout, quick=name in ("Adam", "SGD momentum")))
-    cases += [mlp_step_case([64, 64, 64, 10], 32, False, quick=True),
-              mlp_step_case([256, 256, 10], 128, False, quick=False),
-              mlp_step_case([784, 1024, 1024, 10], 256, False, quick=False),
-              mlp_step_case([64, 64, 64, 10], 32, True, quick=True),
-              mlp_step_case([784, 1024, 1024, 10], 256, True, quick=True)]
+    for path in STEP_PATHS:
+        cases += [mlp_step_case([64, 64, 64, 10], 32, False, quick=True, path=path),
+                  mlp_step_case([256, 256, 10], 128, False, quick=False, path=path),
+                  mlp_step_case([784, 1024, 1024, 10], 256, False, quick=False, path=path),
+                  mlp_step_case([64, 64, 64, 10], 32, True, quick=True, path=path),
+                  mlp_step_case([784, 1024, 1024, 10], 256, True, quick=True, path=path)]
     return cases
 
 

@@ -1,7 +1,8 @@
 """Run a suite: ceilings first, then every case with its contenders taking turns; print, save JSON, plot.
 
-For each case the contenders are fastdl on each requested backend and PyTorch (on the CPU, or CUDA when the
-GPU backend is benchmarked) where it is installed. The first call of each is timed apart (it includes JIT
+For each case the contenders are fastdl on each requested backend, PyTorch (on the CPU, or CUDA when the
+GPU backend is benchmarked) where it is installed, and JAX (jit, on the CPU) for the cases that have a JAX
+version, where JAX is installed. The first call of each is timed apart (it includes JIT
 compilation); the rest run in interleaved rounds, and every ratio (fraction of the ceiling aside) is the median
 of ratios taken within one round.
 """
@@ -62,12 +63,28 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _jax_available():
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def machine_description(backends):
     import numba
 
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": _cpu_model(),
             "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "threads (BLAS, Numba)": list(fastdl.get_num_threads())}
+    blas = fastdl.blas_info()
+    info["blas"] = f"{blas['provider']} ({blas['version']}; {blas['threading']})" if blas["provider"] else None
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+    except ImportError:
+        info["jax"] = None
     try:
         import torch
 
@@ -91,7 +108,7 @@ def _in_backend(backend, call):
     return run
 
 
-def run_case(case, backends, use_torch, settings):
+def run_case(case, backends, use_torch, settings, use_jax=True):
     """Rows (one per fastdl backend) for one case."""
     calls, first_call_ms = {}, {}
     for backend in backends:
@@ -112,6 +129,10 @@ def run_case(case, backends, use_torch, settings):
                 torch_names[backend] = device
             elif device is not None:
                 torch_names[backend] = device
+    with_jax = use_jax and case.build_jax is not None and "cpu" in backends and _jax_available()
+    if with_jax:
+        calls["jax"] = case.build_jax()
+        calls["jax"]()  # jit compilation, outside the rounds
     per_round = interleaved_rounds(calls, **settings)
     times = medians(per_round)
     rows = []
@@ -125,11 +146,13 @@ def run_case(case, backends, use_torch, settings):
             "vs_numpy": paired(per_round, "numpy", backend) if backend != "numpy" else None,
             "torch_device": device, "torch_us": times.get(torch_name) if torch_name else None,
             "vs_torch": paired(per_round, torch_name, backend) if torch_name else None,
+            "jax_us": times["jax"] if with_jax and backend == "cpu" else None,
+            "vs_jax": paired(per_round, "jax", backend) if with_jax and backend == "cpu" else None,
         })
     return rows
 
 
-def run_suite(suite="quick", backends=None, use_torch=True, progress=sys.stderr):
+def run_suite(suite="quick", backends=None, use_torch=True, progress=sys.stderr, use_jax=True):
     settings = SETTINGS[suite]
     statuses = available_backends(backends)
     usable = [name for name, reason in statuses if reason is None]
@@ -148,7 +171,7 @@ def run_suite(suite="quick", backends=None, use_torch=True, progress=sys.stderr)
     started = time.perf_counter()
     for index, case in enumerate(cases, start=1):
         say(f"[{index}/{len(cases)}] {case.name}  ({time.perf_counter() - started:.0f} s)")
-        for row in run_case(case, usable, use_torch, settings):
+        for row in run_case(case, usable, use_torch, settings, use_jax):
             ceiling = measured["gpu" if row["backend"] == "gpu" else "cpu"]
             limit = ceiling["bandwidth_GBps"] if row["unit"] == case_module.BANDWIDTH else ceiling["gemm_GFLOPs"]
             row["of_ceiling"] = row["rate"] / limit
@@ -164,22 +187,29 @@ def _fmt_time(us):
 def format_table(report):
     machine = report["machine"]
     lines = [f"fastdl bench ({report['suite']} suite), {machine['date']}: {machine['cpu']}, {machine['cores']} cores, "
-             f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine['torch']}"
+             f"numpy {machine['numpy']}, numba {machine['numba']}, BLAS {machine.get('blas')}, torch {machine['torch']}"
+             + (f", jax {machine['jax']}" if machine.get("jax") else "")
              + (f", GPU {machine['gpu']}" if "gpu" in machine else ""), ""]
     for device, values in report["ceilings"].items():
         lines.append(f"Ceilings ({device}): copy {values['copy_GBps']:.1f} GB/s, triad {values['triad_GBps']:.1f} GB/s "
                      f"({'bus traffic incl. write-allocate' if values.get('write_allocate', True) else 'read + write'}; STREAM copy {values['stream_copy_GBps']:.1f} GB/s), GEMM {values['gemm_GFLOPs']:.0f} GFLOP/s (float32, {values['gemm_side']}^3)")
     for name, reason in report["skipped_backends"].items():
         lines.append(f"Backend {name} not run: {reason}")
-    lines += ["", "| op | size | backend | time | rate | % of ceiling | x vs numpy | PyTorch | x vs PyTorch | first call |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    with_jax = any(row.get("jax_us") for row in report["results"])
+    jax_header = (" JAX | x vs JAX |", "---|---|") if with_jax else ("", "")
+    lines += ["", "| op | size | backend | time | rate | % of ceiling | x vs numpy | PyTorch | x vs PyTorch |"
+              + jax_header[0] + " first call |", "|---|---|---|---|---|---|---|---|---|" + jax_header[1] + "---|"]
     for row in report["results"]:
+        jax_cells = ""
+        if with_jax:
+            jax_cells = (f" {_fmt_time(row['jax_us'])} | {row['vs_jax']:.2f}x |" if row.get("jax_us")
+                         else " - | - |")
         vs_numpy = f"{row['vs_numpy']:.1f}x" if row["vs_numpy"] else "-"
         torch_time = _fmt_time(row["torch_us"]) if row["torch_us"] else "-"
         vs_torch = f"{row['vs_torch']:.2f}x" if row["vs_torch"] else "-"
         lines.append(f"| {row['op']} | {row['size']} | {row['backend']} | {_fmt_time(row['us'])} | "
                      f"{row['rate']:.1f} {row['unit']} | {100 * row['of_ceiling']:.0f}% | {vs_numpy} | {torch_time} | "
-                     f"{vs_torch} | {row['first_call_ms']:.0f} ms |")
+                     f"{vs_torch} |{jax_cells} {row['first_call_ms']:.0f} ms |")
     lines += ["", "% of ceiling: bandwidth-bound ops (bytes the op must read and write) against the larger of copy and "
               "triad over arrays far beyond the caches (a small, cache-resident op can exceed 100%); GEMM-bound ops against the BLAS GEMM. "
               "x vs numpy / PyTorch: their time over fastdl's, paired within rounds (above 1: fastdl faster)."]
@@ -239,10 +269,11 @@ def main(argv=None):
     parser.add_argument("--suite", choices=("quick", "full"), default="quick")
     parser.add_argument("--backend", help="comma-separated backends (default: all available)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparisons")
+    parser.add_argument("--no-jax", action="store_true", help="skip the JAX comparisons")
     parser.add_argument("--out", default="fastdl-bench-results", help="folder for the JSON, table and plot")
     args = parser.parse_args(argv)
     backends = [name.strip() for name in args.backend.split(",")] if args.backend else None
-    report = run_suite(args.suite, backends, use_torch=not args.no_torch)
+    report = run_suite(args.suite, backends, use_torch=not args.no_torch, use_jax=not args.no_jax)
     print(format_table(report))
     stem = "-".join(sorted({row["backend"] for row in report["results"]})) + f"-{args.suite}"
     for path in save(report, args.out, stem):

@@ -1,93 +1,102 @@
-"""numpy's own BLAS, callable from inside Numba kernels (for ``fastdl.compile_step``).
+"""GEMMs callable from inside Numba kernels, through the provider ``blas_provider.py`` found (MKL or numpy's BLAS).
 
-A compiled training step must run its GEMMs without returning to Python. Numba's ``np.dot`` would need SciPy
-and bring a second OpenBLAS with a second thread pool (the two pools then fight over the 2 cores, see
-``dense.py``). Instead this finds the ``cblas_?gemm`` that numpy itself links, registers its address with
-LLVM under a fixed name, and declares it as an external function: the kernels call the very same GEMM as
-``np.matmul`` (bit-identical results, one thread pool), and stay cacheable on disk because the compiled code
-refers to the symbol by name, not by an address of this process.
+Two kinds of call:
 
-``AVAILABLE`` is False when numpy's BLAS cannot be located (e.g. an unusual numpy build); callers fall back.
+- ``matmul``, ``matmul_at_b``, ``matmul_a_bt``: one call on the calling thread, threaded by the provider itself
+  (``compile_step``, whose other kernels run serially between its GEMMs).
+- ``gemm_rows``, ``gemm_at_b_columns``: a block of the product, computed single-threaded by the calling thread. The
+  layers' kernels call them from their own parallel loop, one block per thread, and run the element-wise work on
+  the block right after, while it is in cache: Numba's pool is then the only pool that runs, so a GEMM never wakes
+  threads that would spin against the next parallel kernel. Row and column blocks give every element the same sum,
+  in the same order, as the whole product (tested), so results do not depend on the thread count.
+
+The compiled code refers to the provider's functions by fixed symbol names and declares 64-bit integers (MKL is put
+in its ILP64 mode; numpy's wheels bundle an ILP64 OpenBLAS). A 32-bit-integer BLAS declares 32-bit ones; the kernels'
+disk cache is keyed on that width (``cache_guard.py``).
 """
 
-import ctypes
-import glob
-import os
-
-import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
+from .blas_provider import AVAILABLE, INTEGER_BITS, PER_THREAD_CONTROL
+
 ROW_MAJOR, NO_TRANS, TRANS = np.int32(101), np.int32(111), np.int32(112)
-
-# (symbol prefix, symbol suffix, integer type): numpy's wheels ship scipy-openblas with an ILP64 interface
-_CANDIDATES = [("scipy_cblas_", "64_", types.int64), ("cblas_", "64_", types.int64), ("cblas_", "", types.int32)]
+_INT = types.int64 if INTEGER_BITS == 64 else types.int32
 
 
-def _library_paths():
-    root = os.path.dirname(np.__file__)
-    patterns = [root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"), os.path.join(root, "*openblas*")]
-    return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
-
-
-def _locate():
-    for path in _library_paths():
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix, integer in _CANDIDATES:
-            try:
-                functions = {kind: getattr(library, f"{prefix}{kind}gemm{suffix}") for kind in "sd"}
-            except AttributeError:
-                continue
-            return functions, integer
-    return None, None
-
-
-_functions, _INT = _locate()
-AVAILABLE = _functions is not None
-
-
-def _declare(kind, real):
-    name = f"fastdl_cblas_{kind}gemm"
-    llvm.add_symbol(name, ctypes.cast(_functions[kind], ctypes.c_void_p).value)
+def _gemm_signature(real):
     i32, n = types.int32, _INT
     # pointers travel as intp: the same register and width as a pointer on every 64-bit ABI
-    return types.ExternalFunction(name, types.void(i32, i32, i32, n, n, n, real, types.intp, n, types.intp, n, real,
-                                                   types.intp, n))
+    return types.void(i32, i32, i32, n, n, n, real, types.intp, n, types.intp, n, real, types.intp, n)
 
 
 if AVAILABLE:
-    _sgemm = _declare("s", types.float32)
-    _dgemm = _declare("d", types.float64)
-else:  # never called: compile_step checks AVAILABLE first
+    _sgemm = types.ExternalFunction("fastdl_cblas_sgemm", _gemm_signature(types.float32))
+    _dgemm = types.ExternalFunction("fastdl_cblas_dgemm", _gemm_signature(types.float64))
+else:  # never called: the callers check AVAILABLE first
     _sgemm = _dgemm = None
+
+if PER_THREAD_CONTROL:
+    _set_threads_local = types.ExternalFunction("fastdl_blas_set_threads_local", types.int32(types.int32))
+else:
+    @njit(inline="always")
+    def _set_threads_local(count):  # never called from parallel code (the layers partition only with the control)
+        return np.int32(0)
 
 
 @njit(inline="always")
-def _gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, out):
-    if out.itemsize == 4:  # float32 (the compile_step dtypes are float32 and float64)
-        _sgemm(ROW_MAJOR, trans_a, trans_b, m, n, k, np.float32(1.0), a.ctypes.data, lda, b.ctypes.data, ldb,
-               np.float32(0.0), out.ctypes.data, n)
+def _gemm(trans_a, trans_b, m, n, k, a_address, lda, b_address, ldb, beta, out, out_address, ldc):
+    """out's block at out_address = op(a) @ op(b) + beta * itself; all row-major, out's dtype for everything."""
+    if out.itemsize == 4:  # float32 (the kernels' dtypes are float32 and float64)
+        _sgemm(ROW_MAJOR, trans_a, trans_b, m, n, k, np.float32(1.0), a_address, lda, b_address, ldb,
+               np.float32(beta), out_address, ldc)
     else:
-        _dgemm(ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
-               out.ctypes.data, n)
+        _dgemm(ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_address, lda, b_address, ldb, np.float64(beta),
+               out_address, ldc)
 
 
 @njit(inline="always")
 def matmul(a, b, out):
     """out = a @ b (all C-contiguous, one dtype)."""
-    _gemm(NO_TRANS, NO_TRANS, a.shape[0], b.shape[1], a.shape[1], a, a.shape[1], b, b.shape[1], out)
+    _gemm(NO_TRANS, NO_TRANS, a.shape[0], b.shape[1], a.shape[1], a.ctypes.data, a.shape[1], b.ctypes.data,
+          b.shape[1], 0.0, out, out.ctypes.data, out.shape[1])
 
 
 @njit(inline="always")
 def matmul_at_b(a, b, out):
     """out = a.T @ b: the weight gradient x.T @ dz."""
-    _gemm(TRANS, NO_TRANS, a.shape[1], b.shape[1], a.shape[0], a, a.shape[1], b, b.shape[1], out)
+    _gemm(TRANS, NO_TRANS, a.shape[1], b.shape[1], a.shape[0], a.ctypes.data, a.shape[1], b.ctypes.data,
+          b.shape[1], 0.0, out, out.ctypes.data, out.shape[1])
 
 
 @njit(inline="always")
 def matmul_a_bt(a, b, out):
     """out = a @ b.T: the input gradient dz @ W.T."""
-    _gemm(NO_TRANS, TRANS, a.shape[0], b.shape[0], a.shape[1], a, a.shape[1], b, b.shape[1], out)
+    _gemm(NO_TRANS, TRANS, a.shape[0], b.shape[0], a.shape[1], a.ctypes.data, a.shape[1], b.ctypes.data,
+          b.shape[1], 0.0, out, out.ctypes.data, out.shape[1])
+
+
+@njit(inline="always")
+def gemm_rows(a, b, out, first, last, transpose_b):
+    """out[first:last] = a[first:last] @ op(b), op(b) = b.T when ``transpose_b``, on the calling thread alone."""
+    if last <= first:
+        return
+    n = b.shape[0] if transpose_b else b.shape[1]
+    k = a.shape[1]
+    previous = _set_threads_local(np.int32(1))
+    _gemm(NO_TRANS, TRANS if transpose_b else NO_TRANS, last - first, n, k,
+          a.ctypes.data + first * k * a.itemsize, k, b.ctypes.data, b.shape[1], 0.0, out,
+          out.ctypes.data + first * n * out.itemsize, n)
+    _set_threads_local(previous)
+
+
+@njit(inline="always")
+def gemm_at_b_columns(a, b, out, first, last, beta):
+    """out[:, first:last] = a.T @ b[:, first:last] + beta * out[:, first:last], on the calling thread alone."""
+    if last <= first:
+        return
+    n = b.shape[1]
+    previous = _set_threads_local(np.int32(1))
+    _gemm(TRANS, NO_TRANS, a.shape[1], last - first, a.shape[0], a.ctypes.data, a.shape[1],
+          b.ctypes.data + first * b.itemsize, n, beta, out, out.ctypes.data + first * out.itemsize, n)
+    _set_threads_local(previous)

@@ -2,7 +2,9 @@
 
 Numba's on-disk cache (``cache=True``) checks only the file that defines a kernel, not the helpers inlined
 into it from other files, so editing ``activations.py`` would silently keep running the old binary. Before
-the kernels load, this hashes every source they depend on and clears the cache when the hash changed.
+the kernels load, this hashes every source they depend on and clears the cache when the hash changed. The BLAS
+provider's calling convention (the width of its integers, whether a thread's own BLAS thread count can be set) is
+compiled into the kernels too, so it is part of the hash.
 """
 
 import hashlib
@@ -14,7 +16,10 @@ SOURCES = sorted(CPU_DIR.glob("*.py")) + [CPU_DIR.parent / "activation_table.py"
 
 def source_digest():
     """A hash of every CPU kernel source (generated code that calls the kernels keys its cache on it too)."""
-    return hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES)).hexdigest()
+    from .blas_provider import INTEGER_BITS, PER_THREAD_CONTROL
+
+    convention = f"blas integers {INTEGER_BITS} bits, per-thread control {PER_THREAD_CONTROL}".encode()
+    return hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES) + convention).hexdigest()
 
 
 def clear_if_sources_changed():

@@ -10,7 +10,15 @@ would load each other's machine code.
 
 import types
 
+import numba
 from numba import njit
+from numba.core.cpu_options import ParallelOptions
+from numba.np.ufunc import parallel as _numba_parallel
+
+# Consecutive prange loops over the same chunks would be fused into one by Numba, which cannot see that the
+# second reads what other threads wrote in the first (block sums, a GEMM's blocks): the passes must stay separate
+# loops. An options object, not a dict: Numba pops the keys of a dict, so a second compilation would fuse again.
+NO_FUSION = ParallelOptions({"fusion": False})
 
 
 def _renamed(body, name):
@@ -26,3 +34,14 @@ def parallel_and_serial(body, name, parallel=True, **options):
     """(``name``_parallel, ``name``_serial): ``body`` compiled with ``parallel`` and without, both cached on disk."""
     return (njit(parallel=parallel, cache=True, **options)(_renamed(body, f"{name}_parallel")),
             njit(cache=True, **options)(_renamed(body, f"{name}_serial")))
+
+
+def numba_threads():
+    """``numba.get_num_threads()``, read straight from the threading layer once Numba has started it: the public
+    call takes two locks, and right after a large kernel (the layer's previous call), from cold caches, it cost
+    several times more. Falls back to the public call before start-up, or where Numba's internals differ."""
+    if getattr(_numba_parallel, "_is_initialized", False):
+        read = getattr(_numba_parallel, "_get_num_threads", None)
+        if read is not None:
+            return read()
+    return numba.get_num_threads()

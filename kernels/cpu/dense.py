@@ -1,13 +1,16 @@
-"""Fused dense kernels for the CPU: GEMM through BLAS, then ONE pass for everything element-wise.
+"""Fused dense kernels for the CPU: the GEMM and everything element-wise in one parallel loop, one pool.
 
-Forward: ``np.matmul(x, W, out=y)`` (numpy's BLAS, its own thread pool), then ``activate_rows`` adds the bias,
-saves the pre-activation only when the activation's derivative needs it, and applies the activation, all
-while each row is in L1. Backward: ``activation_grad_rows`` forms dZ = dY * act'(z) and the bias gradient
-in the same pass (dZ is never read twice), then two GEMMs write dW and dX into the caller's buffers.
+Forward: each thread computes a block of rows of y = x @ W through the BLAS provider, single-threaded
+(``blas.gemm_rows``), then adds the bias, saves the pre-activation only when the activation's derivative needs it
+and applies the activation (and dropout) on those rows while they are in its cache. Backward: each thread forms
+dZ = dY * act'(z) on its rows and their dX = dZ @ W.T; then each thread takes a block of columns of dW = x.T @ dZ
+and sums the same columns of dZ for the bias gradient, row by row in order (the serial kernel's order, so the
+result does not depend on the thread count).
 
-Why the element-wise passes are serial: they sit between GEMMs, and on the CPU a second thread pool
-(Numba's) waking up next to BLAS's spinning threads costs milliseconds (measured: a 17 us parallel pass took
-5.5 ms after a GEMM), while the serial pass costs about 2% of the GEMM it follows. One pool is busy at a time.
+Why fastdl partitions the GEMMs itself: with the BLAS library threading its own GEMMs, two pools take turns on
+the cores, and each one's idle threads spin while the other works (a batch-norm pass 15x slower right after a
+GEMM, a GEMM half as fast right after a parallel kernel). Here Numba's pool is the only one that runs. Small
+products run the serial kernels, on the calling thread alone: waking a pool costs more than it saves there.
 
 The identity and ReLU are computed inline; every other activation goes through ``activations.py``'s row
 functions, which a kernel compiles in only when called with ``any_activation=True`` (see there).
@@ -16,8 +19,17 @@ functions, which a kernel compiles in only when called with ``any_activation=Tru
 import numpy as np
 from numba import njit
 
+from numba import prange
+
+from . import blas
 from .activations import activate_in_place, any_activation_for, grad, grad_in_place
+from .blas import gemm_at_b_columns, gemm_rows
+from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .counter_rng import uniform
+
+# A product of at least this many multiply-adds (rows x in x out) runs on every thread: 64x64x64 and up measured
+# faster split in two than on one core here; below, waking the pool costs more than half the product.
+PARALLEL_MIN_MULTIPLY_ADDS = 64 * 64 * 64
 
 
 @njit(inline="always")
@@ -40,6 +52,18 @@ def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save
     activate_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
 
 
+@njit(inline="always")
+def _dropout_row(i, a, p, scale, dropout_seed, counter, mask_out, y_out):
+    columns = a.shape[1]
+    a_row = a[i]
+    mask_row = mask_out[i]
+    y_row = y_out[i]
+    for j in range(columns):
+        keep = uniform(dropout_seed, counter, np.uint64(i * columns + j)) >= p
+        mask_row[j] = keep
+        y_row[j] = a_row[j] * scale if keep else 0
+
+
 @njit(cache=True)
 def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out, copy_source, any_activation):
     """y_out = act(source + bias) row by row; z_out = source + bias when save_z.
@@ -59,17 +83,10 @@ def activate_dropout_rows(a_out, bias, code, params, seed, counter, z_out, save_
                           y_out, any_activation):
     """a_out = act(a_out + bias), then y_out = a_out * scale where the mask keeps, row by row while the row is
     in L1: the mask and values are exactly those of a Dropout layer with seed ``dropout_seed`` (same counter)."""
-    rows, columns = a_out.shape
-    for i in range(rows):
+    for i in range(a_out.shape[0]):
         _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False,
                            any_activation)
-        a_row = a_out[i]
-        mask_row = mask_out[i]
-        y_row = y_out[i]
-        for j in range(columns):
-            keep = uniform(dropout_seed, counter, np.uint64(i * columns + j)) >= p
-            mask_row[j] = keep
-            y_row[j] = a_row[j] * scale if keep else 0
+        _dropout_row(i, a_out, p, scale, dropout_seed, counter, mask_out, y_out)
 
 
 @njit(cache=True)
@@ -100,20 +117,27 @@ def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, 
     if has_bias and not accumulate_bias:
         grad_bias[:] = 0
     for i in range(rows):
-        out = grad_z[i]
-        z_row = z[i]
-        for j in range(columns):
-            out[j] = z_row[j]
-        # act'(z) dy in place over z's copy, then the mask: with the masked dy as the activation's input and output
-        # (one row passed twice), LLVM's overlap check sent every row to the scalar loop (2x slower for ReLU, 7x
-        # for GELU at 256x1024)
-        grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, i * columns, any_activation)
-        mask_row = mask[i]
-        for j in range(columns):
-            out[j] = out[j] * scale if mask_row[j] else 0
+        _dropout_activation_grad_row(i, grad_y, mask, scale, z, a, code, p0, p1, seed, counter, grad_z,
+                                     any_activation)
         if has_bias:
             for j in range(columns):
-                grad_bias[j] += out[j]
+                grad_bias[j] += grad_z[i, j]
+
+
+@njit(inline="always")
+def _dropout_activation_grad_row(i, grad_y, mask, scale, z, a, code, p0, p1, seed, counter, grad_z, any_activation):
+    columns = grad_y.shape[1]
+    out = grad_z[i]
+    z_row = z[i]
+    for j in range(columns):
+        out[j] = z_row[j]
+    # act'(z) dy in place over z's copy, then the mask: with the masked dy as the activation's input and output
+    # (one row passed twice), LLVM's overlap check sent every row to the scalar loop (2x slower for ReLU, 7x
+    # for GELU at 256x1024)
+    grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, i * columns, any_activation)
+    mask_row = mask[i]
+    for j in range(columns):
+        out[j] = out[j] * scale if mask_row[j] else 0
 
 
 @njit(cache=True)
@@ -145,30 +169,157 @@ def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
                          np.uint64(counter), _as_rows(grad_z_out), params[:0], False, any_activation_for(code))
 
 
+# -- the layers' kernels: GEMM blocks and element-wise passes in one loop -------------------------------------------
+@njit(inline="always")
+def _row_block(rows, part, parts):
+    return rows * part // parts, rows * (part + 1) // parts
+
+
+def _forward(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts):
+    """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part."""
+    for part in prange(parts):
+        first, last = _row_block(x.shape[0], part, parts)
+        gemm_rows(x, weight, y_out, first, last, False)
+        for i in range(first, last):
+            _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
+                               any_activation)
+
+
+def _dropout_forward(x, weight, bias, code, params, seed, counter, z_out, save_z, p, scale, dropout_seed, mask_out,
+                     a_out, y_out, any_activation, parts):
+    """a = act(x @ W + b), y = dropout(a) with the mask of a Dropout layer seeded ``dropout_seed``."""
+    for part in prange(parts):
+        first, last = _row_block(x.shape[0], part, parts)
+        gemm_rows(x, weight, a_out, first, last, False)
+        for i in range(first, last):
+            _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False,
+                               any_activation)
+            _dropout_row(i, a_out, p, scale, dropout_seed, counter, mask_out, y_out)
+
+
+def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed, counter, grad_z, grad_weight,
+              grad_bias, grad_x, input_grad, accumulate, any_activation, parts):
+    """dZ = (dY [* mask * scale]) * act'(z); dX = dZ @ W.T; dW (+)= x.T @ dZ; db (+)= column sums of dZ."""
+    rows, columns = grad_y.shape
+    for part in prange(parts):
+        first, last = _row_block(rows, part, parts)
+        for i in range(first, last):
+            if dropout:
+                _dropout_activation_grad_row(i, grad_y, mask, scale, z, a, code, params[0], params[1], seed, counter,
+                                             grad_z, any_activation)
+            else:
+                grad(code, grad_y[i], z[i], a[i], grad_z[i], params[0], params[1], seed, counter, i * columns,
+                     any_activation)
+        if input_grad:
+            gemm_rows(grad_z, weight, grad_x, first, last, True)
+    has_bias = grad_bias.shape[0] > 0
+    for part in prange(parts):
+        first, last = _row_block(columns, part, parts)
+        gemm_at_b_columns(x, grad_z, grad_weight, first, last, 1.0 if accumulate else 0.0)
+        if has_bias:
+            if not accumulate:
+                for j in range(first, last):
+                    grad_bias[j] = 0
+            for i in range(rows):
+                grad_z_row = grad_z[i]
+                for j in range(first, last):
+                    grad_bias[j] += grad_z_row[j]
+
+
+forward_parallel, forward_serial = parallel_and_serial(_forward, "dense_forward", NO_FUSION)
+dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dense_dropout_forward",
+                                                                       NO_FUSION)
+backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backward", NO_FUSION)
+
+
+_NO_MASK = np.empty((0, 0), np.uint8)
+
+
+def _parts(x, weight):
+    """How many blocks (threads) a product x @ W is split into: 1 runs the serial kernel."""
+    if not blas.PER_THREAD_CONTROL or x.shape[0] * weight.shape[0] * weight.shape[1] < PARALLEL_MIN_MULTIPLY_ADDS:
+        return 1
+    return min(numba_threads(), x.shape[0], weight.shape[1])
+
+
+def _contiguous(x):
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+    if not blas.AVAILABLE:
+        return _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out)
+    parts = _parts(x, weight)
+    (forward_parallel if parts > 1 else forward_serial)(
+        _contiguous(x), weight, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
+        y_out, any_activation_for(code), parts)
+
+
+def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
+                          y_out):
+    if not blas.AVAILABLE:
+        return _numpy_dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out,
+                                            a_out, mask_out, y_out)
+    parts = _parts(x, weight)
+    (dropout_forward_parallel if parts > 1 else dropout_forward_serial)(
+        _contiguous(x), weight, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
+        float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, a_out, y_out,
+        any_activation_for(code), parts)
+
+
+def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
+                   grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    if not blas.AVAILABLE:
+        return _numpy_dense_backward(x, weight, grad_y, z, y, code, params, seed, counter, grad_z_work, grad_weight,
+                                     grad_bias, grad_x, accumulate)
+    _backward_call(x, weight, grad_y, z, y, False, _NO_MASK, code, params, seed, counter, grad_z_work, grad_weight,
+                   grad_bias, grad_x, accumulate)
+
+
+def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
+                           grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    if not blas.AVAILABLE:
+        return _numpy_dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
+                                             grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
+    _backward_call(x, weight, grad_y, z, a, True, mask, code, params, seed, counter, grad_z_work, grad_weight,
+                   grad_bias, grad_x, accumulate, grad_y.dtype.type(1.0 / (1.0 - p)))
+
+
+def _backward_call(x, weight, grad_y, z, a, dropout, mask, code, params, seed, counter, grad_z, grad_weight,
+                   grad_bias, grad_x, accumulate, scale=1.0):
+    parts = _parts(x, weight)
+    input_grad = grad_x is not None
+    (backward_parallel if parts > 1 else backward_serial)(
+        _contiguous(x), weight, grad_y, z, a, dropout, mask,
+        grad_y.dtype.type(scale), code, params, np.uint64(seed), np.uint64(counter), grad_z, grad_weight, grad_bias,
+        grad_x if input_grad else grad_z, input_grad, bool(accumulate), any_activation_for(code), parts)
+
+
+# -- without a BLAS callable from compiled code: numpy's matmul, then the serial row kernels -----------------------
+def _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     np.matmul(x, weight, out=y_out)
     activate_rows(y_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
                   y_out, False, any_activation_for(code))
 
 
-def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
-                          y_out):
+def _numpy_dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out,
+                                 mask_out, y_out):
     np.matmul(x, weight, out=a_out)
     activate_dropout_rows(a_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
                           float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, y_out,
                           any_activation_for(code))
 
 
-def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
-                           grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+def _numpy_dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
+                                  grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     dropout_activation_grad_rows(grad_y, mask, grad_y.dtype.type(1.0 / (1.0 - p)), z, a, code, params,
                                  np.uint64(seed), np.uint64(counter), grad_z_work, grad_bias, accumulate,
                                  any_activation_for(code))
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 
 
-def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
-                   grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+def _numpy_dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
+                          grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
     activation_grad_rows(grad_y, z, y, code, params, np.uint64(seed), np.uint64(counter), grad_z_work,
                          grad_bias, accumulate, any_activation_for(code))
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
@@ -176,7 +327,7 @@ def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
 
 def _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate):
     if accumulate:
-        grad_weight += x.T @ grad_z_work  # the rarer path: one temporary, the default path allocates nothing
+        grad_weight += x.T @ grad_z_work  # the rarer path: one temporary
     else:
         np.matmul(x.T, grad_z_work, out=grad_weight)
     if grad_x is not None:

@@ -21,14 +21,11 @@ waking a second thread pool costs more than it saves (see ``dense.py``).
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
-from numba.core.cpu_options import ParallelOptions
-from numba.np.ufunc import parallel as _numba_parallel
 
 from .activations import IDENTITY, RELU, activate_in_place, any_activation_for, grad_in_place
-from .compile_twice import parallel_and_serial
+from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
 from .vector_width import wide_vectors
@@ -39,10 +36,6 @@ BLOCK_ROWS = 64
 # core's cache, cost a third of the statistics pass).
 GROUP_BLOCKS = 4
 PARALLEL_MIN_ELEMENTS = 1 << 18
-# Consecutive prange loops over the same chunks would be fused into one by Numba, which cannot see that the
-# second reads what other threads wrote in the first (block sums): the passes must stay separate loops. An
-# options object, not a dict: Numba pops the keys of a dict, so a second compilation would fuse again.
-NO_FUSION = ParallelOptions({"fusion": False})
 
 
 def blocks_for(rows):
@@ -440,18 +433,6 @@ backward_parallel, backward_serial = parallel_and_serial(_backward, "backward", 
 
 def _large(x):
     return x.size >= PARALLEL_MIN_ELEMENTS
-
-
-def numba_threads():
-    """``numba.get_num_threads()``, read straight from the threading layer once Numba has started it: the public
-    call takes two locks, and right after a large kernel (the layer's previous call), from cold caches, it cost
-    ~15 us, 5% of a 1024x1024 forward, against ~3 us. Falls back to the public call before start-up, or where
-    Numba's internals differ."""
-    if getattr(_numba_parallel, "_is_initialized", False):
-        read = getattr(_numba_parallel, "_get_num_threads", None)
-        if read is not None:
-            return read()
-    return numba.get_num_threads()
 
 
 def _kernel_and_chunks(x, parallel, serial):

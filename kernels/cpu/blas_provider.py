@@ -1,0 +1,202 @@
+"""Which BLAS library runs fastdl's GEMMs on the CPU, found once per process and callable from compiled code.
+
+Providers, in the order they are tried:
+
+- ``mkl``: Intel MKL from the ``mkl`` wheel (``pip install ".[mkl]"``), through its single dynamic library
+  ``libmkl_rt``. fastdl selects its ILP64 interface (64-bit integers, the same signature as numpy's OpenBLAS, so
+  compiled code and Numba's disk cache serve both) and its GNU OpenMP threading layer: the same ``libgomp`` as
+  Numba's OpenMP threading layer, so a GEMM that MKL threads itself and fastdl's parallel kernels share one pool.
+  Chosen automatically on Intel CPUs only: on other x86 CPUs MKL runs its generic code paths (measured on an AMD
+  EPYC: 108 GFLOP/s against OpenBLAS's 141 at 256x1024x1024); ``FASTDL_BLAS=mkl`` asks for it anywhere.
+- ``openblas``: the BLAS numpy itself links (numpy's wheels bundle OpenBLAS with 64-bit integers), located by
+  threadpoolctl when it is installed, else by its usual places in numpy's wheel.
+
+``FASTDL_BLAS`` (``mkl``, ``openblas`` or ``auto``, the default) chooses. A provider that is asked for or installed
+but cannot be loaded gives a one-line warning and the next one is used; with none, ``AVAILABLE`` is False and the
+callers use ``np.matmul`` (the layers) or the layer path (``compile_step``).
+
+Each provider's functions are registered with LLVM under fixed names (``fastdl_cblas_sgemm``, ...), so compiled
+code refers to them by name, not by an address of this process, and stays cacheable on disk.
+"""
+
+import ctypes
+import glob
+import os
+import sys
+import warnings
+
+import llvmlite.binding as llvm
+import numpy as np
+
+MKL_INTERFACE_ILP64 = 1  # MKL_Set_Interface_Layer: 0 LP64, 1 ILP64
+MKL_THREADING_GNU = 3  # MKL_Set_Threading_Layer: 0 Intel, 1 sequential, 2 PGI, 3 GNU, 4 TBB
+CHOICES = ("auto", "mkl", "openblas")
+
+
+class Provider:
+    """A located BLAS: ``name``, ``path``, ``integer_bits`` (of its integer arguments), ``threading`` (its
+    threading runtime), the ctypes functions ``sgemm``/``dgemm``, ``set_threads_local`` (the calling thread's
+    thread count; returns the previous one) and ``set_threads``/``get_threads`` (the library's default)."""
+
+    def __init__(self, name, path, integer_bits, threading, functions):
+        self.name, self.path, self.integer_bits, self.threading = name, path, integer_bits, threading
+        self.sgemm, self.dgemm = functions["sgemm"], functions["dgemm"]
+        self.set_threads_local = functions["set_threads_local"]
+        self.set_threads, self.get_threads = functions["set_threads"], functions["get_threads"]
+        self.version = functions.get("version", lambda: None)()
+
+
+def _bind(library, names, argtypes, restype):
+    """The first of ``names`` that ``library`` exports, typed; AttributeError when none is."""
+    for name in names:
+        function = getattr(library, name, None)
+        if function is not None:
+            function.argtypes, function.restype = argtypes, restype
+            return function
+    raise AttributeError(f"none of {', '.join(names)}")
+
+
+# -- Intel MKL -------------------------------------------------------------------------------------------------------
+def _mkl_paths():
+    explicit = os.environ.get("FASTDL_MKL_LIBRARY")
+    if explicit:
+        return [explicit]
+    # the mkl wheel installs its libraries in <prefix>/lib, beside the interpreter's environment
+    prefixes = dict.fromkeys([sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX") or sys.prefix])
+    return [path for prefix in prefixes for path in sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))]
+
+
+def _load_mkl(path):
+    # RTLD_GLOBAL: MKL loads its threading and computational layers itself and they resolve symbols in libmkl_rt
+    library = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    integer = ctypes.c_int64
+    # the interface and threading layers must be chosen before any other MKL call; -1 means refused
+    if library.MKL_Set_Interface_Layer(MKL_INTERFACE_ILP64) != MKL_INTERFACE_ILP64:
+        raise OSError("MKL refused its ILP64 interface")
+    if library.MKL_Set_Threading_Layer(MKL_THREADING_GNU) != MKL_THREADING_GNU:
+        raise OSError("MKL refused its GNU OpenMP threading layer")
+    buffer = ctypes.create_string_buffer(256)
+    library.MKL_Get_Version_String(buffer, len(buffer))
+    version = buffer.value.decode(errors="replace")
+    functions = {
+        "sgemm": _bind(library, ["cblas_sgemm"], None, None),
+        "dgemm": _bind(library, ["cblas_dgemm"], None, None),
+        "set_threads_local": _bind(library, ["MKL_Set_Num_Threads_Local"], [ctypes.c_int], ctypes.c_int),
+        "set_threads": _bind(library, ["MKL_Set_Num_Threads"], [ctypes.c_int], None),
+        "get_threads": _bind(library, ["MKL_Get_Max_Threads"], [], ctypes.c_int),
+        "version": lambda: version,
+    }
+    return Provider("mkl", path, 8 * ctypes.sizeof(integer), "GNU OpenMP (libgomp, shared with Numba)", functions)
+
+
+# -- numpy's OpenBLAS ------------------------------------------------------------------------------------------------
+def _openblas_paths():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        threadpool_info = None
+    if threadpool_info is not None:
+        found = [entry["filepath"] for entry in threadpool_info() if entry.get("internal_api") == "openblas"]
+        if found:
+            return found
+    root = os.path.dirname(np.__file__)
+    patterns = [root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"), os.path.join(root, "*openblas*")]
+    return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
+
+
+# (symbol prefix, symbol suffix, integer bits): numpy's wheels ship scipy-openblas with an ILP64 interface
+_OPENBLAS_SYMBOLS = [("scipy_", "64_", 64), ("", "64_", 64), ("", "", 32)]
+
+
+def _load_openblas(path):
+    library = ctypes.CDLL(path)
+    for prefix, suffix, bits in _OPENBLAS_SYMBOLS:
+        try:
+            functions = {
+                "sgemm": _bind(library, [f"{prefix}cblas_sgemm{suffix}"], None, None),
+                "dgemm": _bind(library, [f"{prefix}cblas_dgemm{suffix}"], None, None),
+                "set_threads": _bind(library, [f"{prefix}openblas_set_num_threads{suffix}"], [ctypes.c_int], None),
+                "get_threads": _bind(library, [f"{prefix}openblas_get_num_threads{suffix}"], [], ctypes.c_int),
+            }
+        except AttributeError:
+            continue
+        # OpenBLAS >= 0.3.27 has a per-thread count (exported without the prefix); before it, a GEMM called from
+        # inside fastdl's parallel loop would use the global count, so those builds are not called from there
+        try:
+            functions["set_threads_local"] = _bind(library, [f"{prefix}openblas_set_num_threads_local{suffix}",
+                                                             "openblas_set_num_threads_local"],
+                                                   [ctypes.c_int], ctypes.c_int)
+        except AttributeError:
+            functions["set_threads_local"] = None
+        config = getattr(library, f"{prefix}openblas_get_config{suffix}", None)
+        if config is not None:
+            config.restype = ctypes.c_char_p
+            functions["version"] = lambda: config().decode(errors="replace")
+        return Provider("openblas", path, bits, "OpenBLAS's own threads (pthreads)", functions)
+    raise OSError("no cblas_sgemm/cblas_dgemm and thread controls among its symbols")
+
+
+def _is_intel_cpu():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def _find(choice):
+    candidates = []
+    mkl_paths = _mkl_paths()
+    if choice == "mkl" or (choice == "auto" and mkl_paths and _is_intel_cpu()):
+        if not mkl_paths:
+            warnings.warn("fastdl: FASTDL_BLAS=mkl but no libmkl_rt was found (pip install the 'mkl' extra); "
+                          "using numpy's BLAS", RuntimeWarning, stacklevel=3)
+        candidates += [(_load_mkl, path) for path in mkl_paths]
+    candidates += [(_load_openblas, path) for path in _openblas_paths()]
+    for load, path in candidates:
+        try:
+            return load(path)
+        except (OSError, AttributeError) as error:
+            if load is _load_mkl:  # asked for or installed, so worth a word; numpy's fallbacks are tried quietly
+                warnings.warn(f"fastdl: Intel MKL at {path} could not be used ({error}); using numpy's BLAS",
+                              RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _choice():
+    choice = os.environ.get("FASTDL_BLAS", "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        warnings.warn(f"fastdl: FASTDL_BLAS={choice!r} is not one of {', '.join(CHOICES)}; using 'auto'",
+                      RuntimeWarning, stacklevel=3)
+        choice = "auto"
+    return choice
+
+
+PROVIDER = _find(_choice())
+AVAILABLE = PROVIDER is not None
+# compiled code's signature for the integer arguments; part of the kernels' cache key (cache_guard.py)
+INTEGER_BITS = PROVIDER.integer_bits if AVAILABLE else 64
+# a GEMM may run inside fastdl's own parallel loop only where the calling thread's BLAS thread count can be set
+PER_THREAD_CONTROL = AVAILABLE and PROVIDER.set_threads_local is not None
+
+
+def _register(name, function):
+    llvm.add_symbol(name, ctypes.cast(function, ctypes.c_void_p).value)
+
+
+if AVAILABLE:
+    _register("fastdl_cblas_sgemm", PROVIDER.sgemm)
+    _register("fastdl_cblas_dgemm", PROVIDER.dgemm)
+    if PER_THREAD_CONTROL:
+        _register("fastdl_blas_set_threads_local", PROVIDER.set_threads_local)
+
+
+def info():
+    """What runs fastdl's CPU GEMMs: a dict with ``provider`` (``"mkl"``, ``"openblas"`` or None), ``library``
+    (its path), ``version``, ``threading`` (its threading runtime), ``threads`` (its default thread count) and
+    ``parallel_gemm`` (whether fastdl partitions the layers' GEMMs over its own thread pool)."""
+    if not AVAILABLE:
+        return {"provider": None, "library": None, "version": None, "threading": None, "threads": None,
+                "parallel_gemm": False}
+    return {"provider": PROVIDER.name, "library": PROVIDER.path, "version": PROVIDER.version,
+            "threading": PROVIDER.threading, "threads": PROVIDER.get_threads(), "parallel_gemm": PER_THREAD_CONTROL}
