@@ -137,6 +137,25 @@ def test_many_classes_take_the_wide_cross_entropy_in_both_paths(cpu):
     run_both(wide, losses.softmax_cross_entropy, OPTIMIZERS["sgd"], np.float32, outputs=classes)
 
 
+def large(dtype):
+    """Big enough for every parallel variant: split Dense GEMMs, batch norm's chunks, the parallel update."""
+    return fastdl.Sequential(fastdl.Dense(160, 1024, seed=1, dtype=dtype),
+                             fastdl.BatchNorm(1024, activation="relu", dtype=dtype),
+                             fastdl.Dense(1024, 64, activation="gelu", seed=2, dtype=dtype, dropout=0.2),
+                             fastdl.Dense(64, 10, seed=3, dtype=dtype))
+
+
+def test_a_model_on_the_parallel_kernels_matches_the_layer_path_exactly(cpu):
+    from fastdl.kernels.cpu import dense, normalization, optim
+
+    model = large(np.float32)
+    assert dense.parts_for(256, 160, 1024) == dense.parts_for(256, 1024, 64) == fastdl.get_num_threads()[1]
+    assert normalization.chunks_for(256 * 1024) == fastdl.get_num_threads()[1]
+    assert sum(p.data.size for p in model.parameters()) >= optim.PARALLEL_MIN_ELEMENTS
+    run_both(large, losses.softmax_cross_entropy, lambda params: fastdl.optim.Adam(params, lr=1e-3), np.float32,
+             batches=(256, 256, 100), features=160, outputs=10)
+
+
 def test_lr_changes_between_steps_reach_the_compiled_update(cpu):
     def schedule(params):
         optimizer = fastdl.optim.Adam(params, lr=1e-2)

@@ -158,14 +158,64 @@ def test_cpu_kernels_do_not_recompile_on_second_call():
         layer(x)
         layer.backward(np.ones((3, 4), np.float32))
         fastdl.losses.softmax_cross_entropy(layer._forward_y, np.zeros(3, np.int64))
-        kernels = (dense.activate_rows, dense.activation_grad_rows, losses.softmax_cross_entropy_kernel)
+        kernels = (dense.forward_serial, dense.backward_serial, losses.softmax_cross_entropy_kernel)
         counts = [len(k.signatures) for k in kernels]
+        assert min(counts) > 0  # these are the kernels the layer ran
         layer.activation = fastdl.ActivationSpec("elu", alpha=0.5)  # another activation: same compiled kernels
         for _ in range(3):
             layer(x)
             layer.backward(np.ones((3, 4), np.float32))
             fastdl.losses.softmax_cross_entropy(layer._forward_y, np.zeros(3, np.int64), label_smoothing=0.1)
         assert [len(k.signatures) for k in kernels] == counts
+
+
+# -- the CPU kernels' split GEMMs ---------------------------------------------------------------------------------
+LARGE = (96, 80, 72)  # rows x in x out: past PARALLEL_MIN_MULTIPLY_ADDS, so the cpu kernels split the GEMMs
+
+
+def _large_layer_results(dtype, activation, dropout, accumulate=False):
+    rng = np.random.default_rng(3)
+    rows, fan_in, fan_out = LARGE
+    layer = fastdl.Dense(fan_in, fan_out, activation=activation, dtype=dtype, seed=5, dropout=dropout)
+    layer.bias.data[...] = fastdl.asarray(rng.standard_normal(fan_out))
+    x = rng.standard_normal((rows, fan_in)).astype(dtype)
+    grad_out = rng.standard_normal((rows, fan_out)).astype(dtype)
+    if accumulate:
+        layer.weight.grad[...] = 1.0
+        layer.bias.grad[...] = 1.0
+    y = fastdl.to_numpy(layer(fastdl.asarray(x))).copy()
+    grad_x = fastdl.to_numpy(layer.backward(fastdl.asarray(grad_out), accumulate=accumulate)).copy()
+    return [y, grad_x, fastdl.to_numpy(layer.weight.grad).copy(), fastdl.to_numpy(layer.bias.grad).copy()]
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity", "tanh"])
+@pytest.mark.parametrize("dropout", [0.0, 0.25], ids=["plain", "dropout"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["overwrite", "accumulate"])
+def test_split_gemm_kernels_match_reference(dtype, activation, dropout, accumulate):
+    from fastdl.kernels.cpu import dense
+
+    assert dense.parts_for(*LARGE) == fastdl.get_num_threads()[1]
+    with fastdl.use_backend("cpu"):
+        results = _large_layer_results(dtype, activation, dropout, accumulate)
+    with fastdl.use_backend("numpy"):
+        expected = _large_layer_results(dtype, activation, dropout, accumulate)
+    for actual, reference in zip(results, expected):
+        assert_close(actual, reference, dtype, gemm=True)
+
+
+def test_split_gemm_results_do_not_depend_on_the_thread_count():
+    """Row blocks (forward, dX) and column blocks (dW, bias) sum every element as the whole product does."""
+    _, threads = fastdl.get_num_threads()
+    try:
+        runs = []
+        for count in (1, threads):
+            fastdl.set_num_threads(count)
+            with fastdl.use_backend("cpu"):
+                runs.append(_large_layer_results(np.float32, "relu", 0.25))
+    finally:
+        fastdl.set_num_threads(threads)
+    for one_thread, every_thread in zip(*runs):
+        np.testing.assert_array_equal(one_thread, every_thread)
 
 
 # -- fused dropout ------------------------------------------------------------------------------------------------

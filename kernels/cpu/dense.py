@@ -235,11 +235,15 @@ backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backw
 _NO_MASK = np.empty((0, 0), np.uint8)
 
 
-def _parts(x, weight):
-    """How many blocks (threads) a product x @ W is split into: 1 runs the serial kernel."""
-    if not blas.PER_THREAD_CONTROL or x.shape[0] * weight.shape[0] * weight.shape[1] < PARALLEL_MIN_MULTIPLY_ADDS:
+def parts_for(rows, fan_in, fan_out):
+    """How many blocks (threads) a layer's products are split into: 1 runs the serial kernel."""
+    if not blas.PER_THREAD_CONTROL or rows * fan_in * fan_out < PARALLEL_MIN_MULTIPLY_ADDS:
         return 1
-    return min(numba_threads(), x.shape[0], weight.shape[1])
+    return min(numba_threads(), rows, fan_out)
+
+
+def _parts(x, weight):
+    return parts_for(x.shape[0], weight.shape[0], weight.shape[1])
 
 
 def _contiguous(x):

@@ -435,10 +435,16 @@ def _large(x):
     return x.size >= PARALLEL_MIN_ELEMENTS
 
 
+def chunks_for(elements):
+    """How many chunks of rows the kernels split an input of this many elements into (1: the serial kernel)."""
+    return numba_threads() if elements >= PARALLEL_MIN_ELEMENTS else 1
+
+
 def _kernel_and_chunks(x, parallel, serial):
     """The kernel for x's size and how many chunks of rows it splits x into: one per thread, so that each
     thread's passes over x touch the same rows (a chunk count, not a thread count, would not change results)."""
-    return (parallel, numba_threads()) if _large(x) else (serial, 1)
+    chunks = chunks_for(x.size)
+    return (parallel if chunks > 1 else serial), chunks
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked, code,

@@ -1,0 +1,112 @@
+"""The BLAS provider: which library runs the CPU GEMMs, how it is chosen, and that a broken choice falls back."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastdl
+
+PROBE = """
+import warnings, numpy as np, fastdl
+warnings.simplefilter("always")
+info = fastdl.blas_info()
+layer = fastdl.Dense(4, 3, seed=0)
+y = layer(np.ones((2, 4), np.float32))
+print(info["provider"], bool(np.all(np.isfinite(y))))
+"""
+
+
+def run_probe(environment, code=PROBE):
+    env = {**os.environ, **environment}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split(), [line for line in result.stderr.splitlines() if "Warning" in line]
+
+
+def mkl_installed():
+    from fastdl.kernels.cpu.blas_provider import _mkl_paths
+
+    return bool(_mkl_paths())
+
+
+def test_blas_info_names_the_provider_and_its_threading():
+    info = fastdl.blas_info()
+    assert info["provider"] in ("mkl", "openblas")
+    assert os.path.exists(info["library"])
+    assert info["threads"] >= 1 and info["numba_threads"] >= 1
+    assert info["threading"] and info["version"]
+    # numpy's wheels ship an OpenBLAS with a per-thread count, so the layers split their GEMMs
+    assert info["parallel_gemm"] is True
+
+
+def test_set_num_threads_reaches_the_provider():
+    from fastdl.kernels.cpu.blas_provider import PROVIDER
+
+    before = fastdl.get_num_threads()
+    try:
+        fastdl.set_num_threads(1)
+        assert PROVIDER.get_threads() == 1 and fastdl.get_num_threads() == (1, 1)
+    finally:
+        fastdl.set_num_threads(before[1])
+    assert fastdl.get_num_threads()[0] == before[1]
+
+
+def test_a_broken_mkl_gives_one_warning_and_numpys_blas(tmp_path):
+    fake = tmp_path / "libmkl_rt.so.3"
+    fake.write_bytes(b"not a shared library")
+    (provider, finite), warnings = run_probe({"FASTDL_BLAS": "mkl", "FASTDL_MKL_LIBRARY": str(fake)})
+    assert provider == "openblas" and finite == "True"
+    assert len(warnings) == 1 and "Intel MKL at" in warnings[0] and "using numpy's BLAS" in warnings[0]
+
+
+def test_an_unknown_choice_gives_one_warning_and_the_automatic_one():
+    (provider, finite), warnings = run_probe({"FASTDL_BLAS": "goto"})
+    assert provider in ("mkl", "openblas") and finite == "True"
+    assert len(warnings) == 1 and "FASTDL_BLAS='goto' is not one of auto, mkl, openblas" in warnings[0]
+
+
+def test_openblas_can_be_asked_for_by_name():
+    (provider, finite), warnings = run_probe({"FASTDL_BLAS": "openblas"})
+    assert provider == "openblas" and finite == "True" and warnings == []
+
+
+MKL_AGREES = """
+import numpy as np, fastdl
+from fastdl import losses
+assert fastdl.blas_info()["provider"] == "mkl", fastdl.blas_info()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((96, 80)).astype(np.float32)
+g = rng.standard_normal((96, 72)).astype(np.float32)
+out = {}
+for name in ("cpu", "numpy"):
+    with fastdl.use_backend(name):
+        layer = fastdl.Dense(80, 72, activation="tanh", seed=1)
+        y = fastdl.to_numpy(layer(x)).copy()
+        dx = fastdl.to_numpy(layer.backward(g)).copy()
+        out[name] = (y, dx, fastdl.to_numpy(layer.weight.grad).copy())
+for a, b in zip(out["cpu"], out["numpy"]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+# compile_step and the layer path, with MKL, bit for bit
+models = [fastdl.Sequential(fastdl.Dense(80, 256, seed=2), fastdl.BatchNorm(256, activation="relu"),
+                            fastdl.Dense(256, 10, seed=3)) for _ in range(2)]
+optimizers = [fastdl.optim.Adam(m.parameters()) for m in models]
+step = fastdl.compile_step(models[0], losses.softmax_cross_entropy, optimizers[0])
+labels = rng.integers(0, 10, 96)
+for _ in range(3):
+    step(x, labels)
+    value, grad = losses.softmax_cross_entropy(models[1](x), labels)
+    models[1].backward(grad, input_grad=False)
+    optimizers[1].step()
+for a, b in zip(models[0].parameters(), models[1].parameters()):
+    np.testing.assert_array_equal(a.data, b.data)
+print("mkl agrees")
+"""
+
+
+@pytest.mark.skipif(not mkl_installed(), reason="the mkl wheel is not installed (pip install '.[mkl]')")
+def test_mkl_provider_matches_the_reference_and_compile_step_matches_the_layer_path():
+    output, warnings = run_probe({"FASTDL_BLAS": "mkl"}, MKL_AGREES)
+    assert output == ["mkl", "agrees"] and warnings == []
