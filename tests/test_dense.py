@@ -218,6 +218,17 @@ def test_split_gemm_results_do_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(one_thread, every_thread)
 
 
+def test_split_gemm_kernels_give_the_blas_its_thread_count_back():
+    """The kernels make the BLAS single-threaded around their loops; numpy's own GEMMs keep their threads after."""
+    from fastdl.kernels.cpu.blas_provider import PROVIDER
+
+    before = PROVIDER.get_threads()
+    with fastdl.use_backend("cpu"):
+        for _ in range(20):
+            _large_layer_results(np.float32, "relu", 0.25)
+    assert PROVIDER.get_threads() == before
+
+
 # -- fused dropout ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "gelu", "rrelu"])
 def test_dense_dropout_is_exactly_dense_then_dropout(backend, dtype, activation):

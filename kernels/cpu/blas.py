@@ -1,14 +1,13 @@
 """GEMMs callable from inside Numba kernels, through the provider ``blas_provider.py`` found (MKL or numpy's BLAS).
 
-Two kinds of call:
-
-- ``matmul``, ``matmul_at_b``, ``matmul_a_bt``: one call on the calling thread, threaded by the provider itself
-  (``compile_step``, whose other kernels run serially between its GEMMs).
-- ``gemm_rows``, ``gemm_at_b_columns``: a block of the product, computed single-threaded by the calling thread. The
-  layers' kernels call them from their own parallel loop, one block per thread, and run the element-wise work on
-  the block right after, while it is in cache: Numba's pool is then the only pool that runs, so a GEMM never wakes
-  threads that would spin against the next parallel kernel. Row and column blocks give every element the same sum,
-  in the same order, as the whole product (tested), so results do not depend on the thread count.
+``gemm_rows`` and ``gemm_at_b_columns`` compute a block of a product on the calling thread. The layers' kernels
+call them from their own parallel loop, one block per thread, and run the element-wise work on the block right
+after, while it is in cache: Numba's pool is then the only pool that runs, so a GEMM never wakes threads that would
+spin against the next parallel kernel. Row and column blocks give every element the same sum, in the same order,
+as the whole product (tested), so results do not depend on the thread count. A kernel brackets its loops with
+``blas_single_threaded()`` / ``blas_threads_restore(previous)``, on the calling thread before and after the loop:
+OpenBLAS's pthreads builds keep the count in one variable for all threads, so setting it inside the loop, from
+several threads at once, would race (seen: the count left at 1 for the rest of the process).
 
 The compiled code refers to the provider's functions by fixed symbol names and declares 64-bit integers (MKL is put
 in its ILP64 mode; numpy's wheels bundle an ILP64 OpenBLAS). A 32-bit-integer BLAS declares 32-bit ones; the kernels'
@@ -40,7 +39,7 @@ if PER_THREAD_CONTROL:
     _set_threads_local = types.ExternalFunction("fastdl_blas_set_threads_local", types.int32(types.int32))
 else:
     @njit(inline="always")
-    def _set_threads_local(count):  # never called from parallel code (the layers partition only with the control)
+    def _set_threads_local(count):  # the layers split their GEMMs only where the count can be set
         return np.int32(0)
 
 
@@ -56,47 +55,33 @@ def _gemm(trans_a, trans_b, m, n, k, a_address, lda, b_address, ldb, beta, out, 
 
 
 @njit(inline="always")
-def matmul(a, b, out):
-    """out = a @ b (all C-contiguous, one dtype)."""
-    _gemm(NO_TRANS, NO_TRANS, a.shape[0], b.shape[1], a.shape[1], a.ctypes.data, a.shape[1], b.ctypes.data,
-          b.shape[1], 0.0, out, out.ctypes.data, out.shape[1])
+def blas_single_threaded():
+    """Make the provider's GEMMs run on their calling thread alone; returns the count to restore."""
+    return _set_threads_local(np.int32(1))
 
 
 @njit(inline="always")
-def matmul_at_b(a, b, out):
-    """out = a.T @ b: the weight gradient x.T @ dz."""
-    _gemm(TRANS, NO_TRANS, a.shape[1], b.shape[1], a.shape[0], a.ctypes.data, a.shape[1], b.ctypes.data,
-          b.shape[1], 0.0, out, out.ctypes.data, out.shape[1])
-
-
-@njit(inline="always")
-def matmul_a_bt(a, b, out):
-    """out = a @ b.T: the input gradient dz @ W.T."""
-    _gemm(NO_TRANS, TRANS, a.shape[0], b.shape[0], a.shape[1], a.ctypes.data, a.shape[1], b.ctypes.data,
-          b.shape[1], 0.0, out, out.ctypes.data, out.shape[1])
+def blas_threads_restore(previous):
+    _set_threads_local(previous)
 
 
 @njit(inline="always")
 def gemm_rows(a, b, out, first, last, transpose_b):
-    """out[first:last] = a[first:last] @ op(b), op(b) = b.T when ``transpose_b``, on the calling thread alone."""
+    """out[first:last] = a[first:last] @ op(b), op(b) = b.T when ``transpose_b``."""
     if last <= first:
         return
     n = b.shape[0] if transpose_b else b.shape[1]
     k = a.shape[1]
-    previous = _set_threads_local(np.int32(1))
     _gemm(NO_TRANS, TRANS if transpose_b else NO_TRANS, last - first, n, k,
           a.ctypes.data + first * k * a.itemsize, k, b.ctypes.data, b.shape[1], 0.0, out,
           out.ctypes.data + first * n * out.itemsize, n)
-    _set_threads_local(previous)
 
 
 @njit(inline="always")
 def gemm_at_b_columns(a, b, out, first, last, beta):
-    """out[:, first:last] = a.T @ b[:, first:last] + beta * out[:, first:last], on the calling thread alone."""
+    """out[:, first:last] = a.T @ b[:, first:last] + beta * out[:, first:last]."""
     if last <= first:
         return
     n = b.shape[1]
-    previous = _set_threads_local(np.int32(1))
     _gemm(TRANS, NO_TRANS, a.shape[1], last - first, a.shape[0], a.ctypes.data, a.shape[1],
           b.ctypes.data + first * b.itemsize, n, beta, out, out.ctypes.data + first * out.itemsize, n)
-    _set_threads_local(previous)

@@ -35,8 +35,9 @@ CHOICES = ("auto", "mkl", "openblas")
 
 class Provider:
     """A located BLAS: ``name``, ``path``, ``integer_bits`` (of its integer arguments), ``threading`` (its
-    threading runtime), the ctypes functions ``sgemm``/``dgemm``, ``set_threads_local`` (the calling thread's
-    thread count; returns the previous one) and ``set_threads``/``get_threads`` (the library's default)."""
+    threading runtime), the ctypes functions ``sgemm``/``dgemm``, ``set_threads_local`` (the thread count of the
+    calling thread's GEMMs, returning the previous one: thread-local in MKL, but one count for every thread in
+    OpenBLAS's pthreads builds) and ``set_threads``/``get_threads`` (the library's default)."""
 
     def __init__(self, name, path, integer_bits, threading, functions):
         self.name, self.path, self.integer_bits, self.threading = name, path, integer_bits, threading
@@ -120,8 +121,7 @@ def _load_openblas(path):
             }
         except AttributeError:
             continue
-        # OpenBLAS >= 0.3.27 has a per-thread count (exported without the prefix); before it, a GEMM called from
-        # inside fastdl's parallel loop would use the global count, so those builds are not called from there
+        # OpenBLAS >= 0.3.27 exports it (without the prefix); with older builds fastdl does not split its GEMMs
         try:
             functions["set_threads_local"] = _bind(library, [f"{prefix}openblas_set_num_threads_local{suffix}",
                                                              "openblas_set_num_threads_local"],
@@ -176,7 +176,7 @@ PROVIDER = _find(_choice())
 AVAILABLE = PROVIDER is not None
 # compiled code's signature for the integer arguments; part of the kernels' cache key (cache_guard.py)
 INTEGER_BITS = PROVIDER.integer_bits if AVAILABLE else 64
-# a GEMM may run inside fastdl's own parallel loop only where the calling thread's BLAS thread count can be set
+# the layers split their GEMMs over fastdl's own parallel loop only where the BLAS can be made single-threaded
 PER_THREAD_CONTROL = AVAILABLE and PROVIDER.set_threads_local is not None
 
 

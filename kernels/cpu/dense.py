@@ -23,7 +23,7 @@ from numba import prange
 
 from . import blas
 from .activations import activate_in_place, any_activation_for, grad, grad_in_place
-from .blas import gemm_at_b_columns, gemm_rows
+from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns, gemm_rows
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .counter_rng import uniform
 
@@ -177,17 +177,20 @@ def _row_block(rows, part, parts):
 
 def _forward(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts):
     """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part."""
+    previous = blas_single_threaded()
     for part in prange(parts):
         first, last = _row_block(x.shape[0], part, parts)
         gemm_rows(x, weight, y_out, first, last, False)
         for i in range(first, last):
             _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
                                any_activation)
+    blas_threads_restore(previous)
 
 
 def _dropout_forward(x, weight, bias, code, params, seed, counter, z_out, save_z, p, scale, dropout_seed, mask_out,
                      a_out, y_out, any_activation, parts):
     """a = act(x @ W + b), y = dropout(a) with the mask of a Dropout layer seeded ``dropout_seed``."""
+    previous = blas_single_threaded()
     for part in prange(parts):
         first, last = _row_block(x.shape[0], part, parts)
         gemm_rows(x, weight, a_out, first, last, False)
@@ -195,12 +198,14 @@ def _dropout_forward(x, weight, bias, code, params, seed, counter, z_out, save_z
             _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False,
                                any_activation)
             _dropout_row(i, a_out, p, scale, dropout_seed, counter, mask_out, y_out)
+    blas_threads_restore(previous)
 
 
 def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed, counter, grad_z, grad_weight,
               grad_bias, grad_x, input_grad, accumulate, any_activation, parts):
     """dZ = (dY [* mask * scale]) * act'(z); dX = dZ @ W.T; dW (+)= x.T @ dZ; db (+)= column sums of dZ."""
     rows, columns = grad_y.shape
+    previous = blas_single_threaded()
     for part in prange(parts):
         first, last = _row_block(rows, part, parts)
         for i in range(first, last):
@@ -224,6 +229,7 @@ def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed,
                 grad_z_row = grad_z[i]
                 for j in range(first, last):
                     grad_bias[j] += grad_z_row[j]
+    blas_threads_restore(previous)
 
 
 forward_parallel, forward_serial = parallel_and_serial(_forward, "dense_forward", NO_FUSION)
