@@ -102,11 +102,20 @@ for _ in range(3):
     optimizers[1].step()
 for a, b in zip(models[0].parameters(), models[1].parameters()):
     np.testing.assert_array_equal(a.data, b.data)
+# PyTorch in the same process may resolve its own BLAS calls to this MKL: they must stay right
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    a, w = torch.randn(64, 32), torch.randn(16, 32)
+    np.testing.assert_allclose(torch.nn.functional.linear(a, w).numpy(), a.numpy() @ w.numpy().T, rtol=1e-4,
+                               atol=1e-4)
 print("mkl agrees")
 """
 
 
 @pytest.mark.skipif(not mkl_installed(), reason="the mkl wheel is not installed (pip install '.[mkl]')")
-def test_mkl_provider_matches_the_reference_and_compile_step_matches_the_layer_path():
+def test_mkl_provider_matches_the_reference_and_compile_step_matches_the_layer_path_and_torch_still_works():
     output, warnings = run_probe({"FASTDL_BLAS": "mkl"}, MKL_AGREES)
     assert output == ["mkl", "agrees"] and warnings == []

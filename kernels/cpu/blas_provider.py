@@ -3,9 +3,11 @@
 Providers, in the order they are tried:
 
 - ``mkl``: Intel MKL from the ``mkl`` wheel (``pip install ".[mkl]"``), through its single dynamic library
-  ``libmkl_rt``. fastdl selects its ILP64 interface (64-bit integers, the same signature as numpy's OpenBLAS, so
-  compiled code and Numba's disk cache serve both) and its GNU OpenMP threading layer: the same ``libgomp`` as
-  Numba's OpenMP threading layer, so a GEMM that MKL threads itself and fastdl's parallel kernels share one pool.
+  ``libmkl_rt``. fastdl calls its ``cblas_?gemm_64`` entry points (64-bit integers, the same signature as numpy's
+  OpenBLAS, so compiled code and Numba's disk cache serve both; switching MKL's interface layer instead would
+  switch it for every library in the process that calls MKL, PyTorch among them) and selects its GNU OpenMP
+  threading layer: the same ``libgomp`` as Numba's OpenMP threading layer, so MKL knows when it is called from
+  inside fastdl's parallel loop and runs single-threaded there, and its own threads share Numba's pool.
   Chosen automatically on Intel CPUs only: on other x86 CPUs MKL runs its generic code paths (measured on an AMD
   EPYC: 108 GFLOP/s against OpenBLAS's 141 at 256x1024x1024); ``FASTDL_BLAS=mkl`` asks for it anywhere.
 - ``openblas``: the BLAS numpy itself links (numpy's wheels bundle OpenBLAS with 64-bit integers), located by
@@ -28,7 +30,6 @@ import warnings
 import llvmlite.binding as llvm
 import numpy as np
 
-MKL_INTERFACE_ILP64 = 1  # MKL_Set_Interface_Layer: 0 LP64, 1 ILP64
 MKL_THREADING_GNU = 3  # MKL_Set_Threading_Layer: 0 Intel, 1 sequential, 2 PGI, 3 GNU, 4 TBB
 CHOICES = ("auto", "mkl", "openblas")
 
@@ -68,20 +69,17 @@ def _mkl_paths():
 
 
 def _load_mkl(path):
-    # RTLD_GLOBAL: MKL loads its threading and computational layers itself and they resolve symbols in libmkl_rt
-    library = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    library = ctypes.CDLL(path)
     integer = ctypes.c_int64
-    # the interface and threading layers must be chosen before any other MKL call; -1 means refused
-    if library.MKL_Set_Interface_Layer(MKL_INTERFACE_ILP64) != MKL_INTERFACE_ILP64:
-        raise OSError("MKL refused its ILP64 interface")
+    # the threading layer must be chosen before any other call to this MKL; it answers with the layer in force
     if library.MKL_Set_Threading_Layer(MKL_THREADING_GNU) != MKL_THREADING_GNU:
         raise OSError("MKL refused its GNU OpenMP threading layer")
     buffer = ctypes.create_string_buffer(256)
     library.MKL_Get_Version_String(buffer, len(buffer))
     version = buffer.value.decode(errors="replace")
     functions = {
-        "sgemm": _bind(library, ["cblas_sgemm"], None, None),
-        "dgemm": _bind(library, ["cblas_dgemm"], None, None),
+        "sgemm": _bind(library, ["cblas_sgemm_64"], None, None),
+        "dgemm": _bind(library, ["cblas_dgemm_64"], None, None),
         "set_threads_local": _bind(library, ["MKL_Set_Num_Threads_Local"], [ctypes.c_int], ctypes.c_int),
         "set_threads": _bind(library, ["MKL_Set_Num_Threads"], [ctypes.c_int], None),
         "get_threads": _bind(library, ["MKL_Get_Max_Threads"], [], ctypes.c_int),
