@@ -7,7 +7,8 @@ spin against the next parallel kernel. Row and column blocks give every element 
 as the whole product (tested), so results do not depend on the thread count. A kernel brackets its loops with
 ``blas_single_threaded()`` / ``blas_threads_restore(previous)``, on the calling thread before and after the loop:
 OpenBLAS's pthreads builds keep the count in one variable for all threads, so setting it inside the loop, from
-several threads at once, would race (seen: the count left at 1 for the rest of the process).
+several threads at once, would race (seen: the count left at 1 for the rest of the process). Where the count is
+per thread (MKL), each block call sets it for its own thread too (``blas_provider.py``).
 
 The compiled code refers to the provider's functions by fixed symbol names and declares 64-bit integers (MKL is put
 in its ILP64 mode; numpy's wheels bundle an ILP64 OpenBLAS). A 32-bit-integer BLAS declares 32-bit ones; the kernels'
@@ -37,10 +38,13 @@ else:  # never called: the callers check AVAILABLE first
 
 if PER_THREAD_CONTROL:
     _set_threads_local = types.ExternalFunction("fastdl_blas_set_threads_local", types.int32(types.int32))
+    _set_worker_threads = types.ExternalFunction("fastdl_blas_set_worker_threads", types.int32(types.int32))
 else:
     @njit(inline="always")
     def _set_threads_local(count):  # the layers split their GEMMs only where the count can be set
         return np.int32(0)
+
+    _set_worker_threads = _set_threads_local
 
 
 @njit(inline="always")
@@ -72,9 +76,11 @@ def gemm_rows(a, b, out, first, last, transpose_b):
         return
     n = b.shape[0] if transpose_b else b.shape[1]
     k = a.shape[1]
+    previous = _set_worker_threads(np.int32(1))
     _gemm(NO_TRANS, TRANS if transpose_b else NO_TRANS, last - first, n, k,
           a.ctypes.data + first * k * a.itemsize, k, b.ctypes.data, b.shape[1], 0.0, out,
           out.ctypes.data + first * n * out.itemsize, n)
+    _set_worker_threads(previous)
 
 
 @njit(inline="always")
@@ -83,5 +89,7 @@ def gemm_at_b_columns(a, b, out, first, last, beta):
     if last <= first:
         return
     n = b.shape[1]
+    previous = _set_worker_threads(np.int32(1))
     _gemm(TRANS, NO_TRANS, a.shape[1], last - first, a.shape[0], a.ctypes.data, a.shape[1],
           b.ctypes.data + first * b.itemsize, n, beta, out, out.ctypes.data + first * out.itemsize, n)
+    _set_worker_threads(previous)

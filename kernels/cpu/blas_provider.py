@@ -29,6 +29,7 @@ import warnings
 
 import llvmlite.binding as llvm
 import numpy as np
+from numba import cfunc, types
 
 MKL_THREADING_GNU = 3  # MKL_Set_Threading_Layer: 0 Intel, 1 sequential, 2 PGI, 3 GNU, 4 TBB
 CHOICES = ("auto", "mkl", "openblas")
@@ -179,7 +180,13 @@ PER_THREAD_CONTROL = AVAILABLE and PROVIDER.set_threads_local is not None
 
 
 def _register(name, function):
-    llvm.add_symbol(name, ctypes.cast(function, ctypes.c_void_p).value)
+    address = function if isinstance(function, int) else ctypes.cast(function, ctypes.c_void_p).value
+    llvm.add_symbol(name, address)
+
+
+@cfunc(types.int32(types.int32), cache=True)
+def _count_unchanged(count):
+    return count
 
 
 if AVAILABLE:
@@ -187,6 +194,12 @@ if AVAILABLE:
     _register("fastdl_cblas_dgemm", PROVIDER.dgemm)
     if PER_THREAD_CONTROL:
         _register("fastdl_blas_set_threads_local", PROVIDER.set_threads_local)
+        # Inside fastdl's parallel loop each thread makes its own GEMMs single-threaded where the count is per
+        # thread (MKL: a worker thread keeps the library's default otherwise, and each of its GEMMs then stalled
+        # ~8 ms); where it is one count for all threads (OpenBLAS), the calling thread set it before the loop and a
+        # second writer would race, so the workers' call changes nothing.
+        _register("fastdl_blas_set_worker_threads", PROVIDER.set_threads_local if PROVIDER.name == "mkl"
+                  else _count_unchanged.address)
 
 
 def info():
