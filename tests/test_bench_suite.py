@@ -53,3 +53,30 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
 def test_bench_command_reports_an_unknown_backend(capsys):
     assert fastdl_main(["bench", "--backend", "tpu"]) == 2
     assert "tpu" in capsys.readouterr().err
+
+
+def test_every_mlp_step_has_a_layer_path_row_beside_its_compile_step_row():
+    steps = [case for case in cases.all_cases() if case.op.startswith("MLP train step")]
+    by_path = {path: {(case.op.rsplit(", ", 1)[0], case.size) for case in steps if case.op.endswith(path)}
+               for path in cases.STEP_PATHS}
+    assert by_path["compile_step"] == by_path["layer path"] and len(by_path["compile_step"]) == 5
+    assert all(case.build_jax is not None for case in steps)
+    with pytest.raises(ValueError, match="path must be one of"):
+        cases.mlp_step_case([4, 2], 2, False, quick=True, path="eager")
+
+
+def test_jax_column_appears_only_when_jax_ran(monkeypatch):
+    case = cases.dense_case("relu", (8, 16, 16), False, quick=True)
+    settings = dict(rounds=2, seconds_per_call=0.001, pause=0.0)
+    monkeypatch.setattr(runner, "_jax_available", lambda: True)
+    case.build_jax = lambda: (lambda: None)  # a stand-in peer: the plumbing, not JAX, is under test here
+    with_jax = runner.run_case(case, ["cpu"], use_torch=False, settings=settings)
+    without = runner.run_case(case, ["cpu"], use_torch=False, settings=settings, use_jax=False)
+    assert with_jax[0]["jax_us"] > 0 and with_jax[0]["vs_jax"] > 0
+    assert without[0]["jax_us"] is None and without[0]["vs_jax"] is None
+    report = {"suite": "quick", "ceilings": {}, "skipped_backends": {},
+              "machine": {"date": "d", "cpu": "c", "cores": 2, "numpy": "n", "numba": "b", "torch": None}}
+    for row in with_jax + without:
+        row["of_ceiling"] = 0.5
+    assert "| JAX | x vs JAX |" in runner.format_table({**report, "results": with_jax})
+    assert "JAX" not in runner.format_table({**report, "results": without})
