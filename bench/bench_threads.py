@@ -1,8 +1,10 @@
 """One thread pool at a time: a GEMM and an element-wise epilogue, alternating, as in every training step.
 
-fastdl runs the epilogue serially on the calling thread while BLAS keeps its pool; the naive alternative, a
-Numba ``parallel=True`` epilogue, has to wake a second pool next to BLAS's spinning threads. Compare
-``bench_gemm_then_fastdl_epilogue`` with ``bench_gemm_then_parallel_epilogue`` (same work).
+Three designs, same work: ``bench_fastdl_dense_layer`` is fastdl's (the GEMM split into row blocks over Numba's
+pool, single-threaded BLAS per block, the epilogue on each block while it is in cache: one pool);
+``bench_gemm_then_serial_epilogue`` keeps BLAS's own pool for the GEMM and runs the epilogue on the calling thread
+(fastdl's design before, when batch norm and the optimizers still woke Numba's pool next to BLAS's);
+``bench_gemm_then_parallel_epilogue`` wakes Numba's pool next to BLAS's spinning threads.
 """
 
 import numba
@@ -30,7 +32,17 @@ def _inputs():
     return x, weight, np.zeros(SHAPE[2], np.float32), np.empty((SHAPE[0], SHAPE[2]), np.float32)
 
 
-def bench_gemm_then_fastdl_epilogue(benchmark):
+def bench_fastdl_dense_layer(benchmark):
+    import fastdl
+
+    x = _inputs()[0]
+    with fastdl.use_backend("cpu"):
+        layer = fastdl.Dense(SHAPE[1], SHAPE[2], activation="relu", seed=0)
+        layer(x)
+        benchmark(layer, x)
+
+
+def bench_gemm_then_serial_epilogue(benchmark):
     x, weight, bias, y = _inputs()
     params = np.zeros(table.NUM_PARAMS, np.float32)
 

@@ -217,7 +217,7 @@ class Module:
     def _saved(self, owner):
         saved = getattr(self, "_forward_input", None)
         if saved is None:
-            raise RuntimeError(f"{owner}: backward called before forward (or after a forward that failed)")
+            raise RuntimeError(f"{_checks.label(owner)}: backward called before forward (or after a forward that failed)")
         return saved
 
     def _begin_backward(self, grad_out, dtype):
@@ -229,7 +229,8 @@ class Module:
     def _check_grad_out(self, grad_out, owner, expected_shape, dtype):
         _checks.array(grad_out, owner, "grad_out", dtype=dtype)
         if grad_out.shape != expected_shape:
-            raise ValueError(f"{owner}: grad_out has shape {tuple(grad_out.shape)}, the forward output had {expected_shape}")
+            raise ValueError(f"{_checks.label(owner)}: grad_out has shape {tuple(grad_out.shape)}, the forward output "
+                             f"had {expected_shape}")
         return grad_out if grad_out.flags.c_contiguous else get_backend().xp.ascontiguousarray(grad_out)
 
 
@@ -298,7 +299,7 @@ class Dense(Module, _RandomCounter):
         return f"Dense({self.in_features}->{self.out_features}, {self.activation.name}{dropout})"
 
     def forward(self, x):
-        backend = _checks.array(x, self.name, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features, finite=True)
+        backend = _checks.array(x, self, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features, finite=True)
         batch = x.shape[0]
         y = self._workspace("y", (batch, self.out_features), self.dtype)
         z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
@@ -323,8 +324,8 @@ class Dense(Module, _RandomCounter):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x = self._saved(self.name)
-        grad_out = self._check_grad_out(grad_out, self.name, self._forward_y.shape, self.dtype)
+        x = self._saved(self)
+        grad_out = self._check_grad_out(grad_out, self, self._forward_y.shape, self.dtype)
         grad_z = self._workspace("grad_z", grad_out.shape, self.dtype)
         grad_x = self._workspace("grad_x", x.shape, self.dtype) if input_grad else None
         code, params = self.activation.kernel_args(self.dtype, self._forward_training)

@@ -60,6 +60,8 @@ def test_each_kernel_has_its_own_cache_entry_and_a_second_process_loads_both(tmp
 
     # name, compiled with parallel, cache hits, cache misses
     assert run() == [["scaled_sum_parallel", "True", "0", "1"], ["scaled_sum_serial", "False", "0", "1"]]
-    index_files = sorted(path.name.split("-")[0] for path in (tmp_path / "cache").rglob("*.nbi"))
+    # (fastdl's own cached functions that load on import land in this cache folder too)
+    index_files = sorted(name for name in (path.name.split("-")[0] for path in (tmp_path / "cache").rglob("*.nbi"))
+                         if name.startswith("twice_module."))
     assert index_files == ["twice_module.scaled_sum_parallel", "twice_module.scaled_sum_serial"]
     assert run() == [["scaled_sum_parallel", "True", "1", "0"], ["scaled_sum_serial", "False", "1", "0"]]
