@@ -2,9 +2,8 @@
 
 For small and medium MLPs a framework's step is mostly per-op dispatch from Python. ``compile_step`` writes,
 for the model's exact structure, a short Python module whose one ``@njit`` function calls the same kernels the
-layers call (the fused dense epilogues, batch norm, dropout, the loss, the optimizer's update over its flat
-buffer, and numpy's own BLAS for the GEMMs, see ``kernels/cpu/blas.py``), in the order the layer-by-layer
-path runs them. So the results are the layer path's, and the model, its gradients, running statistics, random
+layers call (the dense kernels with their GEMMs through the BLAS provider, batch norm, dropout, the loss, the
+optimizer's update over its flat buffer), in the order the layer-by-layer path runs them. So the results are the layer path's, and the model, its gradients, running statistics, random
 counters and the optimizer's state are left exactly as that path leaves them. The module is written to a
 cache folder and compiled with ``cache=True``, so a second process loads it from disk.
 
