@@ -91,7 +91,8 @@ class CompiledStep:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.layers = _flatten(model)
         self.outputs = None  # the model's output of the latest step (the loss's input)
-        self._kernel = None
+        self._kernel = None  # the step with every kernel serial; others per set of parallel layers, in _kernels
+        self._kernels = {}
         self._arguments = {}  # per batch size: the buffers and parameter views the kernel reads and writes
         self._outputs_of = {}  # per batch size: the model's output buffer (what the loss reads)
         self.reason = self._unsupported()
@@ -102,14 +103,23 @@ class CompiledStep:
             self._tracking = [(index, layer) for index, layer in enumerate(self.layers)
                               if isinstance(layer, BatchNorm) and layer.track_running_stats]
             self._fused = self._fused_update_name()
+            self._parallel_update = self.optimizer.groups[0].grad.size >= optim_kernels.PARALLEL_MIN_ELEMENTS
             try:
-                parallel_update = self.optimizer.groups[0].grad.size >= optim_kernels.PARALLEL_MIN_ELEMENTS
-                self._kernel = _load(_generate(self.layers, LOSS_KERNELS[loss], self._fused, parallel_update))
+                self._kernel = self._kernel_for((False,) * len(self.layers))
             except Exception as error:  # a compiler failure must not stop training: the layer path is exact
                 self.reason = f"compiling the step failed ({type(error).__name__}: {_first_line(error)})"
         if self.reason is not None and not quiet and get_backend().name == "cpu":
             warnings.warn(f"compile_step: {self.reason}; running the layer-by-layer path", CompileStepFallback,
                           stacklevel=3)
+
+    def _kernel_for(self, parallel_layers):
+        """The step whose layer k runs its parallel kernels where ``parallel_layers[k]``: generated and compiled
+        only for the combinations the batch sizes in use need (a small model never compiles a parallel one)."""
+        kernel = self._kernels.get(parallel_layers)
+        if kernel is None:
+            kernel = self._kernels[parallel_layers] = _load(_generate(
+                self.layers, LOSS_KERNELS[self.loss], self._fused, self._parallel_update, parallel_layers))
+        return kernel
 
     @property
     def compiled(self):
@@ -200,7 +210,7 @@ class CompiledStep:
             arguments = self._arguments[x.shape[0]] = self._build_arguments(x.shape[0])
         if arguments is LAYER_PATH:
             return self._layer_path(x, y)
-        counters, factors, hyper, status, tail = arguments
+        counters, factors, hyper, status, tail, parallel_layers = arguments
         # every random counter and running-statistics factor as the layers would set them for this step
         for index, layer in self._counted:
             counters[index] = layer._counter + 1
@@ -213,8 +223,11 @@ class CompiledStep:
             scalars = self._next_step_call()[2]
             hyper[2:2 + len(scalars)] = scalars
         try:
-            value = self._kernel(x, y, counters, factors, hyper, status, *tail)
-        except numba.core.errors.NumbaError as error:  # compilation happens on the first call; nothing ran yet
+            kernel = self._kernel_for(parallel_layers)
+            value = kernel(x, y, counters, factors, hyper, status, *tail)
+        except Exception as error:  # generating or compiling (on the first call) failed; nothing ran yet
+            if kernel_ran(error):
+                raise
             self._kernel, self.reason = None, f"compiling the step failed ({type(error).__name__}: {error})"
             warnings.warn(f"compile_step: {self.reason}; running the layer-by-layer path", CompileStepFallback,
                           stacklevel=2)
@@ -256,10 +269,11 @@ class CompiledStep:
         if batch < 2 and any(isinstance(layer, BatchNorm) for layer in self.layers):
             return LAYER_PATH
         dtype = self.dtype
-        tail = []
+        tail, parallel_layers = [], []
         width = self.layers[0].in_features
         for index, layer in enumerate(self.layers):
             shape = (batch, width)
+            parallel_layers.append(False)
             if isinstance(layer, Dense):
                 out = (batch, layer.out_features)
                 code, params = layer.activation.kernel_args(dtype, True)
@@ -267,10 +281,11 @@ class CompiledStep:
                 a = np.empty(out, dtype) if layer.dropout else y  # the activation's output, before dropout
                 z = np.empty(out, dtype) if layer.activation.needs_preactivation else a
                 has_bias = layer.bias is not None
+                parts = dense_kernels.parts_for(batch, layer.in_features, layer.out_features)
+                parallel_layers[-1] = parts > 1
                 tail += [layer.weight.data, layer.bias.data if has_bias else layer._no_bias, layer.weight.grad,
                          layer.bias.grad if has_bias else layer._no_bias, code, params, np.uint64(layer.seed),
-                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation_for(code),
-                         dense_kernels.parts_for(batch, layer.in_features, layer.out_features),
+                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation_for(code), parts,
                          np.empty(out if layer.dropout else (0, 0), np.uint8),
                          dtype.type(1.0 / (1.0 - layer.dropout))]
                 if layer.dropout:
@@ -284,6 +299,8 @@ class CompiledStep:
                 else:
                     grad_weight, grad_bias = np.empty(width, dtype), np.empty(width, dtype)
                 blocks = (batch + 63) // 64
+                chunks = bn_kernels.chunks_for(batch * width)
+                parallel_layers[-1] = chunks > 1
                 aligned = get_backend().empty  # y and dx on cache lines: large ones take streaming stores
                 last = aligned(shape, dtype)
                 tail += [weight, bias, grad_weight, grad_bias, layer.running_mean, layer.running_var,
@@ -291,7 +308,7 @@ class CompiledStep:
                          code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), last,
                          np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
                          np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype),
-                         any_activation_for(code), bn_kernels.chunks_for(batch * width)]
+                         any_activation_for(code), chunks]
             elif isinstance(layer, Activation):
                 code, params = layer.spec.kernel_args(dtype, True)
                 last = np.empty(shape, dtype)
@@ -310,7 +327,8 @@ class CompiledStep:
             tail += list(self._next_step_call()[1])
         n = len(self.layers)
         # factors: -1 (no running update, nor a count) for the layers that do not track statistics
-        return np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(16), np.zeros(2), tuple(tail)
+        return (np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(16), np.zeros(2), tuple(tail),
+                tuple(parallel_layers))
 
 # -- code generation ----------------------------------------------------------------------------------------------
 HEADER = '''"""Generated by fastdl.compile_step for one model structure; safe to delete (it is regenerated)."""
@@ -325,44 +343,42 @@ from fastdl.kernels.cpu import optim
 '''
 
 
-def _either_variant(parts, kernel, call):
-    """Lines that run ``kernel``'s parallel variant when ``parts`` > 1, else its serial one."""
-    return [f"if {parts} > 1:", f"    {kernel}_parallel{call}", "else:", f"    {kernel}_serial{call}"]
+def kernel_ran(error):
+    """Whether ``error`` came from inside a compiled step that ran, rather than from generating or compiling it."""
+    return not isinstance(error, (numba.core.errors.NumbaError, OSError, SyntaxError, ImportError))
 
 
-def _generate(layers, loss_kind, update, parallel_update=False):
+def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=None):
     """Source of a module with ``training_step(x, y, counters, factors, hyper, status, *tail)``.
 
-    Each kernel is the one the layer path runs for the same sizes: parallel over Numba's pool (the Dense GEMMs
-    split into ``parts``, batch norm into ``chunks``, a large optimizer update) or serial on the calling thread.
+    Each kernel is the one the layer path runs for the same sizes: parallel over Numba's pool where
+    ``parallel_layers[k]`` (the Dense GEMMs split into ``parts``, batch norm into ``chunks``) and for a large
+    optimizer update, else serial on the calling thread.
     """
     names, forward, backward = [], [], []
     h = "x"
+    parallel_layers = parallel_layers or (False,) * len(layers)
     for k, layer in enumerate(layers):
         p = f"l{k}_"
+        variant = "parallel" if parallel_layers[k] else "serial"
         if isinstance(layer, Dense):
             args = ["weight", "bias", "grad_weight", "grad_bias", "code", "params", "seed", "z", "save_z", "y",
                     "grad_z", "grad_x", "any_activation", "parts", "mask", "scale"]
             common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z"
             if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass
                 args += ["p", "dropout_seed", "a"]
-                forward += _either_variant(
-                    f"{p}parts", "dense.dropout_forward",
-                    f"({h}, {p}weight, {common}, {p}p, {p}scale, {p}dropout_seed, {p}mask, {p}a, {p}y, "
-                    f"{p}any_activation, {p}parts)")
+                forward += [f"dense.dropout_forward_{variant}({h}, {p}weight, {common}, {p}p, {p}scale, "
+                            f"{p}dropout_seed, {p}mask, {p}a, {p}y, {p}any_activation, {p}parts)"]
                 activation_output = f"{p}a"
             else:
-                forward += _either_variant(
-                    f"{p}parts", "dense.forward",
-                    f"({h}, {p}weight, {common}, {p}y, {p}any_activation, {p}parts)")
+                forward += [f"dense.forward_{variant}({h}, {p}weight, {common}, {p}y, {p}any_activation, {p}parts)"]
                 activation_output = f"{p}y"
             # the first layer computes no input gradient: grad_z stands in for the unused grad_x
             grad_x, input_grad = (f"{p}grad_x", "True") if k > 0 else (f"{p}grad_z", "False")
-            grad_lines = _either_variant(
-                f"{p}parts", "dense.backward",
-                f"({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, {p}mask, {p}scale, {p}code, "
-                f"{p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, {p}grad_bias, {grad_x}, {input_grad}, "
-                f"False, {p}any_activation, {p}parts)")
+            grad_lines = [
+                f"dense.backward_{variant}({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, "
+                f"{p}mask, {p}scale, {p}code, {p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, "
+                f"{p}grad_bias, {grad_x}, {input_grad}, False, {p}any_activation, {p}parts)"]
             if k > 0:
                 grad_lines += [f"g = {p}grad_x"]
             out = f"{p}y"
@@ -373,13 +389,12 @@ def _generate(layers, loss_kind, update, parallel_update=False):
             call = (f"({h}, {p}chunks, {p}weight, {p}bias, {p}eps, factors[{k}], {p}running_mean, {p}running_var, "
                     f"{p}num_batches_tracked, {p}code, {p}params, {p}seed, counters[{k}], {p}mean, {p}inv_std, {p}y, "
                     f"{p}workspace, {p}scratch, {p}totals, {p}any_activation)")
-            forward += [f"if {p}chunks > 1:", f"    finite = bn.forward_train_parallel{call}", "else:",
-                        f"    finite = bn.forward_train_serial{call}",
+            forward += [f"finite = bn.forward_train_{variant}{call}",
                         "if not finite:", f"    status[0] = {NONFINITE_BATCHNORM}", "    return math.nan"]
             back = (f"({h}, {p}chunks, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
                     f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, False, {p}workspace, {p}scratch, "
                     f"{p}totals, {p}any_activation)")
-            grad_lines = _either_variant(f"{p}chunks", "bn.backward", back) + [f"g = {p}grad_x"]
+            grad_lines = [f"bn.backward_{variant}{back}", f"g = {p}grad_x"]
             out = f"{p}y"
         elif isinstance(layer, Activation):
             args = ["code", "params", "seed", "grad_x", "y", "any_activation"]
