@@ -1,7 +1,8 @@
 """Checkpoints: a model's parameters and buffers, an optimizer's state and user data in one .npz file.
 
 Written atomically (a temporary file in the same folder, fsync, then rename), so a crash mid-write leaves the
-previous checkpoint intact. Loading checks everything before changing anything: a truncated file, a model of
+previous checkpoint intact. The random streams of the model's layers (each layer's seed and counter: dropout
+masks, RReLU slopes) are saved too, so a resumed run draws the masks the uninterrupted run would have. Loading checks everything before changing anything: a truncated file, a model of
 another shape or an optimizer of another kind is a ValueError and the model and optimizer stay as they were.
 """
 
@@ -18,7 +19,7 @@ FORMAT = "fastdl-checkpoint-1"
 def save(path, model, optimizer=None, extra=None):
     """Write ``model`` (and ``optimizer``, and JSON-serializable ``extra``) to ``path`` (a .npz file)."""
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
-    meta = {"format": FORMAT, "extra": extra}
+    meta = {"format": FORMAT, "extra": extra, "random": _random_streams(model)}
     if optimizer is not None:
         state = optimizer.state_dict()
         arrays.update({f"optimizer/{key}": value for key, value in state.pop("state").items()})
@@ -27,6 +28,24 @@ def save(path, model, optimizer=None, extra=None):
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as file:
             np.savez(file, **arrays)
+
+
+def _random_modules(model):
+    return [module for module in model.modules() if hasattr(module, "_counter")]
+
+
+def _random_streams(model):
+    """[[seed, counter], ...] of every layer that draws random numbers, in the model's order."""
+    return [[int(module.seed), int(module._counter)] for module in _random_modules(model)]
+
+
+def _check_random_streams(streams, model, path):
+    modules = _random_modules(model)
+    if len(streams) != len(modules) or not all(
+            len(stream) == 2 and all(isinstance(value, int) and value >= 0 for value in stream) for stream in streams):
+        raise ValueError(f"fastdl.load: {path} holds {len(streams)} random streams (seed, counter) for a model with "
+                         f"{len(modules)} randomized layers")
+    return modules
 
 
 def _read(path):
@@ -47,6 +66,9 @@ def load(path, model, optimizer=None):
     model_state = {name[len("model/"):]: value for name, value in arrays.items() if name.startswith("model/")}
     if optimizer is not None and "optimizer" not in meta:
         raise ValueError(f"fastdl.load: {path} holds no optimizer state")
+    # checkpoints written before the random streams were saved have none: those layers keep theirs
+    streams = meta.get("random")
+    random_modules = _check_random_streams(streams, model, path) if streams is not None else []
     before = model.state_dict()
     model.load_state_dict(model_state)
     if optimizer is not None:
@@ -58,4 +80,6 @@ def load(path, model, optimizer=None):
         except Exception:
             model.load_state_dict(before)  # nothing is lost: the model goes back to what it was
             raise
+    for module, (seed, counter) in zip(random_modules, streams or []):
+        module.seed, module._counter = seed, counter
     return meta.get("extra")

@@ -290,6 +290,49 @@ def test_state_dict_round_trip_through_a_file_resumes_bit_identically(backend, t
         np.testing.assert_array_equal(resumed_optimizer.state_dict()["state"][key], value)
 
 
+def test_a_checkpoint_resumes_dropout_and_rrelu_bit_identically(backend, tmp_path):
+    """The layers' random streams (seed and counter) travel with the checkpoint: a model rebuilt without seeds
+    draws, after loading, the masks and slopes the uninterrupted run draws."""
+    def build(seed):
+        return fastdl.Sequential(fastdl.Dense(4, 8, activation="relu", seed=seed, dropout=0.3),
+                                 fastdl.Activation("rrelu", seed=seed), fastdl.Dropout(0.4, seed=seed),
+                                 fastdl.Dense(8, 3, seed=seed))
+
+    x = fastdl.asarray(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
+    labels = fastdl.asarray(np.arange(16) % 3)
+
+    def train(model, optimizer, steps):
+        for _ in range(steps):
+            _, grad = fastdl.losses.softmax_cross_entropy(model(x), labels)
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+
+    model = build(seed=5)
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+    train(model, optimizer, 3)
+    fastdl.save(tmp_path / "checkpoint.npz", model, optimizer)
+    train(model, optimizer, 3)
+    resumed = build(seed=None)  # other seeds: only the checkpoint can make its draws match
+    resumed_optimizer = optim.Adam(resumed.parameters(), lr=0.01)
+    fastdl.load(tmp_path / "checkpoint.npz", resumed, resumed_optimizer)
+    train(resumed, resumed_optimizer, 3)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)
+
+
+def test_a_checkpoint_for_a_model_with_other_randomized_layers_changes_nothing(tmp_path):
+    model = fastdl.Sequential(fastdl.Dense(4, 3, seed=0), fastdl.Dropout(0.5, seed=1))
+    fastdl.save(tmp_path / "checkpoint.npz", model)
+    other = fastdl.Sequential(fastdl.Dense(4, 3, seed=0))
+    before = other.state_dict()
+    seed, counter = other.layers[0].seed, other.layers[0]._counter
+    with pytest.raises(ValueError, match="holds 2 random streams .* for a model with 1 randomized layers"):
+        fastdl.load(tmp_path / "checkpoint.npz", other)
+    assert (other.layers[0].seed, other.layers[0]._counter) == (seed, counter)
+    for name, value in before.items():
+        np.testing.assert_array_equal(other.state_dict()[name], value)
+
+
 def rosenbrock(point):
     x, y = point
     return (1 - x) ** 2 + 100 * (y - x * x) ** 2, np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
