@@ -374,7 +374,7 @@ class Activation(Module, _RandomCounter):
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
-        x, grad_out, grad_x = self._begin_backward(grad_out, self._forward_y.dtype)
+        x, grad_out, grad_x = self._begin_backward(grad_out, self._saved(self.name).dtype)
         code, params = self.spec.kernel_args(x.dtype, self._forward_training)
         get_backend().kernels.activation_backward(grad_out, x, self._forward_y, code, params, self.seed,
                                                   self._counter, grad_x)

@@ -155,3 +155,48 @@ def test_batchnorm_backward_after_a_failed_forward_is_an_error(backend):
         bn(backend.asarray(np.full((8, 3), np.nan, np.float32)))
     with pytest.raises(RuntimeError, match=r"BatchNorm\(3\): backward called before forward \(or after a forward that failed\)"):
         bn.backward(backend.asarray(np.ones((8, 3), np.float32)))
+
+
+def test_activation_backward_before_forward_is_a_clear_error(backend):
+    layer = fastdl.Activation("relu")
+    with pytest.raises(RuntimeError, match=r"Activation\(relu\): backward called before forward"):
+        layer.backward(backend.asarray(np.ones((2, 3), np.float32)))
+
+
+def _trained_adam():
+    model = fastdl.Sequential(fastdl.Dense(3, 2, seed=0))
+    optimizer = fastdl.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(2):
+        model(np.ones((4, 3), np.float32))
+        model.backward(np.ones((4, 2), np.float32))
+        optimizer.step()
+    return optimizer
+
+
+def _optimizer_snapshot(optimizer):
+    return ({key: np.array(value, copy=True) for key, value in optimizer.state_dict()["state"].items()},
+            optimizer.lr, optimizer.steps, optimizer.skipped_steps, optimizer.skip_nonfinite)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda state: state.pop("steps"), r"Adam.load_state_dict: the state has no steps"),
+    (lambda state: state.pop("skipped_steps"), r"Adam.load_state_dict: the state has no skipped_steps"),
+    (lambda state: state.__setitem__("steps", -5), r"Adam.load_state_dict: steps must be a non-negative integer, got -5"),
+    (lambda state: state.__setitem__("steps", 2.5), r"Adam.load_state_dict: steps must be a non-negative integer"),
+    (lambda state: state.__setitem__("skip_nonfinite", "yes"), r"Adam.load_state_dict: skip_nonfinite must be a bool"),
+], ids=["no_steps", "no_skipped_steps", "negative_steps", "fractional_steps", "bad_skip_nonfinite"])
+def test_optimizer_load_state_dict_checks_everything_before_changing_anything(damage, message):
+    source, target = _trained_adam(), _trained_adam()
+    target.lr = 0.5
+    target.steps = 7
+    state = source.state_dict()
+    state["hyperparameters"] = {**state["hyperparameters"], "lr": 0.001}  # would change lr if applied
+    state["state"] = {key: np.full_like(value, 3.0) for key, value in state["state"].items()}
+    damage(state)
+    before = _optimizer_snapshot(target)
+    with pytest.raises(ValueError, match=message):
+        target.load_state_dict(state)
+    after = _optimizer_snapshot(target)
+    assert after[1:] == before[1:]
+    for key in before[0]:
+        np.testing.assert_array_equal(after[0][key], before[0][key])

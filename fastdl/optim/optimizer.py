@@ -189,8 +189,13 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict``; everything is checked before anything changes."""
         owner = type(self).__name__
-        if state_dict.get("algorithm") != owner:
-            raise ValueError(f"{owner}.load_state_dict: the state is from {state_dict.get('algorithm')!r}")
+        required = ("algorithm", "parameter_shapes", "state", "hyperparameters", "skip_nonfinite", "steps",
+                    "skipped_steps")
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise ValueError(f"{owner}.load_state_dict: the state has no {', '.join(missing)}")
+        if state_dict["algorithm"] != owner:
+            raise ValueError(f"{owner}.load_state_dict: the state is from {state_dict['algorithm']!r}")
         shapes = [list(shape) for group in self.groups for shape in group.shapes]
         if [list(shape) for shape in state_dict["parameter_shapes"]] != shapes:
             raise ValueError(f"{owner}.load_state_dict: parameter shapes {state_dict['parameter_shapes']} "
@@ -213,16 +218,31 @@ class Optimizer:
                              f"expected {sorted(self._hyperparameter_names)}")
         hyperparameters = {name: self._check_hyperparameter(name, value)
                            for name, value in state_dict["hyperparameters"].items()}
+        counts = {key: _count(state_dict[key], owner, key) for key in ("steps", "skipped_steps")}
+        skip_nonfinite = state_dict["skip_nonfinite"]
+        if not isinstance(skip_nonfinite, (bool, np.bool_)) and skip_nonfinite not in (0, 1):
+            raise ValueError(f"{owner}.load_state_dict: skip_nonfinite must be a bool, got {skip_nonfinite!r}")
         backend = get_backend()
         converted = {key: backend.asarray(arrays[key], dtype=array.dtype) for key, array in expected.items()}
+        # everything is checked and converted: from here on nothing can fail halfway
         for key, array in expected.items():
             array[...] = converted[key]
         for name, value in hyperparameters.items():
             object.__setattr__(self, name, value)
-        self.skip_nonfinite = bool(state_dict["skip_nonfinite"])
-        self.steps = int(state_dict["steps"])
-        self.skipped_steps = int(state_dict["skipped_steps"])
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.steps = counts["steps"]
+        self.skipped_steps = counts["skipped_steps"]
 
     def __repr__(self):
         settings = ", ".join(f"{name}={value!r}" for name, value in self.hyperparameters().items())
         return f"{type(self).__name__}({settings})"
+
+
+def _count(value, owner, name):
+    """A step count from a state dict: a non-negative integer (a 0-d integer array, as .npz files hold, too)."""
+    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype,
+                                                                                           np.integer):
+        raise ValueError(f"{owner}.load_state_dict: {name} must be a non-negative integer, got {value!r}")
+    if int(value) < 0:
+        raise ValueError(f"{owner}.load_state_dict: {name} must be a non-negative integer, got {int(value)}")
+    return int(value)
