@@ -135,4 +135,41 @@ def test_train_command_rejects_an_unknown_optimizer(tmp_path, capsys):
     from fastdl.__main__ import main
 
     assert main(["train", "--optimizer", "adamax", "--out", str(tmp_path)]) == 2
-    assert "unknown optimizer 'adamax'" in capsys.readouterr().err
+    assert "argument --optimizer: invalid choice: 'adamax'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["train", "--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+    (["train", "--epochs", "-1"], "argument --epochs: must be a positive integer, got -1"),
+    (["train", "--batch-size", "many"], "argument --batch-size: must be a positive integer, got 'many'"),
+    (["train", "--lr", "-0.1"], "argument --lr: must be a positive number, got -0.1"),
+    (["train", "--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
+    (["demo", "--steps", "0"], "argument --steps: must be a positive integer, got 0"),
+], ids=["epochs_0", "epochs_negative", "batch_size_text", "lr_negative", "backend", "demo_steps_0"])
+def test_cli_refuses_bad_options_before_doing_anything(tmp_path, capsys, arguments, message):
+    from fastdl.__main__ import main
+
+    checkpoint = tmp_path / "checkpoint.npz"
+    checkpoint.write_bytes(b"an earlier run's checkpoint")
+    assert main(arguments + (["--out", str(tmp_path)] if arguments[0] == "train" else [])) == 2
+    assert message in capsys.readouterr().err
+    assert checkpoint.read_bytes() == b"an earlier run's checkpoint"
+
+
+def test_cli_checks_the_output_folder_before_training(tmp_path, capsys):
+    from fastdl.__main__ import main
+
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    assert main(["train", "--out", str(a_file)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_cli_version_and_help(capsys):
+    from fastdl.__main__ import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fastdl {fastdl.__version__}"
+    assert main(["train", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "width of both hidden layers (default: 128)" in " ".join(help_text.split())
