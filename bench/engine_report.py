@@ -139,8 +139,8 @@ def format_markdown(report):
         blas = run["blas"]
         lines += [f"## Provider: {blas['provider']} ({blas['version']})", "",
                   f"Threading: {blas['threading']}; Numba {run['versions']['numba']} "
-                  f"({blas['numba_threading_layer']}, {blas['numba_threads']} threads); torch {run['versions']['torch']}; "
-                  f"jax {run['versions']['jax']}.", "",
+                  f"({blas['numba_threading_layer']}, {blas['numba_threads']} threads); "
+                  f"torch {run['versions']['torch']}; jax {run['versions']['jax']}.", "",
                   "| model (Adam) | compile_step | layer path | layer / step | PyTorch eager | PyTorch / step | "
                   "PyTorch / layer | JAX jit | JAX / step |", "|---|---|---|---|---|---|---|---|---|"]
         for row in run["mlp"]:

@@ -42,9 +42,11 @@ def array(x, owner, name, ndim=None, dtype=None, last_dim=None, finite=False):
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{label(owner)}: {name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
     if last_dim is not None and (x.ndim == 0 or x.shape[-1] != last_dim):
-        raise ValueError(f"{label(owner)}: {name} must have {last_dim} features in its last axis, got shape {tuple(x.shape)}")
+        raise ValueError(f"{label(owner)}: {name} must have {last_dim} features in its last axis, "
+                         f"got shape {tuple(x.shape)}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{label(owner)}: {name} has dtype {x.dtype}, expected {np.dtype(dtype)} (shape {tuple(x.shape)})")
+        raise TypeError(f"{label(owner)}: {name} has dtype {x.dtype}, expected {np.dtype(dtype)} "
+                        f"(shape {tuple(x.shape)})")
     if finite and not backend.kernels.all_finite(x):
         raise ValueError(f"{label(owner)}: {name} contains NaN or Inf (shape {tuple(x.shape)})")
     return backend

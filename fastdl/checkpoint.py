@@ -2,8 +2,9 @@
 
 Written atomically (a temporary file in the same folder, fsync, then rename), so a crash mid-write leaves the
 previous checkpoint intact. The random streams of the model's layers (each layer's seed and counter: dropout
-masks, RReLU slopes) are saved too, so a resumed run draws the masks the uninterrupted run would have. Loading checks everything before changing anything: a truncated file, a model of
-another shape or an optimizer of another kind is a ValueError and the model and optimizer stay as they were.
+masks, RReLU slopes) are saved too, so a resumed run draws the masks the uninterrupted run would have. Loading
+checks everything before changing anything: a truncated file, a model of another shape or an optimizer of
+another kind is a ValueError and the model and optimizer stay as they were.
 """
 
 import json

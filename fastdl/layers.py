@@ -217,7 +217,8 @@ class Module:
     def _saved(self, owner):
         saved = getattr(self, "_forward_input", None)
         if saved is None:
-            raise RuntimeError(f"{_checks.label(owner)}: backward called before forward (or after a forward that failed)")
+            raise RuntimeError(f"{_checks.label(owner)}: backward called before forward "
+                               "(or after a forward that failed)")
         return saved
 
     def _begin_backward(self, grad_out, dtype):

@@ -3,8 +3,9 @@
 For small and medium MLPs a framework's step is mostly per-op dispatch from Python. ``compile_step`` writes,
 for the model's exact structure, a short Python module whose one ``@njit`` function calls the same kernels the
 layers call (the dense kernels with their GEMMs through the BLAS provider, batch norm, dropout, the loss, the
-optimizer's update over its flat buffer), in the order the layer-by-layer path runs them. So the results are the layer path's, and the model, its gradients, running statistics, random
-counters and the optimizer's state are left exactly as that path leaves them. The module is written to a
+optimizer's update over its flat buffer), in the order the layer-by-layer path runs them. So the results are
+the layer path's, and the model, its gradients, running statistics, random counters and the optimizer's state
+are left exactly as that path leaves them. The module is written to a
 cache folder and compiled with ``cache=True``, so a second process loads it from disk.
 
 Supported: a ``Sequential`` (nested ones are flattened) of ``Dense``, ``BatchNorm``, ``Activation`` and
@@ -285,7 +286,8 @@ class CompiledStep:
                 parallel_layers[-1] = parts > 1
                 tail += [layer.weight.data, layer.bias.data if has_bias else layer._no_bias, layer.weight.grad,
                          layer.bias.grad if has_bias else layer._no_bias, code, params, np.uint64(layer.seed),
-                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation_for(code), parts,
+                         z, z is not a, y, np.empty(out, dtype), np.empty(shape, dtype), any_activation_for(code),
+                         parts,
                          np.empty(out if layer.dropout else (0, 0), np.uint8),
                          dtype.type(1.0 / (1.0 - layer.dropout))]
                 if layer.dropout:

@@ -181,7 +181,8 @@ def _optimizer_snapshot(optimizer):
 @pytest.mark.parametrize("damage,message", [
     (lambda state: state.pop("steps"), r"Adam.load_state_dict: the state has no steps"),
     (lambda state: state.pop("skipped_steps"), r"Adam.load_state_dict: the state has no skipped_steps"),
-    (lambda state: state.__setitem__("steps", -5), r"Adam.load_state_dict: steps must be a non-negative integer, got -5"),
+    (lambda state: state.__setitem__("steps", -5),
+     r"Adam.load_state_dict: steps must be a non-negative integer, got -5"),
     (lambda state: state.__setitem__("steps", 2.5), r"Adam.load_state_dict: steps must be a non-negative integer"),
     (lambda state: state.__setitem__("skip_nonfinite", "yes"), r"Adam.load_state_dict: skip_nonfinite must be a bool"),
 ], ids=["no_steps", "no_skipped_steps", "negative_steps", "fractional_steps", "bad_skip_nonfinite"])

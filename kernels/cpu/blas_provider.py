@@ -100,7 +100,8 @@ def _openblas_paths():
         if found:
             return found
     root = os.path.dirname(np.__file__)
-    patterns = [root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"), os.path.join(root, "*openblas*")]
+    patterns = [root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"),
+                os.path.join(root, "*openblas*")]
     return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
 
 
