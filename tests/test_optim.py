@@ -261,20 +261,23 @@ RESUMABLE = {
 }
 
 
+def _train_on_a_fixed_batch(model, optimizer, steps):
+    """``steps`` steps of softmax cross-entropy on one fixed batch of 16 samples with 4 features, 3 classes."""
+    x = fastdl.asarray(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
+    labels = fastdl.asarray(np.arange(16) % 3)
+    for _ in range(steps):
+        _, grad = fastdl.losses.softmax_cross_entropy(model(x), labels)
+        model.backward(grad, input_grad=False)
+        optimizer.step()
+
+
 @pytest.mark.parametrize("make", RESUMABLE.values(), ids=RESUMABLE.keys())
 def test_state_dict_round_trip_through_a_file_resumes_bit_identically(backend, tmp_path, make):
     def model_and_optimizer():
         model = fastdl.Sequential(fastdl.Dense(4, 8, activation="tanh", seed=0), fastdl.Dense(8, 3, seed=1))
         return model, make(model.parameters())
 
-    x = fastdl.asarray(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
-    labels = fastdl.asarray(np.arange(16) % 3)
-
-    def train(model, optimizer, steps):
-        for _ in range(steps):
-            _, grad = fastdl.losses.softmax_cross_entropy(model(x), labels)
-            model.backward(grad, input_grad=False)
-            optimizer.step()
+    train = _train_on_a_fixed_batch
 
     model, optimizer = model_and_optimizer()
     train(model, optimizer, 5)
@@ -298,14 +301,7 @@ def test_a_checkpoint_resumes_dropout_and_rrelu_bit_identically(backend, tmp_pat
                                  fastdl.Activation("rrelu", seed=seed), fastdl.Dropout(0.4, seed=seed),
                                  fastdl.Dense(8, 3, seed=seed))
 
-    x = fastdl.asarray(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
-    labels = fastdl.asarray(np.arange(16) % 3)
-
-    def train(model, optimizer, steps):
-        for _ in range(steps):
-            _, grad = fastdl.losses.softmax_cross_entropy(model(x), labels)
-            model.backward(grad, input_grad=False)
-            optimizer.step()
+    train = _train_on_a_fixed_batch
 
     model = build(seed=5)
     optimizer = optim.Adam(model.parameters(), lr=0.01)
