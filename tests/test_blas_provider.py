@@ -78,23 +78,23 @@ import numpy as np, fastdl
 from fastdl import losses
 assert fastdl.blas_info()["provider"] == "mkl", fastdl.blas_info()
 rng = np.random.default_rng(0)
-x = rng.standard_normal((96, 80)).astype(np.float32)
-g = rng.standard_normal((96, 72)).astype(np.float32)
+x = rng.standard_normal((128, 96)).astype(np.float32)
+g = rng.standard_normal((128, 96)).astype(np.float32)
 out = {}
 for name in ("cpu", "numpy"):
     with fastdl.use_backend(name):
-        layer = fastdl.Dense(80, 72, activation="tanh", seed=1)
+        layer = fastdl.Dense(96, 96, activation="tanh", seed=1)
         y = fastdl.to_numpy(layer(x)).copy()
         dx = fastdl.to_numpy(layer.backward(g)).copy()
         out[name] = (y, dx, fastdl.to_numpy(layer.weight.grad).copy())
 for a, b in zip(out["cpu"], out["numpy"]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 # compile_step and the layer path, with MKL, bit for bit
-models = [fastdl.Sequential(fastdl.Dense(80, 256, seed=2), fastdl.BatchNorm(256, activation="relu"),
+models = [fastdl.Sequential(fastdl.Dense(96, 256, seed=2), fastdl.BatchNorm(256, activation="relu"),
                             fastdl.Dense(256, 10, seed=3)) for _ in range(2)]
 optimizers = [fastdl.optim.Adam(m.parameters()) for m in models]
 step = fastdl.compile_step(models[0], losses.softmax_cross_entropy, optimizers[0])
-labels = rng.integers(0, 10, 96)
+labels = rng.integers(0, 10, 128)
 for _ in range(3):
     step(x, labels)
     value, grad = losses.softmax_cross_entropy(models[1](x), labels)

@@ -170,7 +170,7 @@ def test_cpu_kernels_do_not_recompile_on_second_call():
 
 
 # -- the CPU kernels' split GEMMs ---------------------------------------------------------------------------------
-LARGE = (96, 80, 72)  # rows x in x out: past PARALLEL_MIN_MULTIPLY_ADDS, so the cpu kernels split the GEMMs
+LARGE = (128, 96, 96)  # rows x in x out: past PARALLEL_MIN_MULTIPLY_ADDS, so the cpu kernels split the GEMMs
 
 
 def _large_layer_results(dtype, activation, dropout, accumulate=False):

@@ -27,9 +27,10 @@ from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns,
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .counter_rng import uniform
 
-# A product of at least this many multiply-adds (rows x in x out) runs on every thread: 64x64x64 and up measured
-# faster split in two than on one core here; below, waking the pool costs more than half the product.
-PARALLEL_MIN_MULTIPLY_ADDS = 64 * 64 * 64
+# A product of at least this many multiply-adds (rows x in x out) runs on every thread. Smaller ones gain nothing
+# measurable in a training step from the split, while every model whose layers cross the line also compiles the
+# parallel kernels (the first run of a small model pays for both).
+PARALLEL_MIN_MULTIPLY_ADDS = 1 << 20
 
 
 @njit(inline="always")
