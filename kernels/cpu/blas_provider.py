@@ -8,8 +8,8 @@ Providers, in the order they are tried:
   switch it for every library in the process that calls MKL, PyTorch among them) and selects its GNU OpenMP
   threading layer: the same ``libgomp`` as Numba's OpenMP threading layer, so MKL knows when it is called from
   inside fastdl's parallel loop and runs single-threaded there, and its own threads share Numba's pool.
-  Chosen automatically on Intel CPUs only: on other x86 CPUs MKL runs its generic code paths (measured on an AMD
-  EPYC: 108 GFLOP/s against OpenBLAS's 141 at 256x1024x1024); ``FASTDL_BLAS=mkl`` asks for it anywhere.
+  Chosen automatically on Intel CPUs only: on other x86 CPUs MKL runs its generic code paths, slower than
+  OpenBLAS (``docs/cpu-engine.md``); ``FASTDL_BLAS=mkl`` asks for it anywhere.
 - ``openblas``: the BLAS numpy itself links (numpy's wheels bundle OpenBLAS with 64-bit integers), located by
   threadpoolctl when it is installed, else by its usual places in numpy's wheel.
 
@@ -196,9 +196,9 @@ if AVAILABLE:
     if PER_THREAD_CONTROL:
         _register("fastdl_blas_set_threads_local", PROVIDER.set_threads_local)
         # Inside fastdl's parallel loop each thread makes its own GEMMs single-threaded where the count is per
-        # thread (MKL: a worker thread keeps the library's default otherwise, and each of its GEMMs then stalled
-        # ~8 ms); where it is one count for all threads (OpenBLAS), the calling thread set it before the loop and a
-        # second writer would race, so the workers' call changes nothing.
+        # thread (MKL: a worker thread keeps the library's default otherwise, and its GEMMs stall); where it is one
+        # count for all threads (OpenBLAS), the calling thread set it before the loop and a second writer would
+        # race, so the workers' call changes nothing.
         _register("fastdl_blas_set_worker_threads", PROVIDER.set_threads_local if PROVIDER.name == "mkl"
                   else _count_unchanged.address)
 
