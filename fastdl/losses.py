@@ -1,7 +1,8 @@
 """Losses, each returning ``(loss, grad_of_input)`` from one fused pass, as PyTorch defines them.
 
 ``reduction="mean"`` (default) divides by the batch size for cross-entropy and by the number of elements for
-MSE and BCE; ``"sum"`` does not divide. Pass ``out=`` (an array shaped like the input) to receive the
+MSE and BCE; ``"sum"`` does not divide. An empty batch gives NaN for the mean and 0 for the sum, as in PyTorch
+(its gradient is empty); the compiled training step refuses one instead. Pass ``out=`` (an array shaped like the input) to receive the
 gradient without allocating.
 
 NaN or Inf in an input is a ValueError, found without a pass of its own: it always makes the loss NaN or Inf
@@ -44,6 +45,11 @@ def _unchecked(kernel, *args):
         return kernel(*args)
 
 
+def _empty_batch_loss(reduction_sum):
+    """The loss of a batch without samples: the sum over nothing, or that sum divided by zero (NaN, as PyTorch)."""
+    return 0.0 if reduction_sum else math.nan
+
+
 def _gradient_buffer(out, like, owner, xp):
     if out is None:
         return xp.empty_like(like)
@@ -71,10 +77,14 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
                          f"got {tuple(labels.shape)}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"{owner}: labels must be integers, got dtype {labels.dtype}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{owner}: logits must have at least one class, got shape {tuple(logits.shape)}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{owner}: label_smoothing must lie in [0, 1], got {label_smoothing}")
     reduction_sum = _reduction_sum(reduction, owner)
     grad = _gradient_buffer(out, logits, owner, backend.xp)
+    if logits.shape[0] == 0:
+        return _empty_batch_loss(reduction_sum), grad
     logits = backend.xp.ascontiguousarray(logits)
     int_labels = labels.astype(np.int64, copy=False)
     loss = _unchecked(backend.kernels.softmax_cross_entropy, logits, int_labels, float(label_smoothing), reduction_sum,
@@ -107,6 +117,8 @@ def mse(pred, target, reduction="mean", out=None):
     backend, pred, target = _pair("mse", pred, target, ("pred", "target"))
     grad = _gradient_buffer(out, pred, "mse", backend.xp)
     reduction_sum = _reduction_sum(reduction, "mse")
+    if pred.size == 0:
+        return _empty_batch_loss(reduction_sum), grad
     loss = _unchecked(backend.kernels.mse, pred, target, reduction_sum, grad)
     return _finite(loss, "mse", [("pred", pred), ("target", target)]), grad
 
@@ -117,5 +129,7 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None
     backend, logits, targets = _pair(owner, logits, targets, ("logits", "targets"))
     grad = _gradient_buffer(out, logits, owner, backend.xp)
     reduction_sum = _reduction_sum(reduction, owner)
+    if logits.size == 0:
+        return _empty_batch_loss(reduction_sum), grad
     loss = _unchecked(backend.kernels.binary_cross_entropy_with_logits, logits, targets, reduction_sum, grad)
     return _finite(loss, owner, [("logits", logits), ("targets", targets)]), grad

@@ -172,6 +172,8 @@ class CompiledStep:
 
     # -- the call ---------------------------------------------------------------------------------------------
     def __call__(self, x, y):
+        if getattr(x, "ndim", None) == 2 and x.shape[0] == 0:  # before either path moves a counter or a moment
+            raise ValueError(f"compile_step: x has no rows (shape {tuple(x.shape)}); a training step needs a sample")
         if self._kernel is None or not all(layer.training for layer in self.layers):
             return self._layer_path(x, y)
         return self._compiled_path(x, y)

@@ -90,6 +90,8 @@ def evaluate(model, x, y, loss=fastdl_losses.softmax_cross_entropy, batch_size=1
     """{"loss": mean loss, "accuracy": fraction correct (softmax cross-entropy only)} in eval mode.
 
     The model's train/eval mode is restored afterwards."""
+    if len(x) == 0:
+        raise ValueError(f"evaluate: x has no rows (shape {tuple(x.shape)}); there is nothing to score")
     modes = [module.training for module in model.modules()]
     model.eval()
     try:
@@ -171,6 +173,9 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     global loss and accuracy; only rank 0 shows progress.
     """
     x, y = train
+    for name, data in (("train", train), ("val", val)):
+        if data is not None and len(data[0]) == 0:  # refused before an epoch trains, not when it ends
+            raise ValueError(f"fit: {name}'s x has no rows (shape {tuple(data[0].shape)})")
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
     if distributed:

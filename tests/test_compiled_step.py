@@ -190,7 +190,7 @@ def test_nonfinite_gradients_are_skipped_as_the_optimizer_would(cpu):
         np.testing.assert_array_equal(p.data, old)
 
 
-@pytest.mark.parametrize("bad", ["nan_x", "wrong_width", "wrong_dtype", "label_range", "wrong_target_shape"])
+@pytest.mark.parametrize("bad", ["empty_batch", "nan_x", "wrong_width", "wrong_dtype", "label_range", "wrong_target_shape"])
 def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
     model = mlp(np.float32)
     optimizer = fastdl.optim.Adam(model.parameters())
@@ -199,7 +199,9 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
     x, y = data(loss, 8, 6, 3, np.float32)
     step(x, y)
     before = snapshot(model, optimizer)
-    if bad == "nan_x":
+    if bad == "empty_batch":
+        x, y = x[:0], y[:0]
+    elif bad == "nan_x":
         x[1, 2] = np.nan
     elif bad == "wrong_width":
         x = x[:, :5]

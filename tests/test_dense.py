@@ -251,6 +251,20 @@ def test_dense_dropout_is_exactly_dense_then_dropout(backend, dtype, activation)
     assert 0.1 < dropped < 0.6  # some dropped, some kept (the exact rate is Dropout's own statistical test)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_dense_dropout_backward_keeps_a_nan_gradient_at_a_dropped_position(backend):
+    layer = fastdl.Dense(5, 8, activation="relu", seed=2, dropout=0.5)
+    x = fastdl.asarray(np.random.default_rng(3).standard_normal((6, 5)).astype(np.float32))
+    layer(x)
+    mask = fastdl.to_numpy(layer._buffers["mask"])
+    row, column = np.argwhere(mask == 0)[0]
+    grad = np.ones((6, 8), np.float32)
+    grad[row, column] = np.nan
+    grad_x = fastdl.to_numpy(layer.backward(fastdl.asarray(grad)))
+    assert np.isnan(fastdl.to_numpy(layer.bias.grad)[column])  # as numpy and PyTorch: 0 * NaN is NaN
+    assert np.isnan(grad_x[row]).all()
+
+
 def test_dense_dropout_gradcheck(backend):
     layer = fastdl.Dense(4, 6, activation="tanh", seed=1, dtype="float64", dropout=0.5)
     assert fastdl.testing.gradcheck(layer, fastdl.asarray(np.random.default_rng(2).standard_normal((5, 4))))

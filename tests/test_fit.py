@@ -72,6 +72,24 @@ def test_early_stopping_stops_and_restores_the_best_weights():
         np.testing.assert_array_equal(value, best_states[best][name])
 
 
+@pytest.mark.parametrize("empty", ["train", "val"])
+def test_fit_refuses_an_empty_dataset_before_training(empty):
+    model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = [p.data.copy() for p in model.parameters()]
+    x, y = two_blobs(0, samples=20)
+    data = {"train": (x, y), "val": (x, y)}
+    data[empty] = (x[:0], y[:0])
+    with pytest.raises(ValueError, match=f"fit: {empty}'s x has no rows"):
+        fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=data["train"], val=data["val"], epochs=1,
+                   progress=False)
+    assert optimizer.steps == 0
+    for parameter, old in zip(model.parameters(), before):
+        np.testing.assert_array_equal(parameter.data, old)
+    with pytest.raises(ValueError, match="evaluate: x has no rows"):
+        fastdl.evaluate(model, x[:0], y[:0])
+
+
 def test_evaluate_reports_loss_and_accuracy_in_eval_mode():
     model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0), fastdl.Dropout(0.5, seed=1))
     x, y = two_blobs(0)

@@ -29,6 +29,23 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_an_empty_batch_gives_nan_for_the_mean_and_zero_for_the_sum_as_pytorch(backend, case, reduction):
+    inputs = [array[:0] for array in _inputs(np.float32)]
+    value, grad = CASES[case](*(backend.asarray(array) for array in inputs), reduction=reduction)
+    assert grad.shape == (0, 7)
+    if reduction == "sum":
+        assert value == 0.0
+    else:
+        assert np.isnan(value)
+
+
+def test_cross_entropy_over_no_classes_is_a_clear_error(backend):
+    with pytest.raises(ValueError, match="softmax_cross_entropy: logits must have at least one class"):
+        losses.softmax_cross_entropy(backend.xp.zeros((3, 0), np.float32), backend.xp.zeros(3, np.int64))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_loss_matches_reference(backend, dtype, case, reduction):
     inputs = _inputs(dtype)
     with fastdl.use_backend("numpy"):

@@ -268,6 +268,27 @@ def test_dropout_masks_match_the_reference_and_scale_survivors(backend, dtype):
     assert_close(grad, mask / dtype(0.7), dtype)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_dropout_keeps_nan_and_inf_at_dropped_positions_as_the_reference(backend, dtype):
+    """0 * NaN is NaN (numpy, PyTorch): a non-finite gradient at a dropped element must reach skip_nonfinite."""
+    x = _batch((50, 40), dtype)
+    x[::3, ::7] = np.nan
+    x[1::3, ::5] = np.inf
+    layer = fastdl.Dropout(0.5, seed=3)
+    y = fastdl.to_numpy(layer(backend.asarray(x)))
+    grad = fastdl.to_numpy(layer.backward(backend.asarray(x)))  # the same pattern as the gradient
+    with fastdl.use_backend("numpy"):
+        reference = fastdl.Dropout(0.5, seed=3)
+        expected_y = reference(x)
+        expected_grad = reference.backward(x)
+    dropped = fastdl.to_numpy(layer.mask) == 0
+    assert np.isnan(grad[dropped & ~np.isfinite(x)]).all()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected_y))
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(expected_grad))
+    finite = np.isfinite(expected_grad)
+    assert_close(grad[finite], expected_grad[finite], dtype)
+
+
 def test_dropout_fraction_is_close_to_p(backend):
     n, p = 1_000_000, 0.25
     layer = fastdl.Dropout(p, seed=123)

@@ -59,10 +59,11 @@ def _dropout_row(i, a, p, scale, dropout_seed, counter, mask_out, y_out):
     a_row = a[i]
     mask_row = mask_out[i]
     y_row = y_out[i]
+    zero = scale - scale  # times 0, not 0: a non-finite activation stays non-finite, as on every backend
     for j in range(columns):
         keep = uniform(dropout_seed, counter, np.uint64(i * columns + j)) >= p
         mask_row[j] = keep
-        y_row[j] = a_row[j] * scale if keep else 0
+        y_row[j] = a_row[j] * (scale if keep else zero)
 
 
 @njit(cache=True)
@@ -137,8 +138,9 @@ def _dropout_activation_grad_row(i, grad_y, mask, scale, z, a, code, p0, p1, see
     # for GELU at 256x1024)
     grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, i * columns, any_activation)
     mask_row = mask[i]
+    zero = scale - scale  # times 0, not 0: a NaN gradient at a dropped position stays NaN (skip_nonfinite sees it)
     for j in range(columns):
-        out[j] = out[j] * scale if mask_row[j] else 0
+        out[j] = out[j] * (scale if mask_row[j] else zero)
 
 
 @njit(cache=True)

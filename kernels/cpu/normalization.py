@@ -481,10 +481,11 @@ def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
         start = b * 4096
         stop = min(n, start + 4096)
         x_block, mask_block, y_block = x[start:stop], mask_out[start:stop], y_out[start:stop]
+        zero = scale - scale  # 0 in scale's type
         for k in range(x_block.shape[0]):
             keep = uniform(seed, counter, np.uint64(start + k)) >= p
             mask_block[k] = keep
-            y_block[k] = x_block[k] * scale if keep else 0
+            y_block[k] = x_block[k] * (scale if keep else zero)
 
 
 dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dropout_forward")
@@ -492,8 +493,11 @@ dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_
 
 @njit(cache=True)
 def dropout_backward_kernel(grad_y, mask, scale, grad_x):
+    # times 0 rather than 0: NaN and Inf at a dropped position give NaN, as in numpy and PyTorch, so that a
+    # non-finite gradient is seen (skip_nonfinite) on every backend
+    zero = scale - scale
     for k in range(grad_y.shape[0]):
-        grad_x[k] = grad_y[k] * scale if mask[k] else 0
+        grad_x[k] = grad_y[k] * (scale if mask[k] else zero)
 
 
 def dropout_forward(x, p, seed, counter, mask_out, y_out):

@@ -28,7 +28,7 @@ __device__ void bias_activation(T* z, const T* bias, T* a, unsigned char* mask, 
         if (mask != nullptr) {
             bool keep = fastdl_uniform(dropout_seed, counter, (u64)i) >= p;
             mask[i] = keep;
-            y[i] = keep ? activated * scale : T(0);
+            y[i] = activated * (keep ? scale : T(0));
         }
     }
 }
@@ -57,7 +57,7 @@ __device__ void activation_grad_partials(const T* grad_y, const T* z, const T* y
             long long i = row * cols + column;
             T g = grad_y[i];
             if (code >= 0) {
-                if (mask != nullptr) g = mask[i] ? g * scale : T(0);
+                if (mask != nullptr) g *= mask[i] ? scale : T(0);
                 g *= fastdl_derivative(code, z[i], fastdl_output_if_read(code, y, i), p0, p1, seed, counter, (u64)i,
                                        column);
                 grad_z[i] = g;

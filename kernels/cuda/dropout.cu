@@ -10,14 +10,14 @@
              k += (long long)blockDim.x * gridDim.x) {                                                               \
             bool keep = fastdl_uniform(seed, counter, (u64)k) >= p;                                                  \
             mask[k] = keep;                                                                                          \
-            y[k] = keep ? x[k] * scale : T(0);                                                                       \
+            y[k] = x[k] * (keep ? scale : T(0));                                                                       \
         }                                                                                                            \
     }                                                                                                                \
     extern "C" __global__ void fastdl_dropout_backward_##S(const T* grad_y, const unsigned char* mask, long long n,   \
                                                            T scale, T* grad_x) {                                     \
         for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n;                                  \
              k += (long long)blockDim.x * gridDim.x) {                                                               \
-            grad_x[k] = mask[k] ? grad_y[k] * scale : T(0);                                                          \
+            grad_x[k] = grad_y[k] * (mask[k] ? scale : T(0));                                                          \
         }                                                                                                            \
     }
 
