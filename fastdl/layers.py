@@ -86,6 +86,10 @@ class Module:
         """dL/d(input) from dL/d(output); writes (or, with ``accumulate``, adds) the parameter gradients."""
         raise NotImplementedError
 
+    def _undo_forward(self):
+        """Put back the state the last forward changed (random counters, running statistics): a container calls
+        it on the layers that ran when a later one refuses the batch, so a refused call changes nothing."""
+
     def children(self):
         return []
 
@@ -245,12 +249,18 @@ class _RandomCounter:
     def _init_random(self, seed):
         self.seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]) if seed is None else int(seed)
         self._counter = 0
+        self._forward_counted = False  # whether the last forward advanced the counter
+
+    def _undo_forward(self):
+        if self._forward_counted:
+            self._counter -= 1
+            self._forward_counted = False
 
 
 DROPOUT_STREAM = 0x5851F42D4C957F2D  # xor-ed into a Dense layer's seed for its dropout mask
 
 
-class Dense(Module, _RandomCounter):
+class Dense(_RandomCounter, Module):
     """y = act(x @ weight + bias), with the activation fused into the layer's kernels.
 
     Args:
@@ -321,7 +331,7 @@ class Dense(Module, _RandomCounter):
             backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, self._counter, z, y)
             self._forward_a = y
         self._forward_input, self._forward_z, self._forward_y = x, z, y
-        self._forward_training = self.training
+        self._forward_training = self._forward_counted = self.training
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
@@ -347,7 +357,7 @@ class Dense(Module, _RandomCounter):
                 f"bias={self.bias is not None}{dropout})")
 
 
-class Activation(Module, _RandomCounter):
+class Activation(_RandomCounter, Module):
     """An activation as a layer of its own: ``Activation("elu", alpha=0.5)``; any name of the registry,
     ``softmax`` included (over the last axis). See ``fastdl.activations`` for every formula."""
 
@@ -372,6 +382,7 @@ class Activation(Module, _RandomCounter):
         code, params = self.spec.kernel_args(x.dtype, self.training)
         backend.kernels.activation_forward(x, code, params, self.seed, self._counter, y)
         self._forward_input, self._forward_y, self._forward_training = x, y, self.training
+        self._forward_counted = self.training
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
@@ -498,9 +509,18 @@ class Sequential(Module):
         return self.layers
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        for index, layer in enumerate(self.layers):
+            try:
+                x = layer(x)
+            except Exception:  # the layers before it ran: put back what they changed, then report the refusal
+                for done in reversed(self.layers[:index]):
+                    done._undo_forward()
+                raise
         return x
+
+    def _undo_forward(self):
+        for layer in reversed(self.layers):
+            layer._undo_forward()
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
         for index in range(len(self.layers) - 1, -1, -1):

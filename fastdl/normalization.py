@@ -11,7 +11,7 @@ from .backend import to_numpy as to_host
 from .layers import Module, Parameter, _RandomCounter
 
 
-class BatchNorm(Module, _RandomCounter):
+class BatchNorm(_RandomCounter, Module):
     """Batch normalization over (N, C) (Ioffe & Szegedy, 2015), with an optional fused activation.
 
     Training: x_hat = (x - mean) / sqrt(var + eps) with the batch mean and the BIASED batch variance, then
@@ -79,7 +79,8 @@ class BatchNorm(Module, _RandomCounter):
         return distributed.world_size() > 1
 
     def _batch_buffers(self, shape, backend):
-        """(y, mean, inv_std, workspace, scratch, totals) for batches of this shape, kept between calls.
+        """(y, mean, inv_std, workspace, scratch, totals, previous_running) for batches of this shape, kept between
+        calls; previous_running holds the running mean and variance as they were before the last forward.
 
         One cached tuple, not seven workspace lookups: Python that runs right after a kernel that streamed
         megabytes through the caches runs from cold caches, so the layer's own statements cost several times
@@ -94,7 +95,8 @@ class BatchNorm(Module, _RandomCounter):
             cached = buffers["batch"] = (
                 shape, backend.name, backend.empty(shape, self.dtype), backend.empty((c,), np.float64),
                 backend.empty((c,), np.float64), backend.empty((2 * blocks + 4, c), self.dtype),
-                backend.empty((2 * blocks, c), self.dtype), backend.empty(totals_shape(rows, c), np.float64))
+                backend.empty((2 * blocks, c), self.dtype), backend.empty(totals_shape(rows, c), np.float64),
+                backend.empty((2, c), self.dtype))
         return cached[2:]
 
     def forward(self, x):
@@ -111,7 +113,8 @@ class BatchNorm(Module, _RandomCounter):
         if not x.flags.c_contiguous:
             x = backend.xp.ascontiguousarray(x)
         kernels = backend.kernels
-        y, mean, inv_std, workspace, scratch, totals = self._batch_buffers(x.shape, backend)
+        y, mean, inv_std, workspace, scratch, totals, previous_running = self._batch_buffers(x.shape, backend)
+        self._forward_updated_running = None
         if self.training:
             self._counter += 1
         code, params = self.activation.kernel_args(self.dtype, self.training)
@@ -120,6 +123,7 @@ class BatchNorm(Module, _RandomCounter):
             factor = -1.0  # no running update
             if self.training and self.track_running_stats:
                 factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
+                self._save_running_statistics(previous_running)
             # the kernel counts the batch in num_batches_tracked with the running statistics (a ufunc call here
             # cost ~15 us right after the kernel, from cold caches: 5% of a 1024x1024 forward)
             finite = kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean,
@@ -129,7 +133,8 @@ class BatchNorm(Module, _RandomCounter):
             if not finite:
                 if self.training:
                     self._counter -= 1
-                self._forward_input = None  # the kernel stopped part-way through its saved statistics
+                self._forward_input = self._forward_updated_running = None  # the kernel stopped part-way through
+                # its saved statistics, without writing the running ones
                 raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
         else:
             finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
@@ -140,7 +145,22 @@ class BatchNorm(Module, _RandomCounter):
                 raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
         self._forward_input, self._forward_y = x, y
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
+        self._forward_counted = self.training
         return y
+
+    def _save_running_statistics(self, previous_running):
+        previous_running[0] = self.running_mean
+        previous_running[1] = self.running_var
+        self._forward_updated_running = previous_running
+
+    def _undo_forward(self):
+        super()._undo_forward()
+        previous_running = self._forward_updated_running
+        if previous_running is not None:
+            self.running_mean[...] = previous_running[0]
+            self.running_var[...] = previous_running[1]
+            self.num_batches_tracked[...] -= 1
+            self._forward_updated_running = None
 
     def _forward_synchronized(self, x):
         from . import distributed
@@ -167,9 +187,12 @@ class BatchNorm(Module, _RandomCounter):
         z = (x_hat * weight + bias).astype(self.dtype)
         y = self._workspace("y", x.shape, self.dtype)
         self._counter += 1
+        self._forward_counted = True
         code, params = self.activation.kernel_args(self.dtype, True)
         backend.kernels.activation_forward(z, code, params, self.seed, self._counter, y)
+        self._forward_updated_running = None
         if self.track_running_stats:
+            self._save_running_statistics(self._workspace("previous_running", (2, self.num_features), self.dtype))
             factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
             self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
             self.running_var[...] = (1 - factor) * self.running_var + factor * (squares / (count - 1))
@@ -209,7 +232,7 @@ class BatchNorm(Module, _RandomCounter):
             grad_weight = self._workspace("unused_grad_weight", (self.num_features,), self.dtype)
             grad_bias = self._workspace("unused_grad_bias", (self.num_features,), self.dtype)
         code, params = self.activation.kernel_args(self.dtype, self._forward_training)
-        mean, inv_std, workspace, scratch, totals = self._buffers["batch"][3:]  # the forward's (same shape)
+        mean, inv_std, workspace, scratch, totals = self._buffers["batch"][3:8]  # the forward's (same shape)
         get_backend().kernels.batchnorm_backward(
             x, grad_out, self._forward_y, weight, bias, mean, inv_std, code, params, self.seed, self._counter,
             self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
@@ -220,7 +243,7 @@ class BatchNorm(Module, _RandomCounter):
                 f"activation={self.activation!r})")
 
 
-class Dropout(Module, _RandomCounter):
+class Dropout(_RandomCounter, Module):
     """Inverted dropout (Srivastava et al., 2014): in training each element is zeroed with probability ``p``
     and survivors are scaled by 1 / (1 - p); the identity in eval. Backward reuses the forward's mask.
 
@@ -242,13 +265,14 @@ class Dropout(Module, _RandomCounter):
         backend = _checks.array(x, self.name, "x")
         _checks.float_dtype(x.dtype, self.name)
         self._forward_active = self.training and self.p > 0
-        self._forward_input = x
+        self._forward_input, self._forward_counted = x, False
         if not self._forward_active:
             return x
         x = backend.xp.ascontiguousarray(x)
         y = self._workspace("y", x.shape, x.dtype)
         mask = self._workspace("mask", x.shape, np.uint8)
         self._counter += 1
+        self._forward_counted = True
         backend.kernels.dropout_forward(x, self.p, self.seed, self._counter, mask, y)
         return y
 

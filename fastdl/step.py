@@ -31,6 +31,7 @@ from . import losses as fastdl_losses
 from ._files import write_text_atomically
 from .backend import get_backend
 from .layers import Activation, Dense, Sequential
+from .kernels.cpu import cache_repair
 from .kernels.cpu import dense as dense_kernels
 from .kernels.cpu import losses as loss_kernels
 from .kernels.cpu import normalization as bn_kernels
@@ -180,7 +181,11 @@ class CompiledStep:
 
     def _layer_path(self, x, y):
         outputs = self.model(x)
-        value, grad = self.loss(outputs, y)
+        try:
+            value, grad = self.loss(outputs, y)
+        except Exception:  # bad targets: the compiled path refuses them before its forward, so this one undoes its own
+            self.model._undo_forward()
+            raise
         self.model.backward(grad, input_grad=False)
         self.optimizer.step()
         self.outputs = outputs
@@ -238,13 +243,15 @@ class CompiledStep:
         code = int(status[0])
         if code in (BAD_INPUT, BAD_TARGET):
             self._raise_input_error(code, x, y)
-        for index, layer in self._counted:  # the forward ran: counters moved on (batch norm's kernels count their
-            layer._counter += 1            # batches with the running statistics, as on the layer path)
-        self.outputs = self._outputs_of[x.shape[0]]
+        # a forward stopped by NaN or Inf has put the running statistics back: nothing changed, as on the layer path
         if code == NONFINITE_BATCHNORM:
             raise ValueError("compile_step: a BatchNorm input became NaN or Inf during the forward pass")
         if code == NONFINITE_OUTPUT:
-            raise ValueError(f"compile_step: the model's output contains NaN or Inf (shape {self.outputs.shape})")
+            raise ValueError(f"compile_step: the model's output contains NaN or Inf "
+                             f"(shape {self._outputs_of[x.shape[0]].shape})")
+        for index, layer in self._counted:  # the forward ran: counters moved on (batch norm's kernels count their
+            layer._counter += 1            # batches with the running statistics, as on the layer path)
+        self.outputs = self._outputs_of[x.shape[0]]
         if not fused:
             optimizer.step()
             return float(value)
@@ -312,7 +319,7 @@ class CompiledStep:
                          code, params, np.uint64(layer.seed), np.empty(width), np.empty(width), last,
                          np.empty((2 * blocks + 4, width), dtype), np.empty((2 * blocks, width), dtype),
                          np.empty(bn_kernels.totals_shape(batch, width)), aligned(shape, dtype),
-                         any_activation_for(code), chunks]
+                         any_activation_for(code), chunks, np.empty((2, width), dtype)]
             elif isinstance(layer, Activation):
                 code, params = layer.spec.kernel_args(dtype, True)
                 last = np.empty(shape, dtype)
@@ -360,6 +367,7 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
     optimizer update, else serial on the calling thread.
     """
     names, forward, backward = [], [], []
+    restore = []  # lines that undo the running-statistics updates of the batch norms run so far
     h = "x"
     parallel_layers = parallel_layers or (False,) * len(layers)
     for k, layer in enumerate(layers):
@@ -389,12 +397,18 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
         elif isinstance(layer, BatchNorm):
             args = ["weight", "bias", "grad_weight", "grad_bias", "running_mean", "running_var", "num_batches_tracked",
                     "eps", "code", "params", "seed", "mean", "inv_std", "y", "workspace", "scratch", "totals", "grad_x",
-                    "any_activation", "chunks"]
+                    "any_activation", "chunks", "previous_running"]
             call = (f"({h}, {p}chunks, {p}weight, {p}bias, {p}eps, factors[{k}], {p}running_mean, {p}running_var, "
                     f"{p}num_batches_tracked, {p}code, {p}params, {p}seed, counters[{k}], {p}mean, {p}inv_std, {p}y, "
                     f"{p}workspace, {p}scratch, {p}totals, {p}any_activation)")
-            forward += [f"finite = bn.forward_train_{variant}{call}",
-                        "if not finite:", f"    status[0] = {NONFINITE_BATCHNORM}", "    return math.nan"]
+            # the running statistics as they were, put back if a later layer stops the step (this layer's own
+            # kernel leaves them untouched when it finds NaN or Inf)
+            forward += [f"{p}previous_running[0] = {p}running_mean", f"{p}previous_running[1] = {p}running_var",
+                        f"finite = bn.forward_train_{variant}{call}", "if not finite:"]
+            forward += [f"    {line}" for line in restore] + [f"    status[0] = {NONFINITE_BATCHNORM}",
+                                                               "    return math.nan"]
+            restore += [f"{p}running_mean[:] = {p}previous_running[0]", f"{p}running_var[:] = {p}previous_running[1]",
+                        f"if factors[{k}] >= 0:", f"    {p}num_batches_tracked[0] -= 1"]
             back = (f"({h}, {p}chunks, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
                     f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, False, {p}workspace, {p}scratch, "
                     f"{p}totals, {p}any_activation)")
@@ -459,7 +473,8 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
     names += state_names
     body = ["if not all_finite_kernel(x.reshape(-1)):", f"    status[0] = {BAD_INPUT}", "    return math.nan"]
     body += checks + forward
-    body += [f"if not all_finite_kernel({h}.reshape(-1)):", f"    status[0] = {NONFINITE_OUTPUT}", "    return math.nan"]
+    body += [f"if not all_finite_kernel({h}.reshape(-1)):"] + [f"    {line}" for line in restore]
+    body += [f"    status[0] = {NONFINITE_OUTPUT}", "    return math.nan"]
     body += [loss, "g = grad_loss"] + backward + update_lines + ["return value"]
     signature = ", ".join(["x", "y", "counters", "factors", "hyper", "status"] + names)
     source = HEADER + "\n\n@njit(cache=True)\ndef training_step(" + signature + "):\n"
@@ -487,4 +502,4 @@ def _load(source):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sys.modules[name] = module
-    return module.training_step
+    return cache_repair.guard(module.training_step)

@@ -217,6 +217,35 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
     assert_same_state(snapshot(model, optimizer), before)
 
 
+@pytest.mark.parametrize("refusal", ["overflow_at_batch_norm", "overflow_at_output", "one_row", "labels_out_of_range"])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "layer_path"])
+def test_a_refused_step_changes_nothing_on_either_path(cpu, refusal, compiled):
+    """Counters, running statistics (of the batch norms that ran before the refusal too), moments: all as before."""
+    model = mlp(np.float32)
+    if refusal == "overflow_at_output":  # no batch norm after the overflow: the output check stops the step
+        model = fastdl.Sequential(*model.layers[:6], fastdl.Dense(8, 3, seed=4))
+    optimizer = fastdl.optim.Adam(model.parameters())
+    step = compile_step(model, losses.softmax_cross_entropy, optimizer)
+    if not compiled:
+        step._kernel = None  # the layer-by-layer path compile_step falls back to
+    x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32)
+    step(x, y)
+    before = snapshot(model, optimizer)
+    overflowing = {"overflow_at_batch_norm": model[3], "overflow_at_output": model[6]}.get(refusal)
+    if overflowing is not None:
+        original = overflowing.weight.data.copy()
+        overflowing.weight.data[...] = 1e38
+    elif refusal == "one_row":
+        x, y = x[:1], y[:1]
+    else:
+        y[2] = 7
+    with pytest.raises(ValueError), np.errstate(all="ignore"):
+        step(x, y)
+    if overflowing is not None:
+        overflowing.weight.data[...] = original
+    assert_same_state(snapshot(model, optimizer), before)
+
+
 def test_batch_of_one_with_batch_norm_raises_the_layer_error(cpu):
     model = mlp(np.float32)
     step = compile_step(model, losses.softmax_cross_entropy, fastdl.optim.SGD(model.parameters(), lr=0.1))

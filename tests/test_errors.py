@@ -201,3 +201,28 @@ def test_optimizer_load_state_dict_checks_everything_before_changing_anything(da
     assert after[1:] == before[1:]
     for key in before[0]:
         np.testing.assert_array_equal(after[0][key], before[0][key])
+
+
+@pytest.mark.parametrize("refusal", ["one_row", "nan_at_second_batch_norm"])
+def test_a_sequential_that_refuses_a_batch_puts_back_what_its_earlier_layers_changed(backend, refusal):
+    model = fastdl.Sequential(fastdl.Dense(4, 6, seed=1, dropout=0.5), fastdl.BatchNorm(6, activation="rrelu"),
+                              fastdl.Dropout(0.3, seed=2), fastdl.Dense(6, 5, seed=3), fastdl.BatchNorm(5))
+    x = backend.asarray(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+    model(x)
+
+    def state():
+        return [fastdl.to_numpy(value).copy() for value in model.state_dict().values()] + [
+            layer._counter for layer in model.layers]
+
+    before = state()
+    if refusal == "one_row":
+        x, message = x[:1], r"BatchNorm\(6, rrelu\): training needs more than 1 sample"
+    else:
+        model[3].weight.data[...] = np.inf
+        message = r"BatchNorm\(5\): x contains NaN or Inf"
+    with pytest.raises(ValueError, match=message), np.errstate(all="ignore"):
+        model(x)
+    if refusal != "one_row":
+        model[3].weight.data[...] = before[list(model.state_dict()).index("3.weight")]
+    for actual, expected in zip(state(), before, strict=True):
+        np.testing.assert_array_equal(actual, expected)

@@ -1,5 +1,9 @@
 """The optimizer step in a hot loop: no allocation in steady state, no recompilation; bad input changes nothing."""
 
+import os
+import subprocess
+import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -164,3 +168,27 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert [path.name for path in tmp_path.iterdir()] == ["results.md"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and process ids as POSIX has them")
+def test_a_write_killed_midway_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    from fastdl._files import ABANDONED_AFTER_SECONDS, write_text_atomically
+
+    writer = ("import sys, time\nfrom fastdl._files import atomic_path\n"
+              "with atomic_path(sys.argv[1]) as temporary:\n"
+              "    open(temporary, 'w').write('half of a checkpoint')\n    print('writing', flush=True)\n"
+              "    time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "model.npz")], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "writing\n"
+    process.kill()
+    process.wait(timeout=10)
+    [abandoned] = tmp_path.glob(".fastdl-*")
+    live = tmp_path / f".fastdl-{os.getpid()}@{abandoned.name.split('@')[1]}@abcdefgh.tmp"  # this process: writing
+    old = tmp_path / ".fastdl-k2j4h1x9.tmp"  # an older name without a process id: removed once a day old
+    recent = tmp_path / ".fastdl-p8q7r6s5.tmp"
+    for path in (live, old, recent):
+        path.write_text("x")
+    os.utime(old, (time.time() - ABANDONED_AFTER_SECONDS - 60,) * 2)
+    write_text_atomically(tmp_path / "notes.md", "new")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([live.name, recent.name, "notes.md"])

@@ -29,7 +29,9 @@ import warnings
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba import cfunc, types
+from numba import types
+
+from . import cache_repair
 
 MKL_THREADING_GNU = 3  # MKL_Set_Threading_Layer: 0 Intel, 1 sequential, 2 PGI, 3 GNU, 4 TBB
 CHOICES = ("auto", "mkl", "openblas")
@@ -185,7 +187,6 @@ def _register(name, function):
     llvm.add_symbol(name, address)
 
 
-@cfunc(types.int32(types.int32), cache=True)
 def _count_unchanged(count):
     return count
 
@@ -198,9 +199,13 @@ if AVAILABLE:
         # Inside fastdl's parallel loop each thread makes its own GEMMs single-threaded where the count is per
         # thread (MKL: a worker thread keeps the library's default otherwise, and its GEMMs stall); where it is one
         # count for all threads (OpenBLAS), the calling thread set it before the loop and a second writer would
-        # race, so the workers' call changes nothing.
-        _register("fastdl_blas_set_worker_threads", PROVIDER.set_threads_local if PROVIDER.name == "mkl"
-                  else _count_unchanged.address)
+        # race, so the workers' call changes nothing (a compiled function that returns its argument; kept alive here
+        # as long as the symbol points into it).
+        if PROVIDER.name == "mkl":
+            _register("fastdl_blas_set_worker_threads", PROVIDER.set_threads_local)
+        else:
+            _COUNT_UNCHANGED = cache_repair.compile_cfunc(types.int32(types.int32), _count_unchanged)
+            _register("fastdl_blas_set_worker_threads", _COUNT_UNCHANGED.address)
 
 
 def info():

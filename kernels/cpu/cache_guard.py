@@ -11,7 +11,9 @@ import hashlib
 import pathlib
 
 CPU_DIR = pathlib.Path(__file__).parent
-SOURCES = sorted(CPU_DIR.glob("*.py")) + [CPU_DIR.parent / "activation_table.py"]
+CACHE_HANDLING = ("cache_guard.py", "cache_repair.py")  # no kernel code: editing them keeps the compiled kernels
+SOURCES = [path for path in sorted(CPU_DIR.glob("*.py")) if path.name not in CACHE_HANDLING] + [
+    CPU_DIR.parent / "activation_table.py"]
 
 
 def source_digest():
