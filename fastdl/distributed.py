@@ -14,8 +14,9 @@ per buffer, not one per tensor. Launch with ``mpirun -n N python train.py`` (or 
         optimizer.step()                                     # clipping then sees the global gradient
 
 Batch-norm statistics are per rank, as in PyTorch's ``BatchNorm1d`` (each rank normalizes with its own batch).
-A rank that raises aborts the whole job (no rank is left waiting in a collective), and buffers that differ
-between ranks (another model) are an error before any data moves.
+A rank that raises aborts the whole job (no rank is left waiting in a collective). Ranks that built different
+models or optimizers are an error naming the first difference and the rank (``check_same_setup``, which the
+broadcasts run first), and buffers that differ between ranks are an error before any data moves.
 """
 
 import sys
@@ -243,9 +244,63 @@ def _layer_spans(model, group):
     return _spans_cache[key]
 
 
+def _named_modules(module, prefix=""):
+    yield prefix.rstrip(".") or "(model)", module
+    for index, child in enumerate(module.children()):
+        yield from _named_modules(child, f"{prefix}{index}.")
+
+
+def _model_layout(model):
+    """What every rank's model must share, one readable line per item: each layer (kind, sizes, activation), each
+    parameter and state buffer (name, shape, dtype)."""
+    lines = [f"layer {path}: {getattr(module, 'name', type(module).__name__)}" for path, module in _named_modules(model)]
+    lines += [f"parameter {name}: shape {tuple(p.shape)}, {p.dtype}" for name, p in model.named_parameters()]
+    lines += [f"state buffer {name}: shape {tuple(b.shape)}, {b.dtype}" for name, b in model.named_buffers()]
+    return lines
+
+
+def _optimizer_layout(optimizer):
+    """What every rank's optimizer must share: its algorithm, its parameter groups and the layout of its state."""
+    lines = [f"optimizer: {type(optimizer).__name__}"]
+    for index, (group, state) in enumerate(zip(optimizer.groups, optimizer.state)):
+        lines.append(f"parameter group {index}: {group.data.size} x {group.data.dtype}")
+        lines += [f"optimizer state {index}.{name}: shape {tuple(array.shape)}, {array.dtype}"
+                  for name, array in sorted(state.items())]
+    return lines
+
+
+def _first_difference(reference, other, other_rank):
+    for index, (mine, theirs) in enumerate(zip(reference, other)):
+        if mine != theirs:
+            return f"rank 0 has {mine!r} where rank {other_rank} has {theirs!r}"
+    if len(reference) > len(other):
+        return f"rank 0 has {reference[len(other)]!r} where rank {other_rank} has nothing more"
+    return f"rank {other_rank} has {other[len(reference)]!r} where rank 0 has nothing more"
+
+
+def check_same_setup(model=None, optimizer=None):
+    """Raise ValueError, on every rank, naming the first difference and the rank, unless every rank built the same
+    model (layers, parameter and buffer shapes and dtypes) and optimizer (algorithm, state layout).
+
+    One small all-gather; ``broadcast_parameters`` and ``broadcast_optimizer_state`` (so ``fit(distributed=True)``)
+    call it before their first collective: ranks that disagree would otherwise wait on each other forever or mix
+    one rank's weights into another's differently shaped ones.
+    """
+    context = _context()
+    layout = (_model_layout(model) if model is not None else []) + (
+        _optimizer_layout(optimizer) if optimizer is not None else [])
+    layouts = context.comm.allgather(layout)
+    for other_rank, other in enumerate(layouts):
+        if other != layouts[0]:
+            raise ValueError(f"fastdl.distributed: the {'model' if model is not None else 'optimizer'} differs "
+                             f"between ranks: {_first_difference(layouts[0], other, other_rank)}; every rank must "
+                             "build the same model and optimizer")
+
+
 def broadcast_parameters(model, root=0):
     """Copy rank ``root``'s parameters and state buffers (running statistics) to every rank, in place."""
     context = _context()
+    check_same_setup(model=model)
     seen = set()
     for parameter in model.parameters():
         flat = parameter._flat
@@ -263,6 +318,7 @@ def broadcast_parameters(model, root=0):
 def broadcast_optimizer_state(optimizer, root=0):
     """Copy rank ``root``'s optimizer state (moments, step counts, hyperparameters) to every rank."""
     context = _context()
+    check_same_setup(optimizer=optimizer)
     for index, state in enumerate(optimizer.state):
         for name, array in state.items():
             _broadcast(context, array, root, f"optimizer state {index}.{name}")

@@ -159,6 +159,30 @@ def test_a_model_that_differs_between_ranks_is_a_clear_error_not_a_hang(tmp_path
     assert "gradient buffer 0 differs between ranks (rank 0: 66 x float64, rank 1: 54 x float64)" in done.stderr
 
 
+@pytest.mark.parametrize("difference, message", [
+    ("optimizer", "the optimizer differs between ranks: rank 0 has 'optimizer: Adam' where rank 1 has 'optimizer: SGD'"),
+    ("extra_batch_norm", "the model differs between ranks: rank 0 has 'layer 1: Dense(7->3, identity)' where rank 1 "
+                         "has 'layer 1: BatchNorm(7)'"),
+])
+def test_ranks_with_different_models_or_optimizers_end_at_once_with_the_difference(tmp_path, difference, message):
+    """Before: Adam on rank 0 and SGD with momentum on rank 1 hung in fit; an extra parameterless BatchNorm (same
+    parameter count) named the wrong buffer."""
+    body = f"""
+    dist.init()
+    model = build()
+    if dist.rank() == 1 and {difference!r} == "extra_batch_norm":
+        model = fastdl.Sequential(model[0], fastdl.BatchNorm(7, affine=False, dtype="float64"), model[1])
+    name = "sgd" if dist.rank() == 1 and {difference!r} == "optimizer" else "adam"
+    optimizer = make_optimizer(name, model.parameters())
+    x, y = data(0, 16)
+    fastdl.fit(model, fastdl.losses.softmax_cross_entropy, optimizer, (x, y), epochs=1, batch_size=4,
+               progress=False, distributed=True)
+    """
+    done = run_ranks(tmp_path, body, timeout=60)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
 def test_a_rank_that_fails_ends_the_job_instead_of_leaving_the_others_waiting(tmp_path):
     body = """
     dist.init()
