@@ -20,6 +20,12 @@ def float_dtype(dtype, owner):
     return dtype
 
 
+def float_array(x, owner, name):
+    """``x`` must hold float32 or float64 values (the kernels' types)."""
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{label(owner)}: {name} must be float32 or float64, got {x.dtype} (shape {tuple(x.shape)})")
+
+
 def positive_int(value, owner, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{label(owner)}: {name} must be a positive integer, got {value!r}")

@@ -371,7 +371,7 @@ class Activation(_RandomCounter, Module):
 
     def forward(self, x):
         _checks.backend_array(x, self.name, "x")
-        _checks.float_dtype(x.dtype, self.name)
+        _checks.float_array(x, self.name, "x")
         backend = _checks.array(x, self.name, "x", finite=True)
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")

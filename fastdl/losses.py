@@ -57,6 +57,8 @@ def _gradient_buffer(out, like, owner, xp):
     if out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
         raise ValueError(f"{owner}: out must be a C-contiguous {like.dtype} array of shape {tuple(like.shape)}, "
                          f"got {out.dtype} {tuple(out.shape)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{owner}: out is read-only ({out.dtype} {tuple(out.shape)}); pass a writable array")
     return out
 
 
@@ -69,7 +71,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
     """
     owner = "softmax_cross_entropy"
     _checks.backend_array(logits, owner, "logits")
-    _checks.float_dtype(logits.dtype, owner)
+    _checks.float_array(logits, owner, "logits")
     backend = _checks.array(logits, owner, "logits", ndim=2)
     _checks.backend_array(labels, owner, "labels")
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
@@ -104,7 +106,7 @@ def _check_labels(labels, shape, owner):
 
 def _pair(owner, first, second, names):
     _checks.backend_array(first, owner, names[0])
-    _checks.float_dtype(first.dtype, owner)
+    _checks.float_array(first, owner, names[0])
     backend = _checks.array(first, owner, names[0])
     _checks.array(second, owner, names[1], dtype=first.dtype)
     _checks.same_shape(first, second, owner, *names)

@@ -263,7 +263,7 @@ class Dropout(_RandomCounter, Module):
 
     def forward(self, x):
         backend = _checks.array(x, self.name, "x")
-        _checks.float_dtype(x.dtype, self.name)
+        _checks.float_array(x, self.name, "x")
         self._forward_active = self.training and self.p > 0
         self._forward_input, self._forward_counted = x, False
         if not self._forward_active:

@@ -131,9 +131,24 @@ def test_load_state_dict_with_an_unconvertible_value_changes_nothing():
     assert_unchanged(model, before)
 
 
-def test_activation_rejects_integer_input(backend):
-    with pytest.raises(TypeError, match=r"Activation\(relu\): dtype must be float32 or float64, got int64"):
-        fastdl.Activation("relu")(backend.asarray(np.ones((2, 2), np.int64)))
+@pytest.mark.parametrize("make, name", [(lambda: fastdl.Activation("relu"), r"Activation\(relu\)"),
+                                        (lambda: fastdl.Dropout(0.5), r"Dropout\(p=0.5\)")])
+def test_activation_and_dropout_name_the_argument_and_shape_of_integer_input(backend, make, name):
+    with pytest.raises(TypeError, match=name + r": x must be float32 or float64, got int64 \(shape \(2, 3\)\)"):
+        make()(backend.asarray(np.ones((2, 3), np.int64)))
+
+
+@pytest.mark.parametrize("loss, target", [(losses.softmax_cross_entropy, np.array([0, 1, 2])),
+                                          (losses.mse, np.zeros((3, 4), np.float32)),
+                                          (losses.binary_cross_entropy_with_logits, np.zeros((3, 4), np.float32))])
+def test_losses_refuse_a_read_only_out_naming_the_loss(backend, loss, target):
+    out = backend.xp.zeros((3, 4), np.float32)
+    if backend.name in ("numpy", "cpu"):
+        out.flags.writeable = False
+    else:
+        pytest.skip("CuPy arrays cannot be made read-only")
+    with pytest.raises(ValueError, match=loss.__name__ + r": out is read-only \(float32 \(3, 4\)\)"):
+        loss(backend.asarray(np.ones((3, 4), np.float32)), backend.asarray(target), out=out)
 
 
 def test_backward_overwrites_a_stale_nan_gradient(backend):
