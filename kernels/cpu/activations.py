@@ -46,6 +46,36 @@ def sigmoid(z, T):
 
 
 @njit(inline="always")
+def sigmoid_pair(z, T):
+    """(sigmoid(z), sigmoid(-z)) from one exp; sigmoid(-z) rather than 1 - sigmoid(z), which cancels for large z."""
+    e = exp(-abs(z))
+    r = T(1.0) / (T(1.0) + e)
+    return (r, e * r) if z >= 0 else (e * r, r)
+
+
+@njit(inline="always")
+def hypot_one(z, T):
+    """sqrt(z^2 + 1) without overflowing z^2: past |z| = 1e18 it is |z| exactly in both precisions."""
+    return math.sqrt(z * z + T(1.0)) if abs(z) < T(1.0e18) else abs(z)
+
+
+@njit(inline="always")
+def tanh_gelu_inner(z, T):
+    """(u, u') of tanh-GELU, u = sqrt(2/pi) (z + 0.044715 z^3), with z capped at 1e4: past it the activation is
+    exactly 0 or z, and z^3 would overflow (its derivative then gave 0 * inf)."""
+    capped = min(max(z, T(-1.0e4)), T(1.0e4))
+    inner = T(0.7978845608028654) * (capped + T(0.044715) * capped * capped * capped)
+    return inner, T(0.7978845608028654) * (T(1.0) + T(3.0 * 0.044715) * capped * capped)
+
+
+@njit(inline="always")
+def soft_clipping_lower_half(w, p0, T):
+    """Soft clipping for w <= 1/2; above, f(z) = 1 - f(1 - z) (its symmetry): the difference of two softplus of
+    nearly equal large arguments cancelled to 0 (soft_clipping(1e8) was 0)."""
+    return (softplus(p0 * w, T) - softplus(p0 * (w - T(1.0)), T)) / p0
+
+
+@njit(inline="always")
 def softplus(z, T):
     return max(z, T(0.0)) + log1p(exp(-abs(z)))
 
@@ -187,12 +217,13 @@ def elu_derivative(z, y, p0, p1, T, seed, counter, index, column):
 
 @njit(inline="always")
 def bent_identity_value(z, p0, p1, T, seed, counter, index, column):
-    return (math.sqrt(z * z + T(1.0)) - T(1.0)) * T(0.5) + z
+    # sqrt(z^2 + 1) - 1 = z^2 / (sqrt(z^2 + 1) + 1): no cancellation near 0, no overflow for large |z|
+    return z * (z / (hypot_one(z, T) + T(1.0))) * T(0.5) + z
 
 
 @njit(inline="always")
 def bent_identity_derivative(z, y, p0, p1, T, seed, counter, index, column):
-    return z / (T(2.0) * math.sqrt(z * z + T(1.0))) + T(1.0)
+    return z / hypot_one(z, T) * T(0.5) + T(1.0)
 
 
 @njit(inline="always")
@@ -202,18 +233,21 @@ def silu_value(z, p0, p1, T, seed, counter, index, column):
 
 @njit(inline="always")
 def silu_derivative(z, y, p0, p1, T, seed, counter, index, column):
-    s = sigmoid(z, T)
-    return s * (T(1.0) + z * (T(1.0) - s))
+    s, s_negative = sigmoid_pair(z, T)
+    return s * (T(1.0) + z * s_negative)
 
 
 @njit(inline="always")
 def soft_clipping_value(z, p0, p1, T, seed, counter, index, column):
-    return (softplus(p0 * z, T) - softplus(p0 * (z - T(1.0)), T)) / p0
+    upper = z > T(0.5)  # selects, not branches: the loop stays vectorized
+    lower_half = soft_clipping_lower_half(T(1.0) - z if upper else z, p0, T)
+    return T(1.0) - lower_half if upper else lower_half
 
 
 @njit(inline="always")
 def soft_clipping_derivative(z, y, p0, p1, T, seed, counter, index, column):
-    return sigmoid(p0 * z, T) - sigmoid(p0 * (z - T(1.0)), T)
+    w = T(1.0) - z if z > T(0.5) else z  # f'(z) = f'(1 - z): two sigmoids near 1 would cancel
+    return sigmoid(p0 * w, T) - sigmoid(p0 * (w - T(1.0)), T)
 
 
 @njit(inline="always")
@@ -229,14 +263,15 @@ def gelu_derivative(z, y, p0, p1, T, seed, counter, index, column):
 
 @njit(inline="always")
 def gelu_tanh_value(z, p0, p1, T, seed, counter, index, column):
-    return T(0.5) * z * (T(1.0) + tanh(T(0.7978845608028654) * (z + T(0.044715) * z * z * z)))
+    # 0.5 z (1 + tanh(u)) = z sigmoid(2u): 1 + tanh(u) cancels to 0 in the lower tail
+    return z * sigmoid(T(2.0) * tanh_gelu_inner(z, T)[0], T)
 
 
 @njit(inline="always")
 def gelu_tanh_derivative(z, y, p0, p1, T, seed, counter, index, column):
-    t = tanh(T(0.7978845608028654) * (z + T(0.044715) * z * z * z))
-    slope = T(0.7978845608028654) * (T(1.0) + T(3.0 * 0.044715) * z * z)
-    return T(0.5) * (T(1.0) + t) + T(0.5) * z * (T(1.0) - t * t) * slope
+    inner, slope = tanh_gelu_inner(z, T)
+    s, s_negative = sigmoid_pair(T(2.0) * inner, T)
+    return s + z * (T(2.0) * s * s_negative * slope)  # z last: inf * 0 never meets
 
 
 @njit(inline="always")

@@ -313,9 +313,37 @@ def _normal_cdf_pdf32(x):
     return (cdf, pdf) if x == x else (x, x)  # NaN in, NaN out
 
 
+# Below x = -1, Phi(x) = phi(s) t P(t) with s = -x, t = 1 / (1 + 0.2 s): Mills' ratio as a polynomial of degree 18,
+# least-squares fitted here to 60-digit values (mpmath) on s in [1, 38], relative error 5.7e-16 evaluated in float64.
+# Above, 0.5 (1 + erf(x / sqrt 2)) loses at most 2 bits to the cancellation (at x = -1).
 @njit(inline="always")
 def _normal_cdf_pdf64(x):
-    return 0.5 * (1.0 + _erf64(x * 0.7071067811865476)), _exp64(-0.5 * x * x) * 0.3989422804014327
+    s = min(abs(x), 40.0)  # past 40 both tails are exactly 0 and 1
+    square = s * s
+    gauss = _exp64(-0.5 * square) * multiply_add(-0.5, multiply_add(s, s, -square), 1.0)  # s^2 = square + error
+    pdf = gauss * 0.3989422804014327
+    t = 1.0 / multiply_add(0.2, s, 1.0)
+    p = -0.006070496289555337
+    p = multiply_add(p, t, 0.05298122291344397)
+    p = multiply_add(p, t, -0.2046338200753482)
+    p = multiply_add(p, t, 0.46016875783348365)
+    p = multiply_add(p, t, -0.677307665681906)
+    p = multiply_add(p, t, 0.7141954458994636)
+    p = multiply_add(p, t, -0.5786993459219655)
+    p = multiply_add(p, t, 0.3523755195867765)
+    p = multiply_add(p, t, -0.1697945380532887)
+    p = multiply_add(p, t, 0.08445549131791533)
+    p = multiply_add(p, t, 0.017218213089520547)
+    p = multiply_add(p, t, 0.06929472227912503)
+    p = multiply_add(p, t, 0.09324206731070672)
+    p = multiply_add(p, t, 0.12494343250968808)
+    p = multiply_add(p, t, 0.15294388053056585)
+    p = multiply_add(p, t, 0.1760013218115425)
+    p = multiply_add(p, t, 0.19199992558088558)
+    p = multiply_add(p, t, 0.20000000256557784)
+    p = multiply_add(p, t, 0.19999999995925663)
+    lower_tail = pdf * (t * p)
+    return (lower_tail if x < -1.0 else 0.5 * (1.0 + _erf64(x * 0.7071067811865476))), pdf
 
 
 @njit(inline="always")
@@ -433,8 +461,8 @@ def normal_cdf_pdf(x):
     """(Phi(x), phi(x)), the standard normal's distribution function and density, in x's precision, vectorizable:
     GELU is x Phi(x), its derivative Phi(x) + x phi(x). float32 shares one exp between the two and is accurate in
     relative terms in the lower tail too (within 8 ulp of the float64 values, tested), where 1 + erf(x / sqrt 2)
-    cancels; float64 is 0.5 (1 + erf(x / sqrt 2)) and e^(-x^2/2) / sqrt(2 pi)."""
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0))), math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    cancels; so is float64 (its own Mills-ratio fit below x = -1)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0)), math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
 overload(normal_cdf_pdf, inline="always")(_by_precision(_normal_cdf_pdf32, _normal_cdf_pdf64))

@@ -21,6 +21,21 @@ template <typename T> __device__ __forceinline__ T fastdl_softplus(T z) {
     return max(z, T(0)) + log1p(exp(-fabs(z)));
 }
 
+// The forms below hold over the whole finite range (kernels/reference/activations.py says why each is needed).
+// Soft clipping below z = 1/2; above, f(z) = 1 - f(1 - z).
+template <typename T> __device__ __forceinline__ T fastdl_soft_clipping_lower_half(T w, T p0) {
+    return (fastdl_softplus(p0 * w) - fastdl_softplus(p0 * (w - T(1)))) / p0;
+}
+
+// tanh-GELU's u = sqrt(2/pi) (z + 0.044715 z^3) and u', z capped at 1e4 (z^3 would overflow; past it f is 0 or z).
+template <typename T> __device__ __forceinline__ T fastdl_capped(T z) { return min(max(z, T(-1e4)), T(1e4)); }
+template <typename T> __device__ __forceinline__ T fastdl_gelu_inner(T c) {
+    return T(0.7978845608028654) * (c + T(0.044715) * c * c * c);
+}
+template <typename T> __device__ __forceinline__ T fastdl_gelu_slope(T c) {
+    return T(0.7978845608028654) * (T(1) + T(3.0 * 0.044715) * c * c);
+}
+
 template <typename T> __device__ __forceinline__ T fastdl_rrelu_slope(T p0, T p1, u64 seed, u64 counter, u64 index) {
     return p0 + (p1 - p0) * T(fastdl_uniform(seed, counter, index));
 }
@@ -45,12 +60,12 @@ __device__ __forceinline__ T fastdl_activate(int code, T z, T p0, T p1, u64 seed
         case FASTDL_LEAKY_RELU: return z > T(0) ? z : p0 * z;
         case FASTDL_RRELU: return z >= T(0) ? z : fastdl_rrelu_slope(p0, p1, seed, counter, index) * z;
         case FASTDL_ELU: return z > T(0) ? z : p0 * expm1(z);
-        case FASTDL_BENT_IDENTITY: return (sqrt(z * z + T(1)) - T(1)) * T(0.5) + z;
+        case FASTDL_BENT_IDENTITY: return z * (z / (hypot(z, T(1)) + T(1))) * T(0.5) + z;
         case FASTDL_SILU: return z * fastdl_sigmoid(z);
-        case FASTDL_SOFT_CLIPPING: return (fastdl_softplus(p0 * z) - fastdl_softplus(p0 * (z - T(1)))) / p0;
-        case FASTDL_GELU: return T(0.5) * z * (T(1) + erf(z * T(0.7071067811865476)));
-        case FASTDL_GELU_TANH:
-            return T(0.5) * z * (T(1) + tanh(T(0.7978845608028654) * (z + T(0.044715) * z * z * z)));
+        case FASTDL_SOFT_CLIPPING:
+            return z > T(0.5) ? T(1) - fastdl_soft_clipping_lower_half(T(1) - z, p0) : fastdl_soft_clipping_lower_half(z, p0);
+        case FASTDL_GELU: return T(0.5) * z * erfc(z * T(-0.7071067811865476));
+        case FASTDL_GELU_TANH: return z * fastdl_sigmoid(T(2) * fastdl_gelu_inner(fastdl_capped(z)));
         case FASTDL_SOFTPLUS: return p0 * z > p1 ? z : fastdl_softplus(p0 * z) / p0;
         default: return z;  // identity
     }
@@ -84,20 +99,20 @@ __device__ __forceinline__ T fastdl_derivative(int code, T z, T y, T p0, T p1, u
         case FASTDL_LEAKY_RELU: return z > T(0) ? T(1) : p0;
         case FASTDL_RRELU: return z >= T(0) ? T(1) : fastdl_rrelu_slope(p0, p1, seed, counter, index);
         case FASTDL_ELU: return z > T(0) ? T(1) : y + p0;
-        case FASTDL_BENT_IDENTITY: return z / (T(2) * sqrt(z * z + T(1))) + T(1);
-        case FASTDL_SILU: {
-            T s = fastdl_sigmoid(z);
-            return s * (T(1) + z * (T(1) - s));
+        case FASTDL_BENT_IDENTITY: return z / hypot(z, T(1)) * T(0.5) + T(1);
+        case FASTDL_SILU: return fastdl_sigmoid(z) * (T(1) + z * fastdl_sigmoid(-z));
+        case FASTDL_SOFT_CLIPPING: {
+            T w = z > T(0.5) ? T(1) - z : z;  // f'(z) = f'(1 - z)
+            return fastdl_sigmoid(p0 * w) - fastdl_sigmoid(p0 * (w - T(1)));
         }
-        case FASTDL_SOFT_CLIPPING: return fastdl_sigmoid(p0 * z) - fastdl_sigmoid(p0 * (z - T(1)));
         case FASTDL_GELU: {
-            T cdf = T(0.5) * (T(1) + erf(z * T(0.7071067811865476)));
+            T cdf = T(0.5) * erfc(z * T(-0.7071067811865476));
             return cdf + z * exp(T(-0.5) * z * z) * T(0.3989422804014327);
         }
         case FASTDL_GELU_TANH: {
-            T t = tanh(T(0.7978845608028654) * (z + T(0.044715) * z * z * z));
-            T slope = T(0.7978845608028654) * (T(1) + T(3.0 * 0.044715) * z * z);
-            return T(0.5) * (T(1) + t) + T(0.5) * z * (T(1) - t * t) * slope;
+            T c = fastdl_capped(z), u = fastdl_gelu_inner(c);
+            T s = fastdl_sigmoid(T(2) * u);
+            return s + z * (T(2) * s * fastdl_sigmoid(T(-2) * u) * fastdl_gelu_slope(c));  // z last: no inf * 0
         }
         case FASTDL_SOFTPLUS: return p0 * z > p1 ? T(1) : fastdl_sigmoid(p0 * z);
         default: return T(1);  // identity

@@ -257,6 +257,8 @@ using std::exp;
 using std::log;
 using std::tanh;
 using std::erf;
+using std::erfc;
+using std::hypot;
 using std::log1p;
 using std::expm1;
 using std::isfinite;

@@ -5,6 +5,12 @@ element by element (softmax, being row-wise, has ``softmax_backward`` instead). 
 activation's constants in the order of ``activation_table.PARAMS``. Where the lecture table and PyTorch
 differ, PyTorch wins: ReLU'(0) = 0; leaky ReLU and RReLU use their slope for z < 0 only; softplus turns linear
 where beta * z > threshold; ELU uses its exponential branch for z <= 0.
+
+Every formula holds over the whole finite range, tails included: float32 is computed in float64 and rounded once,
+and the forms below never overflow in between nor cancel where the result is small (erfc for GELU's lower tail,
+a sigmoid for tanh-GELU's 1 + tanh, hypot for bent identity, soft clipping's symmetry f(z) = 1 - f(1 - z)).
+Sigmoid's, tanh's and ELU's derivatives are read from the output, as PyTorch's sigmoid and tanh do (no
+pre-activation is kept for them): they are exact to the output's absolute precision, not relative in the tails.
 """
 
 import math
@@ -14,13 +20,33 @@ import numpy as np
 from .. import activation_table as table
 from .. import counter_rng
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_CUBIC = 0.044715
 
 
 def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+    """1 / (1 + e^-z), from e^-|z| (never overflows; the lower tail keeps its relative precision)."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def normal_cdf(z):
+    """Phi(z) = erfc(-z / sqrt 2) / 2: no cancellation in the lower tail, where 1 + erf(z / sqrt 2) gives 0."""
+    return 0.5 * _erfc(-z / math.sqrt(2.0))
+
+
+def tanh_gelu_inner(z):
+    """u = sqrt(2/pi) (z + 0.044715 z^3), with z capped at 1e4 (past it the result is exactly 0 or z; z^3 would
+    overflow and its derivative give 0 * inf)."""
+    capped = np.clip(z, -1e4, 1e4)
+    return SQRT_2_OVER_PI * (capped + GELU_CUBIC * capped**3), SQRT_2_OVER_PI * (1 + 3 * GELU_CUBIC * capped**2)
+
+
+def soft_clipping_lower_half(w, alpha):
+    """Soft clipping for w <= 1/2; the upper half is 1 - f(1 - z) (the curve's symmetry), where the difference of
+    two softplus of nearly equal large arguments would cancel to 0."""
+    return (softplus(alpha * w) - softplus(alpha * (w - 1))) / alpha
 
 
 def softplus(z):
@@ -52,7 +78,12 @@ def softmax_backward(grad_y, y):
 
 
 def forward(z, code, params, seed=0, counter=0):
-    p0, p1 = params[0], params[1]
+    with np.errstate(over="ignore", under="ignore"):
+        return _forward(z.astype(np.float64), code, params, seed, counter).astype(z.dtype)
+
+
+def _forward(z, code, params, seed, counter):
+    p0, p1 = float(params[0]), float(params[1])
     if code == table.IDENTITY:
         return z.copy()
     if code == table.BINARY_STEP:
@@ -72,21 +103,25 @@ def forward(z, code, params, seed=0, counter=0):
     if code == table.LEAKY_RELU:
         return np.where(z > 0, z, p0 * z).astype(z.dtype)
     if code == table.RRELU:
-        slope = rrelu_slopes(z.shape, params, seed, counter).astype(z.dtype)
+        slope = rrelu_slopes(z.shape, params, seed, counter).astype(params.dtype)  # drawn in the data type
         return np.where(z >= 0, z, slope * z).astype(z.dtype)
     if code == table.ELU:
         return np.where(z > 0, z, p0 * np.expm1(z)).astype(z.dtype)
     if code == table.BENT_IDENTITY:
-        return (np.sqrt(z * z + 1) - 1) / 2 + z
+        # (sqrt(z^2 + 1) - 1) / 2 + z, with sqrt(z^2 + 1) - 1 = z^2 / (hypot(z, 1) + 1): no overflow, no cancellation
+        return z * (z / (np.hypot(z, 1.0) + 1)) / 2 + z
     if code == table.SILU:
         return z * sigmoid(z)
     if code == table.SOFT_CLIPPING:
         # (1/a) log((1 + e^{a z}) / (1 + e^{a (z - 1)})), as a difference of softplus for stability
-        return ((softplus(p0 * z) - softplus(p0 * (z - 1))) / p0).astype(z.dtype)
+        upper = z > 0.5
+        lower_half = soft_clipping_lower_half(np.where(upper, 1 - z, z), p0)
+        return np.where(upper, 1 - lower_half, lower_half)
     if code == table.GELU:
-        return (0.5 * z * (1 + _erf(z / math.sqrt(2.0)))).astype(z.dtype)
+        return z * normal_cdf(z)
     if code == table.GELU_TANH:
-        return (0.5 * z * (1 + np.tanh(SQRT_2_OVER_PI * (z + GELU_CUBIC * z**3)))).astype(z.dtype)
+        # 0.5 z (1 + tanh(u)) = z sigmoid(2u): 1 + tanh(u) cancels to 0 in the lower tail, the sigmoid does not
+        return z * sigmoid(2 * tanh_gelu_inner(z)[0])
     if code == table.SOFTPLUS:
         return np.where(p0 * z > p1, z, softplus(p0 * z) / p0).astype(z.dtype)
     if code == table.SOFTMAX:
@@ -96,7 +131,12 @@ def forward(z, code, params, seed=0, counter=0):
 
 def derivative(z, y, code, params, seed=0, counter=0):
     """f'(z) element by element; ``y`` is ``forward(z)``."""
-    p0, p1 = params[0], params[1]
+    with np.errstate(over="ignore", under="ignore"):
+        return _derivative(z.astype(np.float64), y.astype(np.float64), code, params, seed, counter).astype(z.dtype)
+
+
+def _derivative(z, y, code, params, seed, counter):
+    p0, p1 = float(params[0]), float(params[1])
     one = np.ones_like(z)
     if code == table.IDENTITY:
         return one
@@ -118,25 +158,25 @@ def derivative(z, y, code, params, seed=0, counter=0):
     if code == table.LEAKY_RELU:
         return np.where(z > 0, one, p0).astype(z.dtype)
     if code == table.RRELU:
-        slope = rrelu_slopes(z.shape, params, seed, counter).astype(z.dtype)
+        slope = rrelu_slopes(z.shape, params, seed, counter).astype(params.dtype)  # drawn in the data type
         return np.where(z >= 0, one, slope).astype(z.dtype)
     if code == table.ELU:
         return np.where(z > 0, one, y + p0).astype(z.dtype)
     if code == table.BENT_IDENTITY:
-        return z / (2 * np.sqrt(z * z + 1)) + 1
+        return z / np.hypot(z, 1.0) / 2 + 1
     if code == table.SILU:
-        s = sigmoid(z)
-        return s * (1 + z * (1 - s))
+        return sigmoid(z) * (1 + z * sigmoid(-z))  # sigmoid(-z), not 1 - sigmoid(z): no cancellation for large z
     if code == table.SOFT_CLIPPING:
-        return sigmoid(p0 * z) - sigmoid(p0 * (z - 1))
+        w = np.where(z > 0.5, 1 - z, z)  # f'(z) = f'(1 - z): the difference of two sigmoids near 1 would cancel
+        return sigmoid(p0 * w) - sigmoid(p0 * (w - 1))
     if code == table.GELU:
-        cdf = 0.5 * (1 + _erf(z / math.sqrt(2.0)))
         pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-        return (cdf + z * pdf).astype(z.dtype)
+        return normal_cdf(z) + z * pdf
     if code == table.GELU_TANH:
-        inner = SQRT_2_OVER_PI * (z + GELU_CUBIC * z**3)
-        t = np.tanh(inner)
-        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_CUBIC * z * z)
+        # d/dz z s(2u) = s + 2 z s (1 - s) u'
+        inner, slope = tanh_gelu_inner(z)
+        s = sigmoid(2 * inner)
+        return s + z * (2 * s * sigmoid(-2 * inner) * slope)  # z last: inf * 0 never meets
     if code == table.SOFTPLUS:
         return np.where(p0 * z > p1, one, sigmoid(p0 * z)).astype(z.dtype)
     raise ValueError(f"activation code {code} has no element-wise derivative")
