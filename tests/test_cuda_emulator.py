@@ -97,6 +97,61 @@ def test_arguments_are_checked_against_the_kernel(kernels):
         kernels.get_function("missing")
 
 
+@pytest.mark.parametrize("grid, block, shared, message", [
+    ((1, 65536), (32,), 0, r"grid y dimension 65536 is outside \[1, 65535\]"),
+    ((1, 1, 65536), (32,), 0, r"grid z dimension 65536 is outside"),
+    ((2**31,), (32,), 0, r"grid x dimension 2147483648 is outside"),
+    ((0,), (32,), 0, r"grid x dimension 0 is outside"),
+    ((1,), (1025,), 0, r"block x dimension 1025 is outside"),
+    ((1,), (1, 1, 65), 0, r"block z dimension 65 is outside"),
+    ((1,), (64, 32), 0, r"block \(64, 32, 1\) has more than 1024 threads"),
+    ((1,), (32,), 48 * 1024 + 1, r"49153 bytes of dynamic shared memory"),
+])
+def test_launches_a_device_refuses_are_refused(kernels, grid, block, shared, message):
+    """The emulator holds every launch to the device's limits: a grid past 65,535 blocks in y failed only on a GPU."""
+    with pytest.raises(emulator.EmulationError, match=message):
+        kernels.get_function("scalar")(grid, block, (np.zeros(1, np.float32), np.float32(1.5), np.int64(2)),
+                                       shared_mem=shared)
+
+
+def test_row_chunks_never_ask_for_more_blocks_in_y_than_a_device_has():
+    from fastdl.kernels.cuda.launch import MAX_GRID_Y, row_chunks
+
+    for rows in [0, 1, 64, 65535 * 64, 65535 * 64 + 1, 16_776_961, 10**9, 2**40]:
+        per_chunk, chunks = row_chunks(rows, 64)
+        assert 1 <= chunks <= MAX_GRID_Y and per_chunk >= 64 and per_chunk * chunks >= rows
+
+
+def test_batches_past_the_grid_limit_stride_over_chunks_and_match_the_reference(monkeypatch):
+    """With the limit lowered to 4 blocks in y (on both sides), a dense backward and a batch norm forward and
+    backward over 2,051 rows need 33 and 9 chunks: they take 4 larger ones and give the reference's results."""
+    import fastdl
+    from fastdl.kernels.cuda import launch
+
+    monkeypatch.setattr(emulator, "MAX_GRID", (2**31 - 1, 4, 4))
+    monkeypatch.setattr(launch, "MAX_GRID_Y", 4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2051, 3))
+    grad = rng.standard_normal((2051, 3))
+    results = {}
+    for backend in ("numpy", "cuda-emulator"):
+        with fastdl.use_backend(backend):
+            dense = fastdl.Dense(3, 3, activation="tanh", seed=1, dtype="float64")
+            norm = fastdl.BatchNorm(3, activation="relu", dtype="float64")
+            model = fastdl.Sequential(dense, norm)
+            y = model(fastdl.asarray(x))
+            grad_x = model.backward(fastdl.asarray(grad))
+            results[backend] = [fastdl.to_numpy(a).copy() for a in (y, grad_x, dense.weight.grad, dense.bias.grad,
+                                                                     norm.weight.grad, norm.running_var)]
+    for actual, expected in zip(results["cuda-emulator"], results["numpy"]):
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(launch, "MAX_GRID_Y", 65535)  # chunks sized for a larger device: the emulator refuses
+    with fastdl.use_backend("cuda-emulator"), pytest.raises(emulator.EmulationError, match="grid y dimension 33"):
+        layer = fastdl.Dense(3, 3, activation="tanh", dtype="float64")
+        layer(fastdl.asarray(x))
+        layer.backward(fastdl.asarray(grad))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
 def test_adam_packed_and_scalar_paths_match_the_reference(dtype, offset):

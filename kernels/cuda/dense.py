@@ -6,7 +6,8 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 import numpy as np
 
 from ..activation_table import SOFTMAX
-from .launch import NULL, THREADS, array_module, blocks, launch, matmul, optional, row_threads, total, workspace
+from .launch import (NULL, THREADS, array_module, blocks, launch, matmul, optional, row_chunks, row_threads, total,
+                     workspace)
 
 SOURCE = "activations.cu"
 COLUMN_BLOCK = (32, 8)  # FASTDL_COLUMN_BLOCK_X, _Y
@@ -55,13 +56,13 @@ def _activation_grad(grad_y, z, y, code, params, seed, counter, grad_z, grad_bia
         if grad_bias is None or grad_bias.size == 0:
             return
         grad_y, mask, code = grad_z, None, -1
-    chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
+    rows_per_chunk, chunks = row_chunks(rows, ROWS_PER_CHUNK)
     has_bias = grad_bias is not None and grad_bias.size > 0
     partials = workspace("bias_partials", (chunks, cols), np.float64, grad_z) if has_bias else None
     grid = ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], chunks)
     _launch("activation_grad_partials", grad_z, grid, COLUMN_BLOCK,
             (grad_y, z, y, optional(mask), scale, grad_z, optional(partials), np.int64(rows), np.int64(cols),
-             np.int64(ROWS_PER_CHUNK), np.int32(code), T(params[0]), T(params[1]), np.uint64(seed),
+             np.int64(rows_per_chunk), np.int32(code), T(params[0]), T(params[1]), np.uint64(seed),
              np.uint64(counter)))
     if has_bias:
         _launch("column_sums", grad_z, blocks(cols), (THREADS,),

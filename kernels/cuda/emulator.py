@@ -118,6 +118,7 @@ class EmulatedKernel:
         self.parameters = describe().decode().split()
 
     def __call__(self, grid, block, args, shared_mem=0):
+        _check_launch(self.name, _dims(grid), _dims(block), shared_mem)
         if len(args) != len(self.parameters):
             raise EmulationError(f"{self.name} takes {len(self.parameters)} arguments "
                                  f"({' '.join(self.parameters)}), got {len(args)}")
@@ -145,6 +146,27 @@ class EmulatedKernel:
         if type(value) is not scalar_type:
             raise EmulationError(f"{where} must be a {np.dtype(scalar_type)} scalar, got {type(value).__name__}")
         return c_type(value)
+
+
+# What every CUDA device fastdl runs on (compute capability 3.0 and later) refuses to launch: a launch the device
+# would refuse fails here too, so CI finds a grid that outgrows a dimension (65,535 blocks in y and z).
+MAX_GRID = (2**31 - 1, 65535, 65535)
+MAX_BLOCK = (1024, 1024, 64)
+MAX_THREADS_PER_BLOCK = 1024
+MAX_DYNAMIC_SHARED_BYTES = 48 * 1024  # without the opt-in attribute, which fastdl does not set
+
+
+def _check_launch(name, grid, block, shared_mem):
+    for what, dims, limits in (("grid", grid, MAX_GRID), ("block", block, MAX_BLOCK)):
+        for axis, size, limit in zip("xyz", dims, limits):
+            if not 1 <= size <= limit:
+                raise EmulationError(f"{name}: {what} {axis} dimension {size} is outside [1, {limit}] "
+                                     f"(grid {grid}, block {block}); a device refuses this launch")
+    if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
+        raise EmulationError(f"{name}: block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
+    if shared_mem > MAX_DYNAMIC_SHARED_BYTES:
+        raise EmulationError(f"{name}: {shared_mem} bytes of dynamic shared memory, more than "
+                             f"{MAX_DYNAMIC_SHARED_BYTES}")
 
 
 def _dims(size):

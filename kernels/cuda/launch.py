@@ -12,6 +12,7 @@ import numpy as np
 
 THREADS = 256  # FASTDL_BLOCK in common.cuh: the block reductions assume it
 MAX_BLOCKS = 4 * 65535
+MAX_GRID_Y = 65535  # the device's limit on gridDim.y (and z)
 SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 NULL = np.uint64(0)  # an absent optional array (a null pointer in the kernel)
 
@@ -63,6 +64,13 @@ def array_module(array):
 def blocks(n):
     """Grid size for a grid-stride loop over n elements."""
     return (max(1, min((n + THREADS - 1) // THREADS, MAX_BLOCKS)),)
+
+
+def row_chunks(rows, rows_per_chunk):
+    """(rows per chunk, chunks) for kernels that give each blockIdx.y one chunk of rows: the chunks grow past
+    ``rows_per_chunk`` rows where there would be more of them than the device allows blocks in y."""
+    per_chunk = max(rows_per_chunk, (rows + MAX_GRID_Y - 1) // MAX_GRID_Y)
+    return per_chunk, max(1, (rows + per_chunk - 1) // per_chunk)
 
 
 def row_threads(cols):

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..activation_table import IDENTITY, RELU, SOFTMAX
 from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
-from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_threads, workspace
+from . import launch as launch_limits
+from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_chunks, row_threads, workspace
 
 SOURCE = "batchnorm.cu"
 COLUMN_BLOCK = (32, 8)
@@ -21,8 +22,9 @@ def _launch(name, like, grid, block, args):
 
 
 def _column_grid(rows, cols):
-    chunks = (rows + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
-    return chunks, ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], chunks)
+    """(rows per chunk, chunks, grid) of the statistics and gradient-sum passes: column tiles x chunks of rows."""
+    rows_per_chunk, chunks = row_chunks(rows, ROWS_PER_CHUNK)
+    return rows_per_chunk, chunks, ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], chunks)
 
 
 def _pass(name, code):
@@ -42,9 +44,10 @@ TILE_ROWS = 32  # FASTDL_TILE_ROWS: 4 rows per thread of an (32, 8) block
 
 
 def _row_stride_grid(rows, cols):
-    """Column tiles x row tiles for the element-wise passes (more than 65535 row tiles: the blocks stride)."""
+    """Column tiles x row tiles for the element-wise passes (more row tiles than the device has blocks in y: the
+    blocks stride)."""
     row_tiles = (rows + TILE_ROWS - 1) // TILE_ROWS
-    return ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], max(1, min(row_tiles, 65535)))
+    return ((cols + COLUMN_BLOCK[0] - 1) // COLUMN_BLOCK[0], max(1, min(row_tiles, launch_limits.MAX_GRID_Y)))
 
 
 def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_out, running):
@@ -66,12 +69,12 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
                             scratch_unused=None, totals_unused=None):
     """Returns False, changing no running statistic, when x holds NaN or Inf."""
     rows, cols = x.shape
-    chunks, grid = _column_grid(rows, cols)
+    rows_per_chunk, chunks, grid = _column_grid(rows, cols)
     partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
     variance = workspace("bn_variance", (cols,), np.float64, x)
     finite = workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_statistics_partials", x, grid, COLUMN_BLOCK,
-            (x, np.int64(rows), np.int64(cols), np.int64(ROWS_PER_CHUNK), partials, finite))
+            (x, np.int64(rows), np.int64(cols), np.int64(rows_per_chunk), partials, finite))
     _launch("bn_statistics", x, (grid[0],), COMBINE_BLOCK,
             (x, partials, np.int64(chunks), np.int64(rows), np.int64(cols), np.float64(eps), mean_out, inv_std_out,
              variance, finite))
@@ -105,11 +108,11 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
                                                                            (grad_y, y, dz, np.int64(cols)))
         grad_y = dz
     activation = (*_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter))
-    chunks, grid = _column_grid(rows, cols)
+    rows_per_chunk, chunks, grid = _column_grid(rows, cols)
     partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
     _launch(_pass("bn_backward_partials", code), x, grid, COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, partials, np.int64(rows), np.int64(cols),
-             np.int64(ROWS_PER_CHUNK), *activation))
+             np.int64(rows_per_chunk), *activation))
     _launch("bn_backward_totals", x, (grid[0],), COMBINE_BLOCK,
             (partials, np.int64(chunks), np.int64(cols), totals, grad_weight, grad_bias, np.int32(bool(accumulate))))
     _launch(_pass("bn_backward_dx", code), x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
