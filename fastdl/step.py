@@ -348,6 +348,7 @@ import numpy as np
 from numba import njit
 from fastdl.kernels.cpu.dense import activate_rows, activation_grad_rows, all_finite_kernel
 from fastdl.kernels.cpu import dense
+from fastdl.kernels.cpu import dropout
 from fastdl.kernels.cpu import normalization as bn
 from fastdl.kernels.cpu import losses
 from fastdl.kernels.cpu import optim
@@ -426,8 +427,8 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
             if layer.p > 0:
                 call = (f"({h}.reshape(-1), {p}p, {p}scale, {p}seed, counters[{k}], {p}mask.reshape(-1), "
                         f"{p}y.reshape(-1))")
-                forward += [f"bn.dropout_forward_serial{call}"]
-                grad_lines = [f"bn.dropout_backward_kernel(g.reshape(-1), {p}mask.reshape(-1), {p}scale, "
+                forward += [f"dropout.dropout_forward_serial{call}"]
+                grad_lines = [f"dropout.dropout_backward_kernel(g.reshape(-1), {p}mask.reshape(-1), {p}scale, "
                               f"{p}grad_x.reshape(-1))", f"g = {p}grad_x"]
                 out = f"{p}y"
             else:

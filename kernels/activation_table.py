@@ -28,6 +28,10 @@ GELU_TANH = 15
 SOFTPLUS = 16
 SOFTMAX = 17
 
+# every code by name (the constants above are this module's only upper-case names so far): the CUDA compilers get
+# them as -DFASTDL_<NAME>=<code> (kernels/cuda/sources.py)
+CODES = {name: code for name, code in dict(globals()).items() if name.isupper()}
+
 # name -> (code, ((parameter name, default), ...)) in the order they sit in the params array.
 PARAMS = {
     "identity": (IDENTITY, ()),

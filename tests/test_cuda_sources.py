@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+from fastdl.kernels.cuda.sources import definitions
+
 CUDA_DIR = importlib.resources.files("fastdl.kernels") / "cuda"
 SOURCES = sorted(path.name for path in CUDA_DIR.iterdir() if path.name.endswith(".cu"))
 ARCHITECTURES = ["sm_80", "sm_90"]
@@ -41,7 +43,7 @@ def compile_source(name, architecture):
     program = ctypes.c_void_p()
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source, name.encode(), 0, None, None) == 0
     options = [f"--gpu-architecture={architecture}".encode(), b"--std=c++17",
-               f"--include-path={CUDA_DIR}".encode()]
+               f"--include-path={CUDA_DIR}".encode(), *(option.encode() for option in definitions())]
     try:
         result = NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
         size = ctypes.c_size_t()

@@ -1,4 +1,4 @@
-"""Batch normalization and dropout for the CPU.
+"""Batch normalization for the CPU.
 
 Batch norm training forward is two passes over x: (1) per-feature shifted sums over fixed blocks of
 BLOCK_ROWS rows (each block's partials in the data's type, shifted by the first row so data with a large mean
@@ -26,7 +26,6 @@ from numba import njit, prange
 
 from .activations import IDENTITY, RELU, activate_in_place, any_activation_for, grad_in_place
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
-from .counter_rng import uniform
 from .streaming import fence_streaming_stores, store, store_streaming, streams
 from .vector_width import wide_vectors
 
@@ -469,42 +468,3 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
     kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
            bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals,
            any_activation_for(code))
-
-
-def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
-    n = x.shape[0]
-    blocks = (n + 4095) // 4096
-    for b in prange(blocks):
-        wide_vectors()
-        # each block's elements through slices indexed from 0: an index that LLVM cannot prove non-negative
-        # (k from b * 4096) keeps Numba's negative-index fix-up in the loop, which then did not vectorize (4x)
-        start = b * 4096
-        stop = min(n, start + 4096)
-        x_block, mask_block, y_block = x[start:stop], mask_out[start:stop], y_out[start:stop]
-        zero = scale - scale  # 0 in scale's type
-        for k in range(x_block.shape[0]):
-            keep = uniform(seed, counter, np.uint64(start + k)) >= p
-            mask_block[k] = keep
-            y_block[k] = x_block[k] * (scale if keep else zero)
-
-
-dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dropout_forward")
-
-
-@njit(cache=True)
-def dropout_backward_kernel(grad_y, mask, scale, grad_x):
-    # times 0 rather than 0: NaN and Inf at a dropped position give NaN, as in numpy and PyTorch, so that a
-    # non-finite gradient is seen (skip_nonfinite) on every backend
-    zero = scale - scale
-    for k in range(grad_y.shape[0]):
-        grad_x[k] = grad_y[k] * (scale if mask[k] else zero)
-
-
-def dropout_forward(x, p, seed, counter, mask_out, y_out):
-    scale = x.dtype.type(1.0 / (1.0 - p))
-    kernel = dropout_forward_parallel if _large(x) else dropout_forward_serial
-    kernel(x.reshape(-1), float(p), scale, np.uint64(seed), np.uint64(counter), mask_out.reshape(-1), y_out.reshape(-1))
-
-
-def dropout_backward(grad_y, mask, p, grad_x):
-    dropout_backward_kernel(grad_y.reshape(-1), mask.reshape(-1), grad_y.dtype.type(1.0 / (1.0 - p)), grad_x.reshape(-1))

@@ -10,9 +10,6 @@
 #define FASTDL_GRID_STRIDE(i, n) \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)blockDim.x * gridDim.x)
 
-#define FASTDL_COLUMN_BLOCK_X 32
-#define FASTDL_COLUMN_BLOCK_Y 8
-
 template <typename T>
 __device__ void bias_activation(T* z, const T* bias, T* a, unsigned char* mask, T* y, long long n, long long cols,
                                 int code, T p0, T p1, u64 seed, u64 counter, double p, T scale, u64 dropout_seed) {

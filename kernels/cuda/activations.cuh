@@ -5,11 +5,11 @@
 #pragma once
 #include "common.cuh"
 
-enum {
-    FASTDL_IDENTITY, FASTDL_BINARY_STEP, FASTDL_SIGMOID, FASTDL_TANH, FASTDL_SOFTSIGN, FASTDL_SQNL, FASTDL_RELU,
-    FASTDL_BRELU, FASTDL_LEAKY_RELU, FASTDL_RRELU, FASTDL_ELU, FASTDL_BENT_IDENTITY, FASTDL_SILU,
-    FASTDL_SOFT_CLIPPING, FASTDL_GELU, FASTDL_GELU_TANH, FASTDL_SOFTPLUS, FASTDL_SOFTMAX
-};
+// The codes FASTDL_IDENTITY ... FASTDL_SOFTMAX are definitions from kernels/activation_table.py, given to the
+// compiler by kernels/cuda/sources.py (as are the block shapes of common.cuh and the kernels).
+#ifndef FASTDL_SOFTMAX
+#error "compile with the definitions of kernels/cuda/sources.py"
+#endif
 
 template <typename T> __device__ __forceinline__ T fastdl_sigmoid(T z) {
     if (z >= T(0)) return T(1) / (T(1) + exp(-z));

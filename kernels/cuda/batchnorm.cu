@@ -15,9 +15,6 @@
 // ReLU alone (_relu); see FASTDL_ANY_ACTIVATION.
 #include "activations.cuh"
 
-#define FASTDL_COLUMN_BLOCK_X 32
-#define FASTDL_COLUMN_BLOCK_Y 8
-
 // Adds the block's 8 rows of (a, b) per column in order; row 0 stores them as this chunk's partials
 // (partials[2 chunk][column], partials[2 chunk + 1][column]). Every thread calls it (it has a barrier).
 __device__ __forceinline__ void fastdl_store_column_partials(double a, double b, long long column, long long cols,
@@ -40,7 +37,6 @@ __device__ __forceinline__ void fastdl_store_column_partials(double a, double b,
 // A thread's rows in a chunk go 4 at a time (rows r, r + 8, r + 16, r + 24): four independent loads in flight per
 // thread, then added in row order, so the sums are those of the one-row-at-a-time loop. One load per thread in
 // flight left an H200 at a quarter of its bandwidth.
-#define FASTDL_UNROLL 4
 
 template <typename T>
 __device__ void statistics_partials(const T* x, long long rows, long long cols, long long rows_per_chunk,
@@ -76,7 +72,6 @@ __device__ void statistics_partials(const T* x, long long rows, long long cols, 
 // row 0 adds the 32 rows' sums in order. 32 chains per column instead of one: with one thread per column, the
 // serial chain over 256+ chunks (64K rows) took longer than reading x. Every thread of the (32, 32) block calls
 // it (it has a barrier); the sums are valid in threadIdx.y == 0.
-#define FASTDL_COMBINE_Y 32
 __device__ __forceinline__ void fastdl_combine_chunks(const double* partials, long long chunks, long long cols,
                                                       long long c, double* a, double* b) {
     __shared__ double shared[2][FASTDL_COMBINE_Y][FASTDL_COLUMN_BLOCK_X];

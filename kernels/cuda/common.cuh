@@ -34,8 +34,11 @@ __device__ __forceinline__ unsigned short fastdl_float_to_bfloat16(float value, 
     return (unsigned short)((bits + random16) >> 16);
 }
 
-// Sum of one value per thread over a block of FASTDL_BLOCK threads, in a fixed order; valid in thread 0.
-#define FASTDL_BLOCK 256
+// Sum of one value per thread over a block of FASTDL_BLOCK threads (a definition from kernels/cuda/sources.py), in
+// a fixed order; valid in thread 0.
+#ifndef FASTDL_BLOCK
+#error "compile with the definitions of kernels/cuda/sources.py"
+#endif
 __device__ __forceinline__ double fastdl_block_sum(double value, double* shared) {
     shared[threadIdx.x] = value;
     __syncthreads();

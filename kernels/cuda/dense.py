@@ -8,9 +8,9 @@ import numpy as np
 from ..activation_table import SOFTMAX
 from .launch import (NULL, THREADS, array_module, blocks, launch, matmul, optional, row_chunks, row_threads, total,
                      workspace)
+from .sources import COLUMN_BLOCK
 
 SOURCE = "activations.cu"
-COLUMN_BLOCK = (32, 8)  # FASTDL_COLUMN_BLOCK_X, _Y
 ROWS_PER_CHUNK = 64
 
 

@@ -19,8 +19,7 @@ import tempfile
 
 import numpy as np
 
-from fastdl._files import atomic_path
-from .launch import folder
+from .sources import definitions, folder
 
 KERNEL_NAME = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
 SCALAR = {"f": (np.float32, ctypes.c_float), "d": (np.float64, ctypes.c_double), "q": (np.int64, ctypes.c_longlong),
@@ -48,8 +47,8 @@ def _cache_dir():
 
 
 def _kernel_names(source_path):
-    text = subprocess.run([compiler(), "-E", "-P", "-x", "c++", "-std=c++20", f"-I{folder()}", str(source_path)],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run([compiler(), "-E", "-P", "-x", "c++", "-std=c++20", f"-I{folder()}", *definitions(),
+                           str(source_path)], check=True, capture_output=True, text=True).stdout
     return KERNEL_NAME.findall(text)
 
 
@@ -59,6 +58,7 @@ def module(source):
     cached on disk by content: a later process only loads it)."""
     source_path = source if os.path.isabs(str(source)) else folder() / source
     key = hashlib.sha256(open(source_path, "rb").read() + open(__file__, "rb").read())  # this file writes the wrappers
+    key.update(" ".join(definitions()).encode())
     for header in sorted(folder().iterdir(), key=lambda p: p.name):
         if header.name.endswith((".cu", ".cuh", ".h")):
             key.update(header.read_bytes())
@@ -87,12 +87,15 @@ def _compile(program, library):
         source = os.path.join(scratch, "emulation.cpp")
         with open(source, "w") as file:
             file.write(program)
-        with atomic_path(library) as temporary:
-            command = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-w", "-include",
-                       str(folder() / "emulation.h"), f"-I{folder()}", "-x", "c++", source, "-o", temporary]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise EmulationError(f"g++ could not compile the CUDA emulation:\n{result.stderr[-4000:]}")
+        temporary = os.path.join(scratch, "emulation.so")  # moved beside the cache entry, then renamed onto it:
+        # a reader never loads a half-written library
+        command = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-w", "-include",
+                   str(folder() / "emulation.h"), f"-I{folder()}", *definitions(), "-x", "c++", source, "-o", temporary]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise EmulationError(f"g++ could not compile the CUDA emulation:\n{result.stderr[-4000:]}")
+        shutil.move(temporary, library + f".{os.getpid()}.tmp")
+        os.replace(library + f".{os.getpid()}.tmp", library)
 
 
 class EmulatedModule:

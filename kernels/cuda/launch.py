@@ -6,26 +6,23 @@ the type of the arrays they are given, so one set of launchers serves both and C
 """
 
 import functools
-import importlib.resources
 
 import numpy as np
 
-THREADS = 256  # FASTDL_BLOCK in common.cuh: the block reductions assume it
+from .sources import BLOCK as THREADS
+from .sources import definitions, folder
 MAX_BLOCKS = 4 * 65535
 MAX_GRID_Y = 65535  # the device's limit on gridDim.y (and z)
 SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 NULL = np.uint64(0)  # an absent optional array (a null pointer in the kernel)
 
 
-def folder():
-    return importlib.resources.files("fastdl.kernels") / "cuda"
-
-
 @functools.lru_cache(maxsize=None)
 def module(source):
     import cupy
 
-    return cupy.RawModule(code=(folder() / source).read_text(), options=("--std=c++17", f"-I{folder()}"))
+    return cupy.RawModule(code=(folder() / source).read_text(),
+                          options=("--std=c++17", f"-I{folder()}", *definitions()))
 
 
 def on_host(array):

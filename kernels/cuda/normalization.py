@@ -1,19 +1,19 @@
-"""Launchers for batchnorm.cu (and dropout.cu's, re-exported): the CPU backend's batch-norm signatures.
+"""Launchers for batchnorm.cu: the batch-norm ops of kernels/ops.py.
 
-The CPU's ``workspace``/``scratch`` arguments are sized for its row blocks; the GPU keeps its own float64
-partials per chunk of rows (``launch.workspace``), so it ignores them.
+The CPU's ``workspace``/``scratch``/``totals`` arguments are sized for its row blocks; the GPU keeps its own float64
+partials per chunk of rows (``launch.workspace``), so it ignores them (the backward's ``totals`` excepted).
 """
 
 import numpy as np
 
 from ..activation_table import IDENTITY, RELU, SOFTMAX
-from .dropout import dropout_backward, dropout_forward  # noqa: F401  (the backend's dropout)
 from . import launch as launch_limits
-from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_chunks, row_threads, workspace
+from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_chunks, row_threads
+from .launch import workspace as device_workspace
+from .sources import COLUMN_BLOCK, COMBINE_Y, TILE_ROWS
 
 SOURCE = "batchnorm.cu"
-COLUMN_BLOCK = (32, 8)
-COMBINE_BLOCK = (32, 32)  # FASTDL_COLUMN_BLOCK_X, FASTDL_COMBINE_Y
+COMBINE_BLOCK = (COLUMN_BLOCK[0], COMBINE_Y)
 ROWS_PER_CHUNK = 256
 
 
@@ -40,9 +40,6 @@ def _activation(code, params, T):
     return (np.int32(-1 if code == SOFTMAX else code), T(params[0]), T(params[1]))
 
 
-TILE_ROWS = 32  # FASTDL_TILE_ROWS: 4 rows per thread of an (32, 8) block
-
-
 def _row_stride_grid(rows, cols):
     """Column tiles x row tiles for the element-wise passes (more row tiles than the device has blocks in y: the
     blocks stride)."""
@@ -65,14 +62,14 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
-                            code, params, seed, counter, mean_out, inv_std_out, y_out, workspace_unused=None,
-                            scratch_unused=None, totals_unused=None):
+                            code, params, seed, counter, mean_out, inv_std_out, y_out, workspace=None,
+                            scratch=None, totals=None):
     """Returns False, changing no running statistic, when x holds NaN or Inf."""
     rows, cols = x.shape
     rows_per_chunk, chunks, grid = _column_grid(rows, cols)
-    partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
-    variance = workspace("bn_variance", (cols,), np.float64, x)
-    finite = workspace("bn_finite", (1,), np.int32, x)
+    partials = device_workspace("bn_partials", (2 * chunks, cols), np.float64, x)
+    variance = device_workspace("bn_variance", (cols,), np.float64, x)
+    finite = device_workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_statistics_partials", x, grid, COLUMN_BLOCK,
             (x, np.int64(rows), np.int64(cols), np.int64(rows_per_chunk), partials, finite))
     _launch("bn_statistics", x, (grid[0],), COMBINE_BLOCK,
@@ -89,9 +86,9 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, mean_out,
-                           inv_std_out, y_out, workspace_unused=None):
+                           inv_std_out, y_out, workspace=None):
     cols = x.shape[1]
-    finite = workspace("bn_finite", (1,), np.int32, x)
+    finite = device_workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_eval_statistics", x, blocks(cols), (THREADS,),
             (running_mean, running_var, np.int64(cols), np.float64(eps), mean_out, inv_std_out, finite))
     _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out,
@@ -100,16 +97,16 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
-                       grad_weight, grad_bias, accumulate, workspace_unused, scratch_unused, totals):
+                       grad_weight, grad_bias, accumulate, workspace, scratch, totals):
     rows, cols = x.shape
     if code == SOFTMAX:  # row-wise: dz = softmax's backward first, then the identity path below
-        dz = workspace("bn_softmax_grad", x.shape, x.dtype, x)
+        dz = device_workspace("bn_softmax_grad", x.shape, x.dtype, x)
         kernel("activations.cu", "softmax_backward_rows", x.dtype, like=x)((rows,), row_threads(cols),
                                                                            (grad_y, y, dz, np.int64(cols)))
         grad_y = dz
     activation = (*_activation(code, params, x.dtype.type), np.uint64(seed), np.uint64(counter))
     rows_per_chunk, chunks, grid = _column_grid(rows, cols)
-    partials = workspace("bn_partials", (2 * chunks, cols), np.float64, x)
+    partials = device_workspace("bn_partials", (2 * chunks, cols), np.float64, x)
     _launch(_pass("bn_backward_partials", code), x, grid, COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, partials, np.int64(rows), np.int64(cols),
              np.int64(rows_per_chunk), *activation))

@@ -7,6 +7,7 @@ of size 0 mean "no bias"; ``grad_x=None`` skips the input gradient.
 import numpy as np
 
 from . import activations
+from .dropout import dropout_backward, dropout_forward
 
 
 def activation_forward(x, code, params, seed, counter, y_out):
@@ -40,16 +41,12 @@ def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
 def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
                           y_out):
     """a = act(x @ W + b), then inverted dropout: y = a * mask / (1 - p), the mask drawn from (dropout_seed, counter)."""
-    from .normalization import dropout_forward  # normalization imports this module
-
     dense_forward(x, weight, bias, code, params, seed, counter, z_out, a_out)
     dropout_forward(a_out, p, dropout_seed, counter, mask_out, y_out)
 
 
 def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
                            grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
-    from .normalization import dropout_backward
-
     grad_a = np.empty_like(grad_y)
     dropout_backward(grad_y, mask, p, grad_a)
     dense_backward(x, weight, grad_a, z, a, code, params, seed, counter, grad_z_work, grad_weight, grad_bias, grad_x,

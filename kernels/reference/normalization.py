@@ -13,7 +13,6 @@ Inverted dropout keeps an element when its counter-based uniform draw u >= p and
 
 import numpy as np
 
-from .. import counter_rng
 from . import activations
 from .dense import accumulate_into
 
@@ -66,17 +65,3 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 
         grad_x[...] = weight * inv_std / n * (n * grad_z - sum_dz - x_hat * sum_dz_x_hat)
     else:
         grad_x[...] = weight * inv_std * grad_z
-
-
-def dropout_mask(shape, p, seed, counter):
-    u = counter_rng.uniform(seed, counter, np.arange(int(np.prod(shape)))).reshape(shape)
-    return (u >= p).astype(np.uint8)
-
-
-def dropout_forward(x, p, seed, counter, mask_out, y_out):
-    mask_out[...] = dropout_mask(x.shape, p, seed, counter)
-    y_out[...] = x * mask_out / (1 - p) if p > 0 else x
-
-
-def dropout_backward(grad_y, mask, p, grad_x):
-    grad_x[...] = grad_y * mask / (1 - p) if p > 0 else grad_y
