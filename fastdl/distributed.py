@@ -129,7 +129,7 @@ def _host(array):
     return array if isinstance(array, np.ndarray) else None
 
 
-BUCKET_BYTES = 2 << 20  # all-reduce pieces: MPICH here moved 40 MB in one call at 1.9 GB/s, in 2 MiB pieces at 5
+BUCKET_BYTES = 2 << 20  # all-reduce pieces: MPICH moves large buffers faster in pieces (bench/allreduce_report.py)
 
 
 def _buckets(start, stop, itemsize, bucket_bytes):

@@ -1,8 +1,8 @@
 """Activation formulas as Numba scalar functions, inlined into the fused kernels.
 
 ``activate_row`` / ``activation_grad_row`` branch on the activation code once per row, then run a loop
-specialized to that one formula (``map_row``), so cheap activations vectorize (ReLU: 381 us -> 27 us for a
-256x1024 epilogue, measured here) and every kernel stays one pass over memory. Sigmoid, SiLU, ELU, tanh and
+specialized to that one formula (``map_row``), so cheap activations vectorize (a loop that branches per element
+does not) and every kernel stays one pass over memory. Sigmoid, SiLU, ELU, tanh and
 both GELUs vectorize too: their exp, expm1, tanh and normal distribution (erf's) are ``vector_math``'s arithmetic,
 not libm calls. Constants are built with the data's own type ``T`` (float32 stays float32). Formulas and conventions
 match ``reference/activations.py``.
@@ -408,9 +408,8 @@ def softmax_backward_row(grad_y, y, grad_z, T):
 # every batch-norm and dense kernel cost 10-27 s of cold compilation per kernel; compiled once here they are
 # shared, and a call per row costs nanoseconds next to the row's loop. The in-place forms pass one array where
 # the formulas read and write the same row: given two arguments, LLVM must assume a partial overlap and does
-# not vectorize (measured 1.5-2x slower batch-norm passes). error_model="numpy": a division is a plain
-# division, where Python's model adds a zero check that keeps every loop with a division from vectorizing
-# (sigmoid: 9 ns -> 1.5 ns an element); the formulas never divide by zero for valid parameters.
+# not vectorize. error_model="numpy": a division is a plain division, where Python's model adds a zero check that
+# keeps every loop with a division from vectorizing; the formulas never divide by zero for valid parameters.
 # wide_vectors(): 512-bit vectors where the CPU has them (vector_width.py); the float32 formulas ran 1.07-1.31x
 # faster that way at 256x1024 (forward; backward 0.95-1.35x), bit-identical. Only these three: the kernels' inline
 # identity and ReLU loops measured within noise with it.

@@ -8,8 +8,8 @@ and sums the same columns of dZ for the bias gradient, row by row in order (the 
 result does not depend on the thread count).
 
 Why fastdl partitions the GEMMs itself: with the BLAS library threading its own GEMMs, two pools take turns on
-the cores, and each one's idle threads spin while the other works (a batch-norm pass 15x slower right after a
-GEMM, a GEMM half as fast right after a parallel kernel). Here Numba's pool is the only one that runs. Small
+the cores, and each one's idle threads spin while the other works (a batch-norm pass right after a GEMM, or a
+GEMM right after a parallel kernel, ran several times slower; docs/cpu-engine.md). Here Numba's pool is the only one that runs. Small
 products run the serial kernels, on the calling thread alone: waking a pool costs more than it saves there.
 
 The identity and ReLU are computed inline; every other activation goes through ``activations.py``'s row
@@ -38,7 +38,7 @@ def _bias_activate_row(i, source, bias, code, p0, p1, seed, counter, z_out, save
                        any_activation):
     columns = source.shape[1]
     y_row = y_out[i]
-    # copies as plain loops: Numba's slice assignment (row[:] = other) took twice as long (100 vs 50 us, 256x1024)
+    # copies as plain loops: Numba's slice assignment (row[:] = other) is slower
     if copy_source:
         source_row = source[i]
         for j in range(columns):
@@ -71,8 +71,7 @@ def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_ou
     """y_out = act(source + bias) row by row; z_out = source + bias when save_z.
 
     The activation always runs in place on the output row: when input and output rows are different
-    arguments LLVM must assume they overlap and will not vectorize (measured: 78 us instead of 20 us for a
-    256x1024 ReLU), so the row is first brought into the output while it sits in L1. ``copy_source`` is False
+    arguments LLVM must assume they overlap and will not vectorize, so the row is first brought into the output while it sits in L1. ``copy_source`` is False
     when ``source`` already is the output (the dense forward, after its GEMM).
     """
     for i in range(source.shape[0]):
@@ -134,8 +133,7 @@ def _dropout_activation_grad_row(i, grad_y, mask, scale, z, a, code, p0, p1, see
     for j in range(columns):
         out[j] = z_row[j]
     # act'(z) dy in place over z's copy, then the mask: with the masked dy as the activation's input and output
-    # (one row passed twice), LLVM's overlap check sent every row to the scalar loop (2x slower for ReLU, 7x
-    # for GELU at 256x1024)
+    # (one row passed twice), LLVM's overlap check sent every row to the scalar loop
     grad_in_place(code, grad_y[i], out, a[i], p0, p1, seed, counter, i * columns, any_activation)
     mask_row = mask[i]
     zero = scale - scale  # times 0, not 0: a NaN gradient at a dropped position stays NaN (skip_nonfinite sees it)

@@ -20,7 +20,7 @@ def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
     for b in prange(blocks):
         wide_vectors()
         # each block's elements through slices indexed from 0: an index that LLVM cannot prove non-negative
-        # (k from b * 4096) keeps Numba's negative-index fix-up in the loop, which then did not vectorize (4x)
+        # (k from b * 4096) keeps Numba's negative-index fix-up in the loop, which then did not vectorize
         start = b * 4096
         stop = min(n, start + 4096)
         x_block, mask_block, y_block = x[start:stop], mask_out[start:stop], y_out[start:stop]

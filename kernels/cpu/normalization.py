@@ -326,8 +326,7 @@ def _block_gradient_sums(x, grad_y, y, b, scale, mean_hi, shift, code, p0, p1, s
     sum_dz_centred[:] = 0
     start, stop = b * 64, min(rows, (b + 1) * 64)
     # identity and ReLU: dz computed inside the loop, one pass over the rows. The flag must be a constant here:
-    # passed as a run-time value the serial kernels' sums ran 40x slower (10 ms for 256x1024; the parallel
-    # kernels were not affected)
+    # passed as a run-time value the serial kernels' sums did not vectorize
     if code == IDENTITY:
         _gradient_sums(x, grad_y, start, stop, mean_hi, scale, shift, False, sum_dz, sum_dz_centred)
         return

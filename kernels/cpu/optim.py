@@ -10,7 +10,7 @@ raising, and without the per-division check the loops vectorize (8x on LAMB's no
 (``None``), which Numba prunes at compile time, so no option costs a branch per element.
 
 Loops over a piece index a slice of it from 0: Numba's negative-index check on ``x[i]`` with ``i`` from an
-arbitrary start keeps LLVM from vectorizing (measured 6x slower). Norms are computed in float64 over fixed pieces of the buffer (a piece never crosses a tensor boundary) and
+arbitrary start keeps LLVM from vectorizing. Norms are computed in float64 over fixed pieces of the buffer (a piece never crosses a tensor boundary) and
 combined in piece order: the result does not depend on the thread count. They are the only kernels with
 ``fastmath`` (reassociation only, so the sum vectorizes); the tests hold them to float64 references.
 

@@ -10,7 +10,7 @@ from numba import njit
 @njit(fastmath={"reassoc"}, cache=True)
 def sums_in_float64(first, second):
     """(sum(first), sum(second)) in float64. Reassociation lets LLVM keep several partial sums in vector lanes:
-    in one chain each add waits for the last (5 ms of the 13 ms cross-entropy loss at 4096 x 1000). The order is
+    in one chain each add waits for the last (most of a wide cross-entropy loss's time). The order is
     fixed by this function's compiled loop, vectorized once, so the result does not change between calls or
     callers (compile_step's bit-exact tests); only these additions carry the flag, so exp's rounding tricks are
     not reassociated. (Fused multiply-adds in a whole kernel did make compile_step's copy differ: not used.)"""
