@@ -253,7 +253,8 @@ def _named_modules(module, prefix=""):
 def _model_layout(model):
     """What every rank's model must share, one readable line per item: each layer (kind, sizes, activation), each
     parameter and state buffer (name, shape, dtype)."""
-    lines = [f"layer {path}: {getattr(module, 'name', type(module).__name__)}" for path, module in _named_modules(model)]
+    lines = [f"layer {path}: {getattr(module, 'name', type(module).__name__)}"
+             for path, module in _named_modules(model)]
     lines += [f"parameter {name}: shape {tuple(p.shape)}, {p.dtype}" for name, p in model.named_parameters()]
     lines += [f"state buffer {name}: shape {tuple(b.shape)}, {b.dtype}" for name, b in model.named_buffers()]
     return lines

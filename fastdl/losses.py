@@ -1,8 +1,8 @@
 """Losses, each returning ``(loss, grad_of_input)`` from one fused pass, as PyTorch defines them.
 
-``reduction="mean"`` (default) divides by the batch size for cross-entropy and by the number of elements for
-MSE and BCE; ``"sum"`` does not divide. An empty batch gives NaN for the mean and 0 for the sum, as in PyTorch
-(its gradient is empty); the compiled training step refuses one instead. Pass ``out=`` (an array shaped like the input) to receive the
+``reduction="mean"`` (default) divides by the batch size for cross-entropy and by the number of elements for MSE and
+BCE; ``"sum"`` does not divide. An empty batch gives NaN for the mean and 0 for the sum, as in PyTorch (its gradient is
+empty); the compiled training step refuses one instead. Pass ``out=`` (an array shaped like the input) to receive the
 gradient without allocating.
 
 NaN or Inf in an input is a ValueError, found without a pass of its own: it always makes the loss NaN or Inf

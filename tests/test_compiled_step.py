@@ -190,7 +190,8 @@ def test_nonfinite_gradients_are_skipped_as_the_optimizer_would(cpu):
         np.testing.assert_array_equal(p.data, old)
 
 
-@pytest.mark.parametrize("bad", ["empty_batch", "nan_x", "wrong_width", "wrong_dtype", "label_range", "wrong_target_shape"])
+@pytest.mark.parametrize("bad", ["empty_batch", "nan_x", "wrong_width", "wrong_dtype", "label_range",
+                                 "wrong_target_shape"])
 def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
     model = mlp(np.float32)
     optimizer = fastdl.optim.Adam(model.parameters())

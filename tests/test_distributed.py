@@ -160,7 +160,8 @@ def test_a_model_that_differs_between_ranks_is_a_clear_error_not_a_hang(tmp_path
 
 
 @pytest.mark.parametrize("difference, message", [
-    ("optimizer", "the optimizer differs between ranks: rank 0 has 'optimizer: Adam' where rank 1 has 'optimizer: SGD'"),
+    ("optimizer",
+     "the optimizer differs between ranks: rank 0 has 'optimizer: Adam' where rank 1 has 'optimizer: SGD'"),
     ("extra_batch_norm", "the model differs between ranks: rank 0 has 'layer 1: Dense(7->3, identity)' where rank 1 "
                          "has 'layer 1: BatchNorm(7)'"),
 ])

@@ -7,10 +7,10 @@ dZ = dY * act'(z) on its rows and their dX = dZ @ W.T; then each thread takes a 
 and sums the same columns of dZ for the bias gradient, row by row in order (the serial kernel's order, so the
 result does not depend on the thread count).
 
-Why fastdl partitions the GEMMs itself: with the BLAS library threading its own GEMMs, two pools take turns on
-the cores, and each one's idle threads spin while the other works (a batch-norm pass right after a GEMM, or a
-GEMM right after a parallel kernel, ran several times slower; docs/cpu-engine.md). Here Numba's pool is the only one that runs. Small
-products run the serial kernels, on the calling thread alone: waking a pool costs more than it saves there.
+Why fastdl partitions the GEMMs itself: with the BLAS library threading its own GEMMs, two pools take turns on the
+cores, and each one's idle threads spin while the other works (a batch-norm pass right after a GEMM, or a GEMM right
+after a parallel kernel, ran several times slower; docs/cpu-engine.md). Here Numba's pool is the only one that runs.
+Small products run the serial kernels, on the calling thread alone: waking a pool costs more than it saves there.
 
 The identity and ReLU are computed inline; every other activation goes through ``activations.py``'s row
 functions, which a kernel compiles in only when called with ``any_activation=True`` (see there).
@@ -70,9 +70,9 @@ def _dropout_row(i, a, p, scale, dropout_seed, counter, mask_out, y_out):
 def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out, copy_source, any_activation):
     """y_out = act(source + bias) row by row; z_out = source + bias when save_z.
 
-    The activation always runs in place on the output row: when input and output rows are different
-    arguments LLVM must assume they overlap and will not vectorize, so the row is first brought into the output while it sits in L1. ``copy_source`` is False
-    when ``source`` already is the output (the dense forward, after its GEMM).
+    The activation always runs in place on the output row: when input and output rows are different arguments LLVM must
+    assume they overlap and will not vectorize, so the row is first brought into the output while it sits in L1.
+    ``copy_source`` is False when ``source`` already is the output (the dense forward, after its GEMM).
     """
     for i in range(source.shape[0]):
         _bias_activate_row(i, source, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out,

@@ -50,4 +50,5 @@ def dropout_forward(x, p, seed, counter, mask_out, y_out):
 
 
 def dropout_backward(grad_y, mask, p, grad_x):
-    dropout_backward_kernel(grad_y.reshape(-1), mask.reshape(-1), grad_y.dtype.type(1.0 / (1.0 - p)), grad_x.reshape(-1))
+    scale = grad_y.dtype.type(1.0 / (1.0 - p))
+    dropout_backward_kernel(grad_y.reshape(-1), mask.reshape(-1), scale, grad_x.reshape(-1))

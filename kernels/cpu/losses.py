@@ -6,7 +6,8 @@ vectorizable exp (``vector_math.py``); sums are carried in float64 so a float32 
 keeps its digits. Serial, for the same reason as the dense epilogues (they sit next to a GEMM).
 
 Rows of at least WIDE_CLASSES classes run with 512-bit vectors (``vector_width.py``): faster for wide rows,
-bit-identical; narrower rows fill too few such vectors and ran slower, so they keep the default width. ``wide_rows(classes)`` gives the kernel's ``wide`` argument: True or None, two compiled variants.
+bit-identical; narrower rows fill too few such vectors and ran slower, so they keep the default width.
+``wide_rows(classes)`` gives the kernel's ``wide`` argument: True or None, two compiled variants.
 """
 
 import math

@@ -4,15 +4,15 @@ Each update is one loop over the flat buffer that reads every element of the par
 the algorithm's state once and writes each once (Adam: reads p, g, m, v, writes p, m, v: 28 bytes per float32
 parameter). Global-norm clipping, coupled weight decay and the L1 subgradient are applied to the gradient on
 the fly (``g = grad_scale * grad + weight_decay * p + l1 * sign(p)``), so no pass rewrites the gradients.
-Scalars arrive in the parameters' dtype: a Python float would promote float32 arithmetic to float64 (1.4-1.6x
-slower here). ``error_model="numpy"``: a division by zero gives Inf or NaN as in NumPy and PyTorch instead of
-raising, and without the per-division check the loops vectorize (8x on LAMB's norm). Options that change the state (AMSGrad, centered RMSprop, momentum) are absent state arrays
-(``None``), which Numba prunes at compile time, so no option costs a branch per element.
+Scalars arrive in the parameters' dtype: a Python float would promote float32 arithmetic to float64 (slower).
+``error_model="numpy"``: a division by zero gives Inf or NaN as in NumPy and PyTorch instead of raising, and without
+the per-division check the loops vectorize. Options that change the state (AMSGrad, centered RMSprop, momentum) are
+absent state arrays (``None``), which Numba prunes at compile time, so no option costs a branch per element.
 
-Loops over a piece index a slice of it from 0: Numba's negative-index check on ``x[i]`` with ``i`` from an
-arbitrary start keeps LLVM from vectorizing. Norms are computed in float64 over fixed pieces of the buffer (a piece never crosses a tensor boundary) and
-combined in piece order: the result does not depend on the thread count. They are the only kernels with
-``fastmath`` (reassociation only, so the sum vectorizes); the tests hold them to float64 references.
+Loops over a piece index a slice of it from 0: Numba's negative-index check on ``x[i]`` with ``i`` from an arbitrary
+start keeps LLVM from vectorizing. Norms are computed in float64 over fixed pieces of the buffer (a piece never crosses
+a tensor boundary) and combined in piece order: the result does not depend on the thread count. They are the only
+kernels with ``fastmath`` (reassociation only, so the sum vectorizes); the tests hold them to float64 references.
 
 Every kernel body is compiled twice: ``parallel`` for buffers of at least PARALLEL_MIN_ELEMENTS, ``serial``
 below, where waking the thread pool costs more than the loop (see dense.py).

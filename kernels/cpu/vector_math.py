@@ -1,7 +1,8 @@
 """exp, expm1, log1p, tanh, erf and the normal distribution that LLVM can vectorize, in the argument's own precision.
 
-Numba turns ``math.exp`` into a call to libm for every element: no SIMD (Numba vectorizes it only with Intel's
-SVML runtime installed), and the exps dominated a wide softmax cross-entropy. These are plain arithmetic, so a loop of them vectorizes like any other:
+Numba turns ``math.exp`` into a call to libm for every element: no SIMD (Numba vectorizes it only with Intel's SVML
+runtime installed), and the exps dominated a wide softmax cross-entropy. These are plain arithmetic, so a loop of them
+vectorizes like any other:
 
     exp(x) = 2^n * e^r,  n = round(x / ln 2),  r = x - n ln 2  (Cody & Waite: ln 2 in two parts, |r| <= ln(2)/2)
 

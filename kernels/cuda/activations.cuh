@@ -63,7 +63,8 @@ __device__ __forceinline__ T fastdl_activate(int code, T z, T p0, T p1, u64 seed
         case FASTDL_BENT_IDENTITY: return z * (z / (hypot(z, T(1)) + T(1))) * T(0.5) + z;
         case FASTDL_SILU: return z * fastdl_sigmoid(z);
         case FASTDL_SOFT_CLIPPING:
-            return z > T(0.5) ? T(1) - fastdl_soft_clipping_lower_half(T(1) - z, p0) : fastdl_soft_clipping_lower_half(z, p0);
+            return z > T(0.5) ? T(1) - fastdl_soft_clipping_lower_half(T(1) - z, p0)
+                              : fastdl_soft_clipping_lower_half(z, p0);
         case FASTDL_GELU: return T(0.5) * z * erfc(z * T(-0.7071067811865476));
         case FASTDL_GELU_TANH: return z * fastdl_sigmoid(T(2) * fastdl_gelu_inner(fastdl_capped(z)));
         case FASTDL_SOFTPLUS: return p0 * z > p1 ? z : fastdl_softplus(p0 * z) / p0;
