@@ -310,12 +310,11 @@ class Dense(_RandomCounter, Module):
         return f"Dense({self.in_features}->{self.out_features}, {self.activation.name}{dropout})"
 
     def forward(self, x):
-        backend = _checks.array(x, self, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features, finite=True)
+        backend = _checks.array(x, self, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features)
         batch = x.shape[0]
         y = self._workspace("y", (batch, self.out_features), self.dtype)
         z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
-        if self.training:
-            self._counter += 1
+        counter = self._counter + 1 if self.training else self._counter  # taken only once the forward succeeded
         code, params = self.activation.kernel_args(self.dtype, self.training)
         bias = self.bias.data if self.bias is not None else self._no_bias
         self._forward_dropout = self.training and self.dropout > 0
@@ -324,12 +323,18 @@ class Dense(_RandomCounter, Module):
             a = self._workspace("a", y.shape, self.dtype)
             z = z if self.activation.needs_preactivation else a
             mask = self._workspace("mask", y.shape, np.uint8)
-            backend.kernels.dense_dropout_forward(x, self.weight.data, bias, code, params, self.seed, self._counter,
-                                                  self.dropout, self.dropout_seed, z, a, mask, y)
+            finite = backend.kernels.dense_dropout_forward(x, self.weight.data, bias, code, params, self.seed, counter,
+                                                           self.dropout, self.dropout_seed, z, a, mask, y)
             self._forward_a = a
         else:
-            backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, self._counter, z, y)
+            finite = backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, counter, z, y)
             self._forward_a = y
+        # NaN or Inf in x shows in the product the kernel just read; x itself is scanned only then (a product that
+        # overflowed from finite x is returned as it is, as before)
+        if not finite and not backend.kernels.all_finite(x):
+            self._forward_input = None  # the workspaces hold this refused forward now
+            raise ValueError(f"{_checks.label(self)}: x contains NaN or Inf (shape {tuple(x.shape)})")
+        self._counter = counter
         self._forward_input, self._forward_z, self._forward_y = x, z, y
         self._forward_training = self._forward_counted = self.training
         return y

@@ -380,12 +380,16 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
             common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z"
             if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass
                 args += ["p", "dropout_seed", "a"]
-                forward += [f"dense.dropout_forward_{variant}({h}, {p}weight, {common}, {p}p, {p}scale, "
+                forward += [f"finite = dense.dropout_forward_{variant}({h}, {p}weight, {common}, {p}p, {p}scale, "
                             f"{p}dropout_seed, {p}mask, {p}a, {p}y, {p}any_activation, {p}parts)"]
                 activation_output = f"{p}a"
             else:
-                forward += [f"dense.forward_{variant}({h}, {p}weight, {common}, {p}y, {p}any_activation, {p}parts)"]
+                forward += [f"finite = dense.forward_{variant}({h}, {p}weight, {common}, {p}y, {p}any_activation, "
+                            f"{p}parts)"]
                 activation_output = f"{p}y"
+            if k == 0:  # x is scanned only when its product with the first weights is not finite (x is read once)
+                forward += ["if not finite and not all_finite_kernel(x.reshape(-1)):", f"    status[0] = {BAD_INPUT}",
+                            "    return math.nan"]
             # the first layer computes no input gradient: grad_z stands in for the unused grad_x
             grad_x, input_grad = (f"{p}grad_x", "True") if k > 0 else (f"{p}grad_z", "False")
             grad_lines = [
@@ -472,8 +476,7 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
             f"status[0] = {DONE}",
         ]
     names += state_names
-    body = ["if not all_finite_kernel(x.reshape(-1)):", f"    status[0] = {BAD_INPUT}", "    return math.nan"]
-    body += checks + forward
+    body = checks + forward
     body += [f"if not all_finite_kernel({h}.reshape(-1)):"] + [f"    {line}" for line in restore]
     body += [f"    status[0] = {NONFINITE_OUTPUT}", "    return math.nan"]
     body += [loss, "g = grad_loss"] + backward + update_lines + ["return value"]

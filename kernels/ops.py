@@ -23,7 +23,9 @@ Adding an op: add it here, then to each backend's module; the contract test name
 ACTIVATION = "code:scalar params:in seed:scalar counter:scalar"
 
 _SPECS = {
-    # activations and dense layers (``dense.py`` in each backend)
+    # activations and dense layers (``dense.py`` in each backend). The dense forwards return whether x @ weight is
+    # finite, tested on the product as the epilogue reads it (NaN or Inf in x always shows there): the layer scans
+    # x itself only when it is not
     "activation_forward": f"x:in {ACTIVATION} y_out:out",
     "activation_backward": f"grad_y:in z:in y:in {ACTIVATION} grad_z_out:out",
     "all_finite": "x:in",

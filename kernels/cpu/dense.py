@@ -25,6 +25,7 @@ from . import blas
 from .activations import activate_in_place, any_activation_for, grad, grad_in_place
 from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns, gemm_rows
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
+from .reductions import row_nonfinite
 from .counter_rng import uniform
 
 # A product of at least this many multiply-adds (rows x in x out) runs on every thread. Smaller ones gain nothing
@@ -177,29 +178,41 @@ def _row_block(rows, part, parts):
 
 
 def _forward(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts):
-    """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part."""
+    """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part. Returns whether x @ W is finite
+    (each product row is tested as the epilogue reads it: NaN or Inf in x always shows there)."""
     previous = blas_single_threaded()
+    nonfinite = 0
     for part in prange(parts):
         first, last = _row_block(x.shape[0], part, parts)
         gemm_rows(x, weight, y_out, first, last, False)
+        found = False
         for i in range(first, last):
+            found |= row_nonfinite(y_out[i])
             _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
                                any_activation)
+        nonfinite += found
     blas_threads_restore(previous)
+    return nonfinite == 0
 
 
 def _dropout_forward(x, weight, bias, code, params, seed, counter, z_out, save_z, p, scale, dropout_seed, mask_out,
                      a_out, y_out, any_activation, parts):
-    """a = act(x @ W + b), y = dropout(a) with the mask of a Dropout layer seeded ``dropout_seed``."""
+    """a = act(x @ W + b), y = dropout(a) with the mask of a Dropout layer seeded ``dropout_seed``. Returns whether
+    x @ W is finite, as ``_forward``."""
     previous = blas_single_threaded()
+    nonfinite = 0
     for part in prange(parts):
         first, last = _row_block(x.shape[0], part, parts)
         gemm_rows(x, weight, a_out, first, last, False)
+        found = False
         for i in range(first, last):
+            found |= row_nonfinite(a_out[i])
             _bias_activate_row(i, a_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, a_out, False,
                                any_activation)
             _dropout_row(i, a_out, p, scale, dropout_seed, counter, mask_out, y_out)
+        nonfinite += found
     blas_threads_restore(previous)
+    return nonfinite == 0
 
 
 def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed, counter, grad_z, grad_weight,
@@ -261,7 +274,7 @@ def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     if not blas.AVAILABLE:
         return _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out)
     parts = _parts(x, weight)
-    (forward_parallel if parts > 1 else forward_serial)(
+    return (forward_parallel if parts > 1 else forward_serial)(
         _contiguous(x), weight, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
         y_out, any_activation_for(code), parts)
 
@@ -272,7 +285,7 @@ def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropo
         return _numpy_dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out,
                                             a_out, mask_out, y_out)
     parts = _parts(x, weight)
-    (dropout_forward_parallel if parts > 1 else dropout_forward_serial)(
+    return (dropout_forward_parallel if parts > 1 else dropout_forward_serial)(
         _contiguous(x), weight, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
         float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, a_out, y_out,
         any_activation_for(code), parts)
@@ -309,16 +322,20 @@ def _backward_call(x, weight, grad_y, z, a, dropout, mask, code, params, seed, c
 # -- without a BLAS callable from compiled code: numpy's matmul, then the serial row kernels -----------------------
 def _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     np.matmul(x, weight, out=y_out)
+    finite = all_finite(y_out)
     activate_rows(y_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
                   y_out, False, any_activation_for(code))
+    return finite
 
 
 def _numpy_dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out,
                                  mask_out, y_out):
     np.matmul(x, weight, out=a_out)
+    finite = all_finite(a_out)
     activate_dropout_rows(a_out, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not a_out,
                           float(p), y_out.dtype.type(1.0 / (1.0 - p)), np.uint64(dropout_seed), mask_out, y_out,
                           any_activation_for(code))
+    return finite
 
 
 def _numpy_dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,

@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .activations import IDENTITY, RELU, activate_in_place, any_activation_for, grad_in_place
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
+from .reductions import row_nonfinite
 from .streaming import fence_streaming_stores, store, store_streaming, streams
 from .vector_width import wide_vectors
 
@@ -188,16 +189,6 @@ def _centring_rows(weight, bias, mean, inv_std, workspace, T):
 
 
 @njit(inline="always")
-def _row_nonfinite(row):
-    """Whether a row holds NaN or Inf: x - x is 0 only for finite x, and an "or" of those tests vectorizes (an
-    element count cost 70% more than the whole normalize pass)."""
-    found = False
-    for j in range(row.shape[0]):
-        found |= row[j] - row[j] != 0
-    return found
-
-
-@njit(inline="always")
 def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, counter, y_out, workspace, check_finite,
                any_activation):
     """y = act((x - mean_hi) * scale + shift) (see ``_centring_rows``).
@@ -232,7 +223,7 @@ def _normalize(x, chunks, weight, bias, mean, inv_std, code, params, seed, count
                     if code != IDENTITY:
                         activate_in_place(code, y_row, p0, p1, seed, counter, i * columns, any_activation)
                 if check_finite:
-                    chunk_nonfinite += _row_nonfinite(row)
+                    chunk_nonfinite += row_nonfinite(row)
         if stream:
             fence_streaming_stores()
         nonfinite += chunk_nonfinite

@@ -47,3 +47,13 @@ def sum_in_float64(row):
     for j in range(row.shape[0]):
         total += row[j]
     return total
+
+
+@njit(inline="always")
+def row_nonfinite(row):
+    """Whether a row holds NaN or Inf: x - x is 0 only for finite x, and an "or" of those tests vectorizes (an element
+    count cost more than a whole pass of the kernels that call this)."""
+    found = False
+    for j in range(row.shape[0]):
+        found |= row[j] - row[j] != 0
+    return found

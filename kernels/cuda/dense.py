@@ -86,13 +86,17 @@ def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
 
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     matmul(x, weight, z_out)
+    finite = all_finite(z_out)  # the product before the bias (one synchronization, as the check of x had)
     _bias_activation(z_out, bias, y_out, code, params, seed, counter)
+    return finite
 
 
 def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
                           y_out):
     matmul(x, weight, z_out)
+    finite = all_finite(z_out)
     _bias_activation(z_out, bias, a_out, code, params, seed, counter, mask_out, y_out, p, dropout_seed)
+    return finite
 
 
 def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter, grad_z_work, grad_weight, grad_bias, grad_x,

@@ -19,12 +19,15 @@ def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
 
 
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+    """Returns whether x @ W is finite (it is not whenever x holds NaN or Inf)."""
     z = x @ weight
+    finite = bool(np.isfinite(z).all())
     if bias.size:
         z = z + bias
     y_out[...] = activations.forward(z, code, params, seed, counter)
     if z_out is not y_out:
         z_out[...] = z
+    return finite
 
 
 def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
@@ -41,8 +44,9 @@ def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
 def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
                           y_out):
     """a = act(x @ W + b), then inverted dropout: y = a * mask / (1 - p), the mask drawn from (dropout_seed, counter)."""
-    dense_forward(x, weight, bias, code, params, seed, counter, z_out, a_out)
+    finite = dense_forward(x, weight, bias, code, params, seed, counter, z_out, a_out)
     dropout_forward(a_out, p, dropout_seed, counter, mask_out, y_out)
+    return finite
 
 
 def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
