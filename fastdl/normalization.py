@@ -66,6 +66,11 @@ class BatchNorm(_RandomCounter, Module):
         self.name = f"BatchNorm({c})" if self.activation.name == "identity" else f"BatchNorm({c}, {self.activation.name})"
         self._init_random(seed)
 
+    def running_factor(self):
+        """The weight of this batch in the running statistics: ``momentum``, or 1 / batches seen so far (this one
+        included) for the cumulative average of ``momentum=None``. The layer and the compiled step both use it."""
+        return 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
+
     def _affine(self):
         if self.affine:
             return self.weight.data, self.bias.data
@@ -122,7 +127,7 @@ class BatchNorm(_RandomCounter, Module):
         if batch_statistics:
             factor = -1.0  # no running update
             if self.training and self.track_running_stats:
-                factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
+                factor = self.running_factor()
                 self._save_running_statistics(previous_running)
             # the kernel counts the batch in num_batches_tracked with the running statistics (a ufunc call here,
             # right after the kernel, runs from cold caches)
@@ -193,7 +198,7 @@ class BatchNorm(_RandomCounter, Module):
         self._forward_updated_running = None
         if self.track_running_stats:
             self._save_running_statistics(self._workspace("previous_running", (2, self.num_features), self.dtype))
-            factor = 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
+            factor = self.running_factor()
             self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
             self.running_var[...] = (1 - factor) * self.running_var + factor * (squares / (count - 1))
             self.num_batches_tracked += 1

@@ -38,6 +38,7 @@ from .kernels.cpu import normalization as bn_kernels
 from .kernels.cpu import optim as optim_kernels
 from .kernels.cpu.activations import any_activation_for
 from .normalization import BatchNorm, Dropout
+from .optim.clip import CLIP_EPS
 from .optim.optimizer import Optimizer
 
 LOSS_KERNELS = {
@@ -156,20 +157,16 @@ class CompiledStep:
     def _fused_update_name(self):
         """The kernel the optimizer's update runs as, when it is one kernel over one flat buffer; else None."""
         groups = self.optimizer.groups
-        if len(groups) != 1 or type(self.optimizer)._step_call is Optimizer._step_call:
+        if len(groups) != 1 or type(self.optimizer).update_call is Optimizer.update_call:
             return None
-        name = self._next_step_call()[0]
+        name = self._next_update_call()[0]
         return name if name in FUSABLE_UPDATES else None  # others run as the optimizer's own step
 
-    def _next_step_call(self):
+    def _next_update_call(self):
         """The optimizer's (kernel, arrays, scalars) for its next step (scalars such as Adam's bias corrections
         depend on the step number)."""
         optimizer = self.optimizer
-        optimizer.steps += 1
-        try:
-            return optimizer._step_call(optimizer.groups[0], optimizer.state[0])
-        finally:
-            optimizer.steps -= 1
+        return optimizer.update_call(optimizer.groups[0], optimizer.state[0], optimizer.steps + 1)
 
     # -- the call ---------------------------------------------------------------------------------------------
     def __call__(self, x, y):
@@ -223,12 +220,12 @@ class CompiledStep:
         for index, layer in self._counted:
             counters[index] = layer._counter + 1
         for index, layer in self._tracking:
-            factors[index] = 1.0 / float(layer.num_batches_tracked[0] + 1) if layer.momentum is None else layer.momentum
+            factors[index] = layer.running_factor()
         fused = self._fused is not None
         hyper[0] = optimizer.max_grad_norm or 0.0
         hyper[1] = float(optimizer.skip_nonfinite)
         if fused:
-            scalars = self._next_step_call()[2]
+            scalars = self._next_update_call()[2]
             hyper[2:2 + len(scalars)] = scalars
         try:
             kernel = self._kernel_for(parallel_layers)
@@ -335,7 +332,7 @@ class CompiledStep:
         norms = group.norms
         tail += [group.grad, norms.piece_bounds, norms.piece_segments, norms.partials, norms.sums]
         if self._fused is not None:
-            tail += list(self._next_step_call()[1])
+            tail += list(self._next_update_call()[1])
         n = len(self.layers)
         # factors: -1 (no running update, nor a count) for the layers that do not track statistics
         return (np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(16), np.zeros(2), tuple(tail),
@@ -471,7 +468,7 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
             f"        status[0] = {SKIPPED}",
             "        return value",
             "    if hyper[0] > 0:",
-            "        grad_scale = min(1.0, hyper[0] / (norm + 1e-6))",
+            f"        grad_scale = min(1.0, hyper[0] / (norm + {CLIP_EPS!r}))  # fastdl.optim.clip.clip_scale",
             f"optim.{kernel}_{'parallel' if parallel_update else 'serial'}{call}",
             f"status[0] = {DONE}",
         ]

@@ -51,10 +51,10 @@ class SGD(Optimizer):
     def state_names(self):
         return {"momentum_buffer": 0.0} if self.uses_momentum else {}
 
-    def _step_call(self, group, state):
+    def update_call(self, group, state, step):
         if not self.uses_momentum:
             return "sgd_step", (group.data, group.grad), (self.weight_decay, self.l1, self.lr)
-        first = self.steps == 1
+        first = step == 1
         buffer_decay, grad_coefficient = (0.0, 1.0) if first else (self.momentum, 1.0 - self.dampening)
         direct, lookahead = (1.0, self.momentum) if self.nesterov else (0.0, 1.0)
         return ("sgd_momentum_step", (group.data, group.grad, state["momentum_buffer"]),
@@ -78,8 +78,8 @@ class Adagrad(Optimizer):
     def state_names(self):
         return {"sum": self.initial_accumulator_value}
 
-    def _step_call(self, group, state):
-        lr = self.lr / (1 + (self.steps - 1) * self.lr_decay)
+    def update_call(self, group, state, step):
+        lr = self.lr / (1 + (step - 1) * self.lr_decay)
         return "adagrad_step", (group.data, group.grad, state["sum"]), (self.weight_decay, self.l1, lr, self.eps)
 
 
@@ -115,7 +115,7 @@ class RMSprop(Optimizer):
             names["momentum_buffer"] = 0.0
         return names
 
-    def _step_call(self, group, state):
+    def update_call(self, group, state, step):
         return ("rmsprop_step",
                 (group.data, group.grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")),
                 (self.weight_decay, self.l1, self.lr, self.alpha, self.eps, self.momentum))
@@ -174,10 +174,10 @@ class Adam(Optimizer):
             names["max_exp_avg_sq"] = 0.0
         return names
 
-    def _step_call(self, group, state):
+    def update_call(self, group, state, step):
         beta1, beta2 = self.betas
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2 = 1 - beta2 ** self.steps
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
         if self.decoupled_weight_decay:
             decay_factor, coupled_decay = 1 - self.lr * self.weight_decay, 0.0
         else:
@@ -192,7 +192,7 @@ class Adam(Optimizer):
     def _update(self, kernels, group, state, T, grad_scale):
         if self.moments_dtype != "bfloat16":
             return super()._update(kernels, group, state, T, grad_scale)
-        name, arrays, scalars = self._step_call(group, state)
+        name, arrays, scalars = self.update_call(group, state, self.steps)
         # the rounding draws: element i of step t uses the counter generator at (seed, t, i)
         getattr(kernels, name)(*arrays, bfloat16.ROUNDING_SEED, self.steps, T(grad_scale), *(T(s) for s in scalars))
 

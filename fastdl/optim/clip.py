@@ -6,6 +6,13 @@ from ..backend import get_backend
 from .flat import NormWorkspace
 
 _workspaces = {}  # NormWorkspace per gradient size: the tables are built once, not per call
+CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
+
+
+def clip_scale(norm, max_norm):
+    """The factor global-norm clipping scales the gradients by: min(1, max_norm / (norm + 1e-6)). The optimizers'
+    ``max_grad_norm``, ``clip_grad_norm`` and the compiled step (which writes this formula into its source) share it."""
+    return min(1.0, max_norm / (norm + CLIP_EPS))
 
 
 def _norm_workspace(size):
@@ -30,7 +37,7 @@ def clip_grad_norm(params, max_norm):
         grad = parameter.grad.reshape(-1)
         total += float(_norm_workspace(grad.size).segment_sums(kernels, grad)[0, 0])
     total_norm = math.sqrt(total)
-    scale = max_norm / (total_norm + 1e-6)
+    scale = max_norm / (total_norm + CLIP_EPS)  # not clip_scale: a NaN norm must reach the gradients, as in PyTorch
     if scale < 1 or not math.isfinite(scale):
         for parameter in params:
             grad = parameter.grad

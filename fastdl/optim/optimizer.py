@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..backend import get_backend, to_numpy
+from .clip import clip_scale
 from .flat import FlatParameters
 
 
@@ -140,20 +141,21 @@ class Optimizer:
                 self.skipped_steps += 1
                 return False
             if self.max_grad_norm is not None:
-                grad_scale = min(1.0, self.max_grad_norm / (norm + 1e-6))
+                grad_scale = clip_scale(norm, self.max_grad_norm)
         self.steps += 1
         for group, state in zip(self.groups, self.state):
             self._update(backend.kernels, group, state, group.dtype.type, grad_scale)
         return True
 
     def _update(self, kernels, group, state, T, grad_scale):
-        """One group's update; the default runs the single kernel ``_step_call`` describes."""
-        name, arrays, scalars = self._step_call(group, state)
+        """One group's update; the default runs the single kernel ``update_call`` describes."""
+        name, arrays, scalars = self.update_call(group, state, self.steps)
         getattr(kernels, name)(*arrays, T(grad_scale), *(T(value) for value in scalars))
 
-    def _step_call(self, group, state):
-        """(kernel name, arrays, scalars): the update is ``kernel(*arrays, grad_scale, *scalars)`` with every
-        scalar in the parameters' dtype. ``fastdl.compile_step`` fuses this call into its compiled step.
+    def update_call(self, group, state, step):
+        """(kernel name, arrays, scalars) of update number ``step`` (1 for the first): the update is
+        ``kernel(*arrays, grad_scale, *scalars)`` with every scalar in the parameters' dtype (Adam's bias
+        corrections depend on ``step``). ``fastdl.compile_step`` fuses this call into its compiled step.
         Algorithms whose update is more than one kernel (LARS, LAMB) override ``_update`` instead."""
         raise NotImplementedError
 
