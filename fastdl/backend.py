@@ -79,7 +79,8 @@ def _load_gpu():
     except ImportError as error:
         raise RuntimeError(
             "the 'gpu' backend needs CuPy and an NVIDIA GPU: CuPy is not installed "
-            f"({error}); install it with `pip install fastdl[gpu]`"
+            f"({error}); install CuPy for your CUDA, e.g. `pip install cupy-cuda12x` (or `pip install \".[gpu]\"` in "
+            "a fastdl checkout; the PyPI package named fastdl is another project)"
         ) from error
     try:
         devices = cupy.cuda.runtime.getDeviceCount()

@@ -41,7 +41,8 @@ def _mpi():
         from mpi4py import MPI
     except ImportError as error:
         raise RuntimeError("fastdl.distributed: MPI needs mpi4py and an MPI library; install them with "
-                           f"pip install 'fastdl[mpi]' ({error})") from error
+                           f"`pip install mpi4py mpich` (or `pip install \".[mpi]\"` in a fastdl checkout) ({error})"
+                           ) from error
     return MPI
 
 
@@ -64,7 +65,7 @@ def init(backend=None):
             import cupy
             from cupy.cuda import nccl as cupy_nccl
         except ImportError as error:
-            raise RuntimeError("fastdl.distributed: NCCL needs CuPy with NCCL (pip install 'fastdl[gpu]') "
+            raise RuntimeError("fastdl.distributed: NCCL needs CuPy with NCCL (`pip install cupy-cuda12x`) "
                                f"({error})") from error
         cupy.cuda.Device(comm.rank % cupy.cuda.runtime.getDeviceCount()).use()
         unique_id = comm.bcast(cupy_nccl.get_unique_id() if comm.rank == 0 else None, root=0)

@@ -61,7 +61,7 @@ class History:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError as error:
-            raise RuntimeError("History.plot needs matplotlib: pip install matplotlib (or fastdl[plot])") from error
+            raise RuntimeError("History.plot needs matplotlib: pip install matplotlib") from error
         epochs = [record["epoch"] for record in self.records]
         figure, axes = plt.subplots(1, 2, figsize=(10, 4))
         for axis, metric in zip(axes, ("loss", "accuracy")):

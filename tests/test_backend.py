@@ -1,6 +1,8 @@
 """Backend selection, moving data, and what `import fastdl` does (and does not do)."""
 
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -93,3 +95,14 @@ def test_source_checkout_finds_its_kernels():
     result = subprocess.run([sys.executable, "-c", "import fastdl.kernels.cpu, fastdl; print(fastdl.__file__)"],
                             capture_output=True, text=True, cwd=checkout, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_install_hint_sends_users_to_the_unrelated_pypi_package_named_fastdl():
+    """PyPI's "fastdl" is another project: hints name the packages themselves, or a checkout's extra (".[gpu]")."""
+    root = pathlib.Path(fastdl.__file__).parent
+    kernels = pathlib.Path(fastdl.kernels.__file__).parent  # beside fastdl/ in a checkout, inside it when installed
+    texts = [path.read_text() for path in {*root.rglob("*.py"), *kernels.rglob("*.py")}]
+    texts += [path.read_text() for path in [root.parent / "README.md", *(root.parent / "docs").glob("*.md")]
+              if path.exists()]
+    hint = re.compile(r"pip install\s+['\"]?fastdl\b")
+    assert not [match.group(0) for text in texts for match in hint.finditer(text)]

@@ -16,7 +16,7 @@ import pytest
 
 import fastdl
 
-pytest.importorskip("mpi4py", reason="MPI tests need mpi4py and an MPI library (pip install 'fastdl[mpi]')")
+pytest.importorskip("mpi4py", reason="MPI tests need mpi4py and an MPI library (pip install mpi4py mpich)")
 
 
 def _mpiexec():
@@ -25,7 +25,7 @@ def _mpiexec():
 
 
 MPIEXEC = _mpiexec()
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install 'fastdl[mpi]')")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install mpich)")
 
 COMMON = """
 import sys

@@ -258,7 +258,7 @@ def save(report, folder, stem):
         plot(report, folder / (stem + ".png"))
         written.append(folder / (stem + ".png"))
     except ImportError:
-        print("fastdl bench: matplotlib is not installed, no plot (pip install 'fastdl[plot]')", file=sys.stderr)
+        print("fastdl bench: matplotlib is not installed, no plot (pip install matplotlib)", file=sys.stderr)
     return written
 
 

@@ -151,7 +151,7 @@ def _find(choice):
     mkl_paths = _mkl_paths()
     if choice == "mkl" or (choice == "auto" and mkl_paths and _is_intel_cpu()):
         if not mkl_paths:
-            warnings.warn("fastdl: FASTDL_BLAS=mkl but no libmkl_rt was found (pip install the 'mkl' extra); "
+            warnings.warn("fastdl: FASTDL_BLAS=mkl but no libmkl_rt was found (`pip install mkl`); "
                           "using numpy's BLAS", RuntimeWarning, stacklevel=3)
         candidates += [(_load_mkl, path) for path in mkl_paths]
     candidates += [(_load_openblas, path) for path in _openblas_paths()]
