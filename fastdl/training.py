@@ -15,6 +15,7 @@ from . import losses as fastdl_losses
 from .backend import asarray, to_numpy
 from ._files import atomic_path
 from .data import batches
+from .optim import lr_scheduler
 from .step import compile_step
 
 
@@ -178,6 +179,9 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
             raise ValueError(f"fit: {name}'s x has no rows (shape {tuple(data[0].shape)})")
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
+    follows_val_loss = isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
+    if follows_val_loss and val is None:
+        raise ValueError("fit: ReduceLROnPlateau follows the validation loss; pass val=(x_val, y_val)")
     if distributed:
         from . import distributed as dist
 
@@ -211,11 +215,13 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
                   "samples_per_second": seen / seconds}
         if _is_classification(loss):
             record["accuracy"] = correct / seen
-        if scheduler is not None:
+        if scheduler is not None and not follows_val_loss:
             scheduler.step()
         if val is not None:
             scores = evaluate(model, val[0], val[1], loss=loss)
             record.update({f"val_{key}": value for key, value in scores.items()})
+            if follows_val_loss:
+                scheduler.step(record["val_loss"])
         history.records.append(record)
         bar.epoch(record, epochs)
         stop = early_stopping is not None and early_stopping.update(epoch, record["val_loss"], model)

@@ -1,10 +1,13 @@
 """Learning-rate schedules with PyTorch's semantics: build after the optimizer, call ``step()`` once per epoch
 (or per iteration) after ``optimizer.step()``.
 
-Each schedule is a closed form ``lr_at(t)`` of the step count t and the optimizer's lr when the schedule was
-built (``base_lr``), so a schedule restored from its ``state_dict`` continues exactly where it stopped.
+Each schedule is a closed form ``lr_at(t)`` of the step count t and the optimizer's lr when its first schedule
+was built (``base_lr``; kept as ``optimizer.initial_lr``, PyTorch's ``initial_lr``, so schedules built one after the
+other, as for ``SequentialLR``, share it), so a schedule restored from its ``state_dict`` continues exactly where it
+stopped. ``ReduceLROnPlateau`` alone follows a monitored value instead (``step(value)``).
 """
 
+import bisect
 import math
 
 from .optimizer import check_number
@@ -14,7 +17,9 @@ class LRScheduler:
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = optimizer
         if last_epoch == -1:
-            self.base_lr = optimizer.lr
+            if getattr(optimizer, "initial_lr", None) is None:
+                optimizer.initial_lr = optimizer.lr
+            self.base_lr = optimizer.initial_lr
         elif not hasattr(self, "base_lr"):
             raise ValueError(f"{type(self).__name__}: last_epoch={last_epoch} needs base_lr (resume with load_state_dict)")
         self.last_epoch = last_epoch
@@ -149,3 +154,176 @@ class WarmupLR(LRScheduler):
             self.after.base_lr = float(state["after"]["base_lr"])
             self.after.last_epoch = int(state["after"]["last_epoch"])
         super().load_state_dict(state)
+
+
+class MultiStepLR(LRScheduler):
+    """lr_t = base_lr * gamma ** (the number of milestones <= t)."""
+
+    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        milestones = list(milestones)
+        if not milestones or any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in milestones):
+            raise ValueError(f"MultiStepLR: milestones must be non-negative integers, got {milestones!r}")
+        self.milestones = sorted(milestones)
+        self.gamma = check_number("MultiStepLR", "gamma", gamma, low=0)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith and Topin 2019), stepped once per batch, with PyTorch's phases and defaults.
+
+    The lr rises from max_lr / div_factor to max_lr over the first ``pct_start`` of ``total_steps`` (or
+    ``epochs * steps_per_epoch``), then falls to max_lr / (div_factor * final_div_factor); ``three_phase`` falls
+    back to the start first. With ``cycle_momentum`` the momentum (SGD's, or Adam's beta1) moves the other way
+    between ``max_momentum`` and ``base_momentum``. ``anneal_strategy`` is "cos" or "linear". Stepping past the
+    last step is a ValueError, as in PyTorch.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, last_epoch=-1):
+        owner = "OneCycleLR"
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError(f"{owner}: pass total_steps, or epochs and steps_per_epoch")
+            total_steps = epochs * steps_per_epoch
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"{owner}: total_steps must be a positive integer, got {total_steps!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{owner}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        self.total_steps = total_steps
+        self.max_lr = check_number(owner, "max_lr", max_lr, low=0, low_open=True)
+        pct_start = check_number(owner, "pct_start", pct_start, low=0, high=1)
+        self.initial_lr = self.max_lr / check_number(owner, "div_factor", div_factor, low=0, low_open=True)
+        self.min_lr = self.initial_lr / check_number(owner, "final_div_factor", final_div_factor, low=0, low_open=True)
+        self.anneal_strategy = anneal_strategy
+        self.cycle_momentum = bool(cycle_momentum)
+        if self.cycle_momentum and not (hasattr(optimizer, "betas") or getattr(optimizer, "momentum", 0) > 0):
+            raise ValueError(f"{owner}: cycle_momentum needs an optimizer with betas, or built with momentum > 0 "
+                             f"({type(optimizer).__name__} has neither); pass cycle_momentum=False")
+        self.base_momentum = check_number(owner, "base_momentum", base_momentum, low=0, high=1)
+        self.max_momentum = check_number(owner, "max_momentum", max_momentum, low=0, high=1)
+        initial, peak, low = self.initial_lr, self.max_lr, self.min_lr
+        top, bottom = self.max_momentum, self.base_momentum
+        rise = float(pct_start * total_steps) - 1
+        if three_phase:  # (last step, lr from, lr to, momentum from, momentum to)
+            self.phases = [(rise, initial, peak, top, bottom), (2 * float(pct_start * total_steps) - 2, peak, initial,
+                                                                  bottom, top), (total_steps - 1, initial, low, top, top)]
+        else:
+            self.phases = [(rise, initial, peak, top, bottom), (total_steps - 1, peak, low, bottom, top)]
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start, end, fraction):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2 * (math.cos(math.pi * fraction) + 1)
+        return (end - start) * fraction + start
+
+    def _phase_values(self, step):
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: stepped {step} times, past total_steps={self.total_steps}")
+        start = 0
+        for index, (end, lr_from, lr_to, momentum_from, momentum_to) in enumerate(self.phases):
+            if step <= end or index == len(self.phases) - 1:
+                fraction = (step - start) / (end - start)
+                return (self._anneal(lr_from, lr_to, fraction), self._anneal(momentum_from, momentum_to, fraction))
+            start = end
+
+    def lr_at(self, epoch):
+        return self._phase_values(epoch)[0]
+
+    def step(self):
+        super().step()
+        if self.cycle_momentum:
+            momentum = self._phase_values(self.last_epoch)[1]
+            if hasattr(self.optimizer, "betas"):
+                self.optimizer.betas = (momentum, self.optimizer.betas[1])
+            else:
+                self.optimizer.momentum = momentum
+
+
+class SequentialLR(LRScheduler):
+    """``schedulers[i]`` from ``milestones[i - 1]`` on, each counting its own steps from 0 there (PyTorch's
+    SequentialLR): ``SequentialLR(opt, [LinearLR(opt, 0.1, 1.0, 5), CosineAnnealingLR(opt, 95)], [5])`` warms up
+    for 5 steps, then anneals. Every schedule starts from the optimizer's lr when the first was built."""
+
+    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+        schedulers, milestones = list(schedulers), list(milestones)
+        if len(milestones) != len(schedulers) - 1 or milestones != sorted(milestones):
+            raise ValueError(f"SequentialLR: needs one increasing milestone between each two schedulers, got "
+                             f"{len(schedulers)} schedulers and milestones {milestones!r}")
+        if any(scheduler.optimizer is not optimizer for scheduler in schedulers):
+            raise ValueError("SequentialLR: every scheduler must drive the optimizer given to SequentialLR")
+        self.schedulers, self.milestones = schedulers, milestones
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch):
+        index = bisect.bisect_right(self.milestones, epoch)
+        start = self.milestones[index - 1] if index else 0
+        return self.schedulers[index].lr_at(epoch - start)
+
+    def state_dict(self):
+        return {**super().state_dict(), "schedulers": [scheduler.state_dict() for scheduler in self.schedulers]}
+
+    def load_state_dict(self, state):
+        for scheduler, inner in zip(self.schedulers, state["schedulers"]):
+            scheduler.base_lr = float(inner["base_lr"])
+        super().load_state_dict(state)
+
+
+class ReduceLROnPlateau:
+    """Divide the lr by 1 / ``factor`` once the monitored value (``step(value)``, e.g. the validation loss: ``fit``
+    passes it) has not improved for ``patience`` epochs, with PyTorch's modes, thresholds, cooldown and floor."""
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
+                 cooldown=0, min_lr=0.0, eps=1e-8):
+        owner = "ReduceLROnPlateau"
+        if mode not in ("min", "max") or threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"{owner}: mode must be 'min' or 'max' and threshold_mode 'rel' or 'abs', got "
+                             f"{mode!r}, {threshold_mode!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{owner}: {name} must be a non-negative integer, got {value!r}")
+        self.optimizer = optimizer
+        self.mode, self.threshold_mode = mode, threshold_mode
+        self.factor = check_number(owner, "factor", factor, low=0, high=1, high_open=True)
+        self.threshold = check_number(owner, "threshold", threshold, low=0)
+        self.min_lr = check_number(owner, "min_lr", min_lr, low=0)
+        self.eps = check_number(owner, "eps", eps, low=0)
+        self.patience, self.cooldown = patience, cooldown
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = self.cooldown_counter = self.last_epoch = 0
+
+    def _better(self, value):
+        if self.mode == "min":
+            return value < (self.best * (1 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold)
+        return value > (self.best * (1 + self.threshold) if self.threshold_mode == "rel" else self.best + self.threshold)
+
+    def step(self, value):
+        value = float(value)
+        self.last_epoch += 1
+        if self._better(value):
+            self.best, self.num_bad_epochs = value, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            reduced = max(self.optimizer.lr * self.factor, self.min_lr)
+            if self.optimizer.lr - reduced > self.eps:
+                self.optimizer.lr = reduced
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+
+    def get_last_lr(self):
+        return [self.optimizer.lr]
+
+    def state_dict(self):
+        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs, "cooldown_counter": self.cooldown_counter,
+                "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state):
+        self.best = float(state["best"])
+        self.num_bad_epochs, self.cooldown_counter = int(state["num_bad_epochs"]), int(state["cooldown_counter"])
+        self.last_epoch = int(state["last_epoch"])
