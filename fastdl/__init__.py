@@ -42,6 +42,7 @@ from .layers import SoftExponential
 from .normalization import BatchNorm
 from .normalization import Dropout
 from .normalization import Standardize
+from .seeding import manual_seed
 from .step import CompileStepFallback
 from .step import compile_step
 from .threads import blas_info

@@ -3,6 +3,7 @@
 import numpy as np
 
 from .normalization import Standardize, standardize  # noqa: F401
+from .seeding import default_seed
 
 
 class batches:
@@ -35,7 +36,7 @@ class batches:
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.seed = np.random.SeedSequence(seed).entropy if seed is None else seed
+        self.seed = default_seed(seed)
         self.epoch = 0
         self._order = np.arange(len(x))
         self._x_buffer = np.empty((self.batch_size,) + x.shape[1:], x.dtype)

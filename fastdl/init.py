@@ -12,9 +12,11 @@ import math
 
 import numpy as np
 
+from .seeding import default_seed
+
 
 def _generator(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(default_seed(seed))
 
 
 def _fans(shape):

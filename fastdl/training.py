@@ -16,6 +16,7 @@ from .backend import asarray, to_numpy
 from ._files import atomic_path
 from .data import batches
 from .optim import lr_scheduler
+from .seeding import default_seed
 from .step import compile_step
 
 
@@ -186,7 +187,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
         from . import distributed as dist
 
         dist.init()
-        seed = dist.broadcast_object(np.random.SeedSequence(seed).entropy if seed is None else seed)
+        seed = dist.broadcast_object(default_seed(seed))
         dist.broadcast_parameters(model)
         dist.broadcast_optimizer_state(optimizer)
         loader = batches(x, y, batch_size, shuffle=True, seed=seed, rank=dist.rank(), world_size=dist.world_size())
