@@ -53,6 +53,9 @@ def data(step, batch):
 
 
 def run_ranks(tmp_path, body, ranks=2, timeout=240):
+    """The job's ranks' output. Tests compute their single-process reference first: it compiles the kernels the
+    ranks need into Numba's disk cache, where two ranks compiling together (a waiting MPICH rank spins on a core)
+    ran past the timeout on a 2-core machine with a cold cache."""
     script = tmp_path / "job.py"
     script.write_text(COMMON + textwrap.dedent(body))
     env = {**os.environ, "FASTDL_BACKEND": "cpu"}
@@ -108,12 +111,13 @@ def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path, overlap):
             results[f"{{name}}.{{i}}"] = p.data
     np.savez(f"{{sys.argv[1]}}/rank{{rank}}.npz", **results)
     """
+    # first: the ranks then load its kernels from the cache
+    expected = {name: single_process(name) for name in ("sgd", "sgd_clipped", "adam", "adam_clipped")}
     done = run_ranks(tmp_path, body)
     assert done.returncode == 0, done.stderr
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
     for name in ("sgd", "sgd_clipped", "adam", "adam_clipped"):
-        expected = single_process(name)
-        for i, reference in enumerate(expected):
+        for i, reference in enumerate(expected[name]):
             for result in ranks:
                 np.testing.assert_allclose(result[f"{name}.{i}"], reference, rtol=1e-12, atol=1e-13,
                                            err_msg=f"{name} parameter {i}")
@@ -130,9 +134,7 @@ def test_distributed_fit_matches_single_process_fit_on_the_global_batch(tmp_path
     np.savez(f"{sys.argv[1]}/rank{dist.rank()}.npz", *[p.data for p in model.parameters()],
              loss=np.array(history["loss"]))
     """
-    done = run_ranks(tmp_path, body)
-    assert done.returncode == 0, done.stderr
-    with fastdl.use_backend("cpu"):
+    with fastdl.use_backend("cpu"):  # first: the ranks then load its kernels from the cache
         x = np.random.default_rng(5).standard_normal((40, 5))
         y = np.random.default_rng(6).integers(0, 3, 40)
         model = fastdl.Sequential(fastdl.Dense(5, 7, activation="tanh", seed=0, dtype="float64"),
@@ -140,6 +142,8 @@ def test_distributed_fit_matches_single_process_fit_on_the_global_batch(tmp_path
         history = fastdl.fit(model, fastdl.losses.softmax_cross_entropy,
                              fastdl.optim.Adam(model.parameters(), lr=0.01), (x, y), epochs=2, batch_size=8, seed=3,
                              progress=False)
+    done = run_ranks(tmp_path, body)
+    assert done.returncode == 0, done.stderr
     for rank in range(2):
         result = np.load(tmp_path / f"rank{rank}.npz")
         for i, p in enumerate(model.parameters()):
@@ -244,9 +248,7 @@ def test_synchronized_batch_norm_equals_one_process_on_the_concatenated_batch(tm
     np.savez(f"{sys.argv[1]}/rank{rank}.npz", *[p.data for p in model.parameters()],
              running_mean=model[1].running_mean, running_var=model[1].running_var)
     """
-    done = run_ranks(tmp_path, body)
-    assert done.returncode == 0, done.stderr
-    with fastdl.use_backend("cpu"):
+    with fastdl.use_backend("cpu"):  # first: the ranks then load its kernels from the cache
         model = fastdl.Sequential(fastdl.Dense(5, 6, seed=0, dtype="float64"),
                                   fastdl.BatchNorm(6, activation="tanh", dtype="float64"),
                                   fastdl.Dense(6, 3, seed=1, dtype="float64"))
@@ -257,6 +259,8 @@ def test_synchronized_batch_norm_equals_one_process_on_the_concatenated_batch(tm
             value, grad = fastdl.losses.softmax_cross_entropy(model(x), y)
             model.backward(grad, input_grad=False)
             optimizer.step()
+    done = run_ranks(tmp_path, body)
+    assert done.returncode == 0, done.stderr
     for rank in range(2):
         result = np.load(tmp_path / f"rank{rank}.npz")
         for i, p in enumerate(model.parameters()):
