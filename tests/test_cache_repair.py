@@ -26,7 +26,9 @@ KERNEL_CACHE = pathlib.Path(fastdl.kernels.cpu.__file__).parent / "__pycache__"
 def run(tmp_path):
     env = {**os.environ, "FASTDL_CACHE_DIR": str(tmp_path), "PYTHONWARNINGS": "always"}
     env.pop("NUMBA_CACHE_DIR", None)  # the caches under test are where fastdl and Numba put them by default
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    # from tmp_path: ``python -c`` in a checkout would import its fastdl/ instead of the package this test checks
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     loss, compiled, mse, hits = result.stdout.split()
     return (float(loss), compiled, float(mse)), int(hits), result.stderr
