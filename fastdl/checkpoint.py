@@ -8,6 +8,7 @@ another kind is a ValueError and the model and optimizer stay as they were.
 """
 
 import json
+import os
 
 import numpy as np
 
@@ -16,8 +17,15 @@ from ._files import atomic_path
 FORMAT = "fastdl-checkpoint-1"
 
 
+def _npz(path):
+    """``path`` with the .npz suffix numpy's own savez adds when it is missing."""
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
 def save(path, model, optimizer=None, extra=None):
-    """Write ``model`` (and ``optimizer``, and JSON-serializable ``extra``) to ``path`` (a .npz file)."""
+    """Write ``model`` (and ``optimizer``, and JSON-serializable ``extra``) to ``path``, a .npz file (the suffix is
+    added when missing, as ``numpy.savez`` does); returns the path written. ``load`` finds it by either name."""
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     meta = {"format": FORMAT, "extra": extra, "random": _random_streams(model)}
     if optimizer is not None:
@@ -25,9 +33,11 @@ def save(path, model, optimizer=None, extra=None):
         arrays.update({f"optimizer/{key}": value for key, value in state.pop("state").items()})
         meta["optimizer"] = state
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = _npz(path)
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as file:
             np.savez(file, **arrays)
+    return path
 
 
 def _random_modules(model):
@@ -62,7 +72,10 @@ def _read(path):
 
 
 def load(path, model, optimizer=None):
-    """Restore ``model`` (and ``optimizer``) from ``path``; returns the ``extra`` saved with it."""
+    """Restore ``model`` (and ``optimizer``) from ``path`` (or ``path`` + ".npz", what ``save(path)`` wrote);
+    returns the ``extra`` saved with it."""
+    if not os.path.exists(path) and os.path.exists(_npz(path)):
+        path = _npz(path)
     arrays, meta = _read(path)
     model_state = {name[len("model/"):]: value for name, value in arrays.items() if name.startswith("model/")}
     if optimizer is not None and "optimizer" not in meta:

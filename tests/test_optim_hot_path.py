@@ -216,3 +216,15 @@ def test_every_byte_flip_in_a_checkpoints_zip_headers_is_a_value_error_or_change
         for name, value in model.state_dict().items():
             np.testing.assert_array_equal(value, saved[name], err_msg=f"byte {position}")
     assert refused > 80  # most flips are caught (100 of these 184 today)
+
+
+def test_save_adds_npz_as_numpy_does_and_load_finds_it_by_either_name(tmp_path):
+    model = fastdl.Sequential(fastdl.Dense(3, 2, seed=0))
+    assert fastdl.save(tmp_path / "model", model) == str(tmp_path / "model.npz")
+    assert fastdl.save(tmp_path / "kept.npz", model) == str(tmp_path / "kept.npz")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.npz", "model.npz"]
+    other = fastdl.Sequential(fastdl.Dense(3, 2, seed=1))
+    for name in ("model", "model.npz"):
+        other[0].weight.data[...] = 0
+        fastdl.load(tmp_path / name, other)
+        np.testing.assert_array_equal(other[0].weight.data, model[0].weight.data)
