@@ -87,6 +87,11 @@ class Module:
         """dL/d(input) from dL/d(output); writes (or, with ``accumulate``, adds) the parameter gradients."""
         raise NotImplementedError
 
+    def __repr__(self):
+        """The layer's name (its kind and settings), as in ``print(model)``; layers with more to say override it."""
+        name = getattr(self, "name", None)
+        return name if isinstance(name, str) else f"{type(self).__name__}()"
+
     def _undo_forward(self):
         """Put back the state the last forward changed (random counters, running statistics): a container calls
         it on the layers that ran when a later one refuses the batch, so a refused call changes nothing."""

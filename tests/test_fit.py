@@ -217,3 +217,13 @@ def test_manual_seed_makes_unseeded_layers_and_fit_reproducible():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="manual_seed: seed must be a non-negative integer or None, got -1"):
         fastdl.manual_seed(-1)
+
+
+def test_print_model_shows_every_layer_with_its_settings():
+    model = fastdl.Sequential(fastdl.Dense(4, 8, activation="relu", seed=0), fastdl.BatchNorm(8),
+                              fastdl.Dropout(0.2), fastdl.PReLU(8), fastdl.Standardize(8), fastdl.Dense(8, 2, seed=1))
+    text = repr(model)
+    assert "object at" not in text
+    for line in ["(0): Dense(4, 8, activation='relu', bias=True)", "(2): Dropout(p=0.2)", "(3): PReLU(8)",
+                 "(4): Standardize(8)"]:
+        assert line in text
