@@ -24,6 +24,7 @@ from . import optim
 from . import testing
 from .activations import ActivationSpec
 from .backend import asarray
+from .callbacks import CSVLogger
 from .checkpoint import load
 from .checkpoint import save
 from .backend import available_backends

@@ -159,14 +159,16 @@ class _DistributedStep:
 
 
 def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, scheduler=None, early_stopping=None,
-        callbacks=None, progress=True, seed=None, distributed=False):
+        callbacks=None, progress=True, seed=None, distributed=False, batch_callbacks=None):
     """Train ``model`` on ``train=(x, y)`` with mini-batches; returns a ``History``.
 
     Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,
     gradient), backward, ``optimizer.step()``, as one compiled call per batch (``fastdl.compile_step``) when the
     model, loss and backend allow it, else layer by layer (with one ``CompileStepFallback`` warning); then ``scheduler.step()`` (per epoch), evaluation on ``val``,
     ``early_stopping`` on the validation loss (restoring the best weights at the end) and each callback as
-    ``callback(record, model)``; a callback returning True stops training. Records hold loss, accuracy (softmax
+    ``callback(record, model)``; a callback returning True stops training. ``batch_callbacks`` are called the same
+    way after every step with ``{"epoch", "batch", "loss", "lr"}``; one returning True ends training after that
+    step (the epoch's record then covers the batches that ran). ``fastdl.CSVLogger(path)`` logs every epoch. Records hold loss, accuracy (softmax
     cross-entropy), val_loss, val_accuracy, seconds and samples_per_second per epoch.
 
     ``distributed=True`` (inside ``mpirun``, see ``fastdl.distributed``): rank 0's weights, optimizer state and
@@ -202,6 +204,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
+        stop = False
         for done, (xb, yb) in enumerate(loader, start=1):
             value = step(asarray(xb), asarray(yb))
             if _is_classification(loss):
@@ -209,6 +212,14 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
             total_loss += float(value) * len(yb)
             seen += len(yb)
             bar.batch(epoch, epochs, done, len(loader), total_loss / seen)
+            if batch_callbacks:
+                batch_record = {"epoch": epoch, "batch": done, "loss": float(value), "lr": optimizer.lr}
+                for callback in batch_callbacks:
+                    stop = bool(callback(batch_record, model)) or stop
+                if distributed:  # every rank stops at the same step, or the others would wait in a collective
+                    stop = dist.sum_over_ranks([float(stop)])[0] > 0
+                if stop:
+                    break
         seconds = time.perf_counter() - start
         if distributed:  # the epoch's totals over every rank
             total_loss, correct, seen = dist.sum_over_ranks([total_loss, correct, seen])
@@ -225,9 +236,11 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
                 scheduler.step(record["val_loss"])
         history.records.append(record)
         bar.epoch(record, epochs)
-        stop = early_stopping is not None and early_stopping.update(epoch, record["val_loss"], model)
+        stop = (early_stopping is not None and early_stopping.update(epoch, record["val_loss"], model)) or stop
         for callback in callbacks or ():
             stop = bool(callback(record, model)) or stop
+        if distributed:
+            stop = dist.sum_over_ranks([float(stop)])[0] > 0
         if stop:
             history.stopped_early = True
             break

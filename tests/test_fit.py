@@ -227,3 +227,23 @@ def test_print_model_shows_every_layer_with_its_settings():
     for line in ["(0): Dense(4, 8, activation='relu', bias=True)", "(2): Dropout(p=0.2)", "(3): PReLU(8)",
                  "(4): Standardize(8)"]:
         assert line in text
+
+
+def test_batch_callbacks_see_every_step_and_can_stop_training(tmp_path):
+    model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0))
+    seen = []
+
+    def watch(record, model):
+        seen.append((record["epoch"], record["batch"], record["loss"] > 0, record["lr"]))
+        return record["epoch"] == 2 and record["batch"] == 3
+
+    logger = fastdl.CSVLogger(tmp_path / "log.csv")
+    history = fastdl.fit(model, losses.softmax_cross_entropy, optim.SGD(model.parameters(), lr=0.1),
+                         train=two_blobs(0, samples=80), epochs=5, batch_size=16, progress=False,
+                         batch_callbacks=[watch], callbacks=[logger])
+    assert seen == [(1, b, True, 0.1) for b in range(1, 6)] + [(2, b, True, 0.1) for b in range(1, 4)]
+    assert len(history) == 2 and history.stopped_early
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "loss", "lr"] and len(rows) == 3
+    assert [float(row.split(",")[1]) for row in rows[1:]] == history["loss"]
+    assert [path.name for path in tmp_path.iterdir()] == ["log.csv"]  # written atomically: no temporary left
