@@ -21,6 +21,7 @@ broadcasts run first), and buffers that differ between ranks are an error before
 
 import sys
 import time
+import weakref
 
 import numpy as np
 
@@ -30,10 +31,36 @@ from .layers import Sequential
 _state = {"context": None}
 
 
+class _ByIdentity:
+    """Values cached per tuple of live objects. A plain ``id()`` key also matches a new object that took a dead
+    one's address, which happens on one rank and not on another: the ranks then disagreed on whether to check a
+    buffer (one waited in an all-gather, the other in an all-reduce, forever). Entries hold weak references and
+    count only while their objects live; objects that cannot be weakly referenced are never cached."""
+
+    def __init__(self):
+        self._entries = {}
+
+    def get(self, *objects):
+        entry = self._entries.get(tuple(map(id, objects)))
+        if entry is not None and all(ref() is obj for ref, obj in zip(entry[0], objects)):
+            return entry[1]
+        return None
+
+    def put(self, value, *objects):
+        try:
+            refs = tuple(weakref.ref(obj) for obj in objects)
+        except TypeError:
+            return
+        if len(self._entries) > 256:  # forget the dead
+            self._entries = {key: entry for key, entry in self._entries.items()
+                             if all(ref() is not None for ref in entry[0])}
+        self._entries[tuple(map(id, objects))] = (refs, value)
+
+
 class _Context:
     def __init__(self, name, comm, rank, world_size, nccl=None):
         self.name, self.comm, self.rank, self.world_size, self.nccl = name, comm, rank, world_size, nccl
-        self.checked = set()  # ids of buffers whose size and dtype every rank agreed on
+        self.checked = _ByIdentity()  # the buffers whose size and dtype every rank agreed on
 
 
 def _mpi():
@@ -114,15 +141,14 @@ def is_main():
 
 def _check_same_everywhere(context, array, what):
     """Every rank must hand a buffer of the same size and dtype to a collective, else it would mix garbage."""
-    key = (id(array), array.size, str(array.dtype))
-    if key in context.checked:
+    if context.checked.get(array) == (array.size, str(array.dtype)):
         return
     signatures = context.comm.allgather((int(array.size), str(array.dtype)))
     if len(set(signatures)) != 1:
         sizes = ", ".join(f"rank {r}: {n} x {d}" for r, (n, d) in enumerate(signatures))
         raise ValueError(f"fastdl.distributed: {what} differs between ranks ({sizes}); every rank must build the "
                          "same model and optimizer")
-    context.checked.add(key)
+    context.checked.put((array.size, str(array.dtype)), array)
 
 
 def _host(array):
@@ -222,15 +248,15 @@ def backward_and_allreduce(model, grad_out, optimizer, average=True):
         group.grad *= group.grad.dtype.type(1.0 / context.world_size)
 
 
-_spans_cache = {}
+_spans_cache = _ByIdentity()
 
 
 def _layer_spans(model, group):
     """Per layer, the pieces of the flat gradient buffer holding its parameters' gradients (computed once per model
     and buffer); None unless the layers' ranges are disjoint and cover the whole buffer (else a piece could be
     reduced twice, or not at all)."""
-    key = (id(model), id(group), len(model.layers))
-    if key not in _spans_cache:
+    cached = _spans_cache.get(model, group)
+    if cached is None or cached[0] != len(model.layers):
         offsets = {id(p): (int(start), int(stop)) for p, start, stop in
                    zip(group.parameters, group.offsets[:-1], group.offsets[1:])}
         ranges = []
@@ -240,9 +266,11 @@ def _layer_spans(model, group):
         present = sorted(r for r in ranges if r is not None)
         tiles = (sum(b - a for a, b in present) == group.size
                  and all(previous[1] <= current[0] for previous, current in zip(present, present[1:])))
-        _spans_cache[key] = ([[] if r is None else _buckets(r[0], r[1], group.grad.itemsize, BUCKET_BYTES)
-                              for r in ranges] if tiles else None)
-    return _spans_cache[key]
+        spans = [[] if r is None else _buckets(r[0], r[1], group.grad.itemsize, BUCKET_BYTES)
+                 for r in ranges] if tiles else None
+        cached = (len(model.layers), spans)
+        _spans_cache.put(cached, model, group)
+    return cached[1]
 
 
 def _named_modules(module, prefix=""):

@@ -267,3 +267,22 @@ def test_synchronized_batch_norm_equals_one_process_on_the_concatenated_batch(tm
             np.testing.assert_allclose(result[f"arr_{i}"], p.data, rtol=1e-10, atol=1e-12, err_msg=f"parameter {i}")
         np.testing.assert_allclose(result["running_mean"], model[1].running_mean, rtol=1e-12)
         np.testing.assert_allclose(result["running_var"], model[1].running_var, rtol=1e-10)
+
+
+def test_the_per_buffer_caches_forget_a_dead_buffer_whose_address_a_new_one_takes():
+    """Keyed by id() alone, a new buffer at a dead one's address skipped the size check on one rank only: that rank
+    went on to the all-reduce while the other waited in the check's all-gather, both forever."""
+    from fastdl import distributed
+
+    cache = distributed._ByIdentity()
+    collisions = 0
+    for _ in range(20):
+        old = np.zeros(1000)
+        old_id = id(old)
+        cache.put("checked", old)
+        assert cache.get(old) == "checked"
+        del old
+        new = np.zeros(1000)
+        collisions += id(new) == old_id
+        assert cache.get(new) is None
+    assert collisions  # the situation did arise: CPython reuses the freed object's memory
