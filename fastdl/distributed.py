@@ -352,10 +352,11 @@ def broadcast_optimizer_state(optimizer, root=0):
     for index, state in enumerate(optimizer.state):
         for name, array in state.items():
             _broadcast(context, array, root, f"optimizer state {index}.{name}")
-    counts = context.comm.bcast((optimizer.steps, optimizer.skipped_steps, optimizer.hyperparameters()), root=root)
-    optimizer.steps, optimizer.skipped_steps = counts[0], counts[1]
-    for name, value in counts[2].items():
-        setattr(optimizer, name, value)
+    steps, skipped, max_grad_norm, groups = context.comm.bcast(
+        (optimizer.steps, optimizer.skipped_steps, optimizer.max_grad_norm, optimizer._group_settings()), root=root)
+    optimizer.steps, optimizer.skipped_steps, optimizer.max_grad_norm = steps, skipped, max_grad_norm
+    for group, settings in zip(optimizer.param_groups, groups):  # check_same_setup: the same groups everywhere
+        group.update({name: value for name, value in settings.items() if name != "params"})
 
 
 def sum_over_ranks(values):

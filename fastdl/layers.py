@@ -186,8 +186,9 @@ class Module:
         for name, array in named.items():
             array[...] = converted[name]
 
-    def summary(self, in_features=None):
-        """A table of the layers with their output shapes and parameter counts, as a string.
+    def summary(self, in_features=None, print_fn=None):
+        """A table of the layers with their output shapes and parameter counts, as a string; ``print_fn`` (Keras's
+        argument: ``model.summary(print_fn=print)``) is also called with it.
 
         Output shapes come from one forward pass of a zero sample in eval mode (the modes are restored);
         ``in_features`` is needed only when the first layer does not declare it.
@@ -213,7 +214,10 @@ class Module:
         lines = [f"{'layer':<{width}}{'output':<14}{'parameters':>12}"]
         lines += [f"{name:<{width}}{shape:<14}{count:>12,}" for name, shape, count in rows]
         lines.append(f"{'total':<{width}}{'':<14}{sum(row[2] for row in rows):>12,}")
-        return "\n".join(lines)
+        table = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(table)
+        return table
 
     def _workspace(self, key, shape, dtype):
         """A buffer kept between calls, reallocated only when the shape changes."""

@@ -71,6 +71,10 @@ def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0,
     """
     owner = "softmax_cross_entropy"
     _checks.backend_array(logits, owner, "logits")
+    if getattr(logits, "ndim", None) == 1 and getattr(logits.dtype, "kind", "") in "iu" \
+            and getattr(labels, "ndim", None) == 2:
+        raise TypeError(f"{owner}: logits are integers of shape {tuple(logits.shape)} and labels floats of shape "
+                        f"{tuple(labels.shape)}: were they swapped? The call is softmax_cross_entropy(logits, labels)")
     _checks.float_array(logits, owner, "logits")
     backend = _checks.array(logits, owner, "logits", ndim=2)
     _checks.backend_array(labels, owner, "labels")

@@ -71,14 +71,21 @@ def cache_dir():
     return pathlib.Path(root) / "steps"
 
 
-def compile_step(model, loss, optimizer, quiet=False):
+def compile_step(model, loss, optimizer, quiet=False, accumulation_steps=1):
     """``step = compile_step(model, loss, optimizer)``; then ``value = step(x, y)`` trains on one batch.
 
     ``loss`` is one of ``fastdl.losses.softmax_cross_entropy``, ``mse``, ``binary_cross_entropy_with_logits``.
     Returns a ``CompiledStep``; ``step.compiled`` tells whether it runs as one compiled call, ``step.reason``
     why not. ``quiet=True`` suppresses the fallback warning.
+
+    ``accumulation_steps=k`` accumulates gradients: each call runs forward and backward on its micro-batch and
+    adds the gradients of its samples' losses; every k-th call updates once with their mean over all samples
+    accumulated, which is the update of one batch holding all k micro-batches (for models without batch norm or
+    dropout, whose forward depends on the batch). ``step.updated`` tells whether the last call updated;
+    ``step.flush()`` updates with what is accumulated (``fit`` calls it at the end of each epoch). Each call
+    returns its micro-batch's mean loss.
     """
-    return CompiledStep(model, loss, optimizer, quiet)
+    return CompiledStep(model, loss, optimizer, quiet, accumulation_steps)
 
 
 def _flatten(model):
@@ -90,8 +97,14 @@ def _flatten(model):
 class CompiledStep:
     """A training step for one model, loss and optimizer; see ``compile_step``."""
 
-    def __init__(self, model, loss, optimizer, quiet=False):
+    def __init__(self, model, loss, optimizer, quiet=False, accumulation_steps=1):
+        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, (int, np.integer)) \
+                or accumulation_steps < 1:
+            raise ValueError(f"compile_step: accumulation_steps must be a positive integer, got {accumulation_steps!r}")
         self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.accumulation_steps = int(accumulation_steps)
+        self.accumulated_batches = self.accumulated_samples = 0  # since the last update
+        self.updated = False  # whether the latest call updated the parameters
         self.layers = _flatten(model)
         self.outputs = None  # the model's output of the latest step (the loss's input)
         self._kernel = None  # the step with every kernel serial; others per set of parallel layers, in _kernels
@@ -156,15 +169,15 @@ class CompiledStep:
 
     def _fused_update_name(self):
         """The kernel the optimizer's update runs as, when it is one kernel over one flat buffer; else None."""
-        groups = self.optimizer.groups
-        if len(groups) != 1 or type(self.optimizer).update_call is Optimizer.update_call:
+        if len(self.optimizer.groups) != 1 or type(self.optimizer).update_arrays is Optimizer.update_arrays:
             return None
         name = self._next_update_call()[0]
         return name if name in FUSABLE_UPDATES else None  # others run as the optimizer's own step
 
     def _next_update_call(self):
-        """The optimizer's (kernel, arrays, scalars) for its next step (scalars such as Adam's bias corrections
-        depend on the step number)."""
+        """The optimizer's (kernel, arrays, (hyper, piece_bounds, piece_groups)) for its next step, its
+        hyperparameter rows written for that step (Adam's bias corrections depend on the step number); the rows
+        are the same array every step."""
         optimizer = self.optimizer
         return optimizer.update_call(optimizer.groups[0], optimizer.state[0], optimizer.steps + 1)
 
@@ -172,21 +185,42 @@ class CompiledStep:
     def __call__(self, x, y):
         if getattr(x, "ndim", None) == 2 and x.shape[0] == 0:  # before either path moves a counter or a moment
             raise ValueError(f"compile_step: x has no rows (shape {tuple(x.shape)}); a training step needs a sample")
+        accumulating = self.accumulation_steps > 1
+        update = not accumulating or self.accumulated_batches + 1 == self.accumulation_steps
+        # accumulating: the gradient of the summed loss adds into the parameters' gradients, and the update divides
+        # by the number of samples (as the optimizer's grad_scale, inside its kernel)
+        samples = self.accumulated_samples + len(x)
+        grad_scale = 1.0 / samples if accumulating else 1.0
         if self._kernel is None or not all(layer.training for layer in self.layers):
-            return self._layer_path(x, y)
-        return self._compiled_path(x, y)
+            value = self._layer_path(x, y, accumulating, update, grad_scale)
+        else:
+            value = self._compiled_path(x, y, accumulating, update, grad_scale)
+        self.updated = update
+        self.accumulated_batches, self.accumulated_samples = (0, 0) if update else (self.accumulated_batches + 1,
+                                                                                      samples)
+        return value
 
-    def _layer_path(self, x, y):
+    def flush(self):
+        """Update with the gradients accumulated since the last update, if any (an epoch's last micro-batches);
+        returns whether it updated."""
+        if self.accumulated_batches == 0:
+            return False
+        self.optimizer.step(grad_scale=1.0 / self.accumulated_samples)
+        self.accumulated_batches = self.accumulated_samples = 0
+        return True
+
+    def _layer_path(self, x, y, accumulating=False, update=True, grad_scale=1.0):
         outputs = self.model(x)
         try:
-            value, grad = self.loss(outputs, y)
+            value, grad = self.loss(outputs, y, reduction="sum") if accumulating else self.loss(outputs, y)
         except Exception:  # bad targets: the compiled path refuses them before its forward, so this one undoes its own
             self.model._undo_forward()
             raise
-        self.model.backward(grad, input_grad=False)
-        self.optimizer.step()
+        self.model.backward(grad, accumulate=self.accumulated_batches > 0, input_grad=False)
+        if update:
+            self.optimizer.step(grad_scale=grad_scale)
         self.outputs = outputs
-        return float(value)
+        return float(value) / len(y) if accumulating else float(value)
 
     def _check_input(self, x, y):
         first = self.layers[0]
@@ -206,7 +240,7 @@ class CompiledStep:
     def _output_width(self):
         return next(layer.out_features for layer in reversed(self.layers) if isinstance(layer, Dense))
 
-    def _compiled_path(self, x, y):
+    def _compiled_path(self, x, y, accumulating=False, update=True, grad_scale=1.0):
         x, y = self._check_input(x, y)
         optimizer = self.optimizer
         optimizer._check_ready(get_backend())
@@ -214,7 +248,7 @@ class CompiledStep:
         if arguments is None:
             arguments = self._arguments[x.shape[0]] = self._build_arguments(x.shape[0])
         if arguments is LAYER_PATH:
-            return self._layer_path(x, y)
+            return self._layer_path(x, y, accumulating, update, grad_scale)
         counters, factors, hyper, status, tail, parallel_layers = arguments
         # every random counter and running-statistics factor as the layers would set them for this step
         for index, layer in self._counted:
@@ -224,9 +258,12 @@ class CompiledStep:
         fused = self._fused is not None
         hyper[0] = optimizer.max_grad_norm or 0.0
         hyper[1] = float(optimizer.skip_nonfinite)
-        if fused:
-            scalars = self._next_update_call()[2]
-            hyper[2:2 + len(scalars)] = scalars
+        hyper[2] = float(self.accumulated_batches > 0)  # backward adds to the gradients
+        hyper[3] = 1.0 if accumulating else 0.0  # the loss's gradient: of the sum (1), or of the mean (0)
+        hyper[4] = float(update and fused)  # the compiled step updates
+        hyper[5] = grad_scale
+        if fused and update:
+            self._next_update_call()  # writes the update's hyperparameter rows (in the kernel's arguments) in place
         try:
             kernel = self._kernel_for(parallel_layers)
             value = kernel(x, y, counters, factors, hyper, status, *tail)
@@ -236,7 +273,7 @@ class CompiledStep:
             self._kernel, self.reason = None, f"compiling the step failed ({type(error).__name__}: {error})"
             warnings.warn(f"compile_step: {self.reason}; running the layer-by-layer path", CompileStepFallback,
                           stacklevel=2)
-            return self._layer_path(x, y)
+            return self._layer_path(x, y, accumulating, update, grad_scale)
         code = int(status[0])
         if code in (BAD_INPUT, BAD_TARGET):
             self._raise_input_error(code, x, y)
@@ -249,16 +286,19 @@ class CompiledStep:
         for index, layer in self._counted:  # the forward ran: counters moved on (batch norm's kernels count their
             layer._counter += 1            # batches with the running statistics, as on the layer path)
         self.outputs = self._outputs_of[x.shape[0]]
+        value = float(value) / x.shape[0] if accumulating else float(value)
+        if not update:
+            return value
         if not fused:
-            optimizer.step()
-            return float(value)
+            optimizer.step(grad_scale=grad_scale)
+            return value
         if optimizer.max_grad_norm is not None or optimizer.skip_nonfinite:
             optimizer.last_grad_norm = float(status[1])
         if code == SKIPPED:
             optimizer.skipped_steps += 1
         else:
             optimizer.steps += 1
-        return float(value)
+        return value
 
     def _raise_input_error(self, code, x, y):
         if code == BAD_INPUT:
@@ -332,10 +372,12 @@ class CompiledStep:
         norms = group.norms
         tail += [group.grad, norms.piece_bounds, norms.piece_segments, norms.partials, norms.sums]
         if self._fused is not None:
-            tail += list(self._next_update_call()[1])
+            _, arrays, (update_hyper, _, update_piece_groups) = self._next_update_call()
+            tail += [*arrays, update_hyper, update_piece_groups]
         n = len(self.layers)
-        # factors: -1 (no running update, nor a count) for the layers that do not track statistics
-        return (np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(16), np.zeros(2), tuple(tail),
+        # factors: -1 (no running update, nor a count) for the layers that do not track statistics; hyper: the
+        # clipping threshold, skip_nonfinite and the accumulation flags (see _compiled_path)
+        return (np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(6), np.zeros(2), tuple(tail),
                 tuple(parallel_layers))
 
 # -- code generation ----------------------------------------------------------------------------------------------
@@ -392,7 +434,7 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
             grad_lines = [
                 f"dense.backward_{variant}({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, "
                 f"{p}mask, {p}scale, {p}code, {p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, "
-                f"{p}grad_bias, {grad_x}, {input_grad}, False, {p}any_activation, {p}parts)"]
+                f"{p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}any_activation, {p}parts)"]
             if k > 0:
                 grad_lines += [f"g = {p}grad_x"]
             out = f"{p}y"
@@ -412,7 +454,8 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
             restore += [f"{p}running_mean[:] = {p}previous_running[0]", f"{p}running_var[:] = {p}previous_running[1]",
                         f"if factors[{k}] >= 0:", f"    {p}num_batches_tracked[0] -= 1"]
             back = (f"({h}, {p}chunks, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
-                    f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, False, {p}workspace, {p}scratch, "
+                    f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, accumulate, {p}workspace, "
+                    f"{p}scratch, "
                     f"{p}totals, {p}any_activation)")
             grad_lines = [f"bn.backward_{variant}{back}", f"g = {p}grad_x"]
             out = f"{p}y"
@@ -441,39 +484,41 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
     if loss_kind == "cross_entropy":
         checks = [f"classes = {h}.shape[1]", "for i in range(y.shape[0]):",
                   "    if y[i] < 0 or y[i] >= classes:", f"        status[0] = {BAD_TARGET}", "        return math.nan"]
-        loss = (f"value = losses.softmax_cross_entropy_kernel({h}, y, 0.0, 1.0 / {h}.shape[0], grad_loss, "
-                "wide_loss)")
+        loss = (f"value = losses.softmax_cross_entropy_kernel({h}, y, 0.0, "
+                f"1.0 if hyper[3] > 0 else 1.0 / {h}.shape[0], grad_loss, wide_loss)")
     else:
         checks = ["if not all_finite_kernel(y.reshape(-1)):",
                   f"    status[0] = {BAD_TARGET}", "    return math.nan"]
         kernel = "mse_kernel" if loss_kind == "mse" else "bce_with_logits_kernel"
-        loss = f"value = losses.{kernel}({h}.reshape(-1), y.reshape(-1), 1.0 / {h}.size, grad_loss.reshape(-1))"
+        loss = (f"value = losses.{kernel}({h}.reshape(-1), y.reshape(-1), 1.0 if hyper[3] > 0 else 1.0 / {h}.size, "
+                "grad_loss.reshape(-1))")
     update_lines = ["status[0] = " + str(DONE)]
     state_names = []
     if update is not None:
         kernel = update[:-len("_step")]
-        state_names = {"sgd": 2, "sgd_momentum": 3, "adagrad": 3, "rmsprop": 5, "adam": 5}[kernel]
-        state_names = [f"o_{i}" for i in range(state_names)]
-        scalars = {"sgd": 3, "sgd_momentum": 7, "adagrad": 4, "rmsprop": 6, "adam": 8}[kernel]
-        scalar_args = ", ".join(f"T(hyper[{2 + i}])" for i in range(scalars))
-        call = f"({', '.join(state_names)}, T(grad_scale), {scalar_args})"
+        arrays = {"sgd": 2, "sgd_momentum": 3, "adagrad": 3, "rmsprop": 5, "adam": 5}[kernel]
+        state_names = [f"o_{i}" for i in range(arrays)] + ["update_hyper", "update_piece_groups"]
+        call = f"({', '.join(state_names[:arrays])}, T(grad_scale), update_hyper, piece_bounds, update_piece_groups)"
         update_lines = [
+            "if hyper[4] == 0:  # accumulating: no update on this micro-batch",
+            f"    status[0] = {DONE}",
+            "    return value",
             "T = flat_grad.dtype.type",
-            "grad_scale = 1.0",
+            "grad_scale = hyper[5]  # Optimizer.step's grad_scale",
             "if hyper[0] > 0 or hyper[1] > 0:  # the optimizer's norm pass, same kernel, same pieces",
             "    optim.segment_sums_of_squares_serial(flat_grad, None, piece_bounds, piece_segments, partials, sums)",
-            "    norm = math.sqrt(sums[:, 0].sum())",
+            "    norm = math.sqrt(sums[:, 0].sum()) * grad_scale",
             "    status[1] = norm",
             "    if hyper[1] > 0 and not math.isfinite(norm):",
             f"        status[0] = {SKIPPED}",
             "        return value",
             "    if hyper[0] > 0:",
-            f"        grad_scale = min(1.0, hyper[0] / (norm + {CLIP_EPS!r}))  # fastdl.optim.clip.clip_scale",
+            f"        grad_scale = grad_scale * min(1.0, hyper[0] / (norm + {CLIP_EPS!r}))  # optim.clip.clip_scale",
             f"optim.{kernel}_{'parallel' if parallel_update else 'serial'}{call}",
             f"status[0] = {DONE}",
         ]
     names += state_names
-    body = checks + forward
+    body = ["accumulate = hyper[2] > 0"] + checks + forward
     body += [f"if not all_finite_kernel({h}.reshape(-1)):"] + [f"    {line}" for line in restore]
     body += [f"    status[0] = {NONFINITE_OUTPUT}", "    return math.nan"]
     body += [loss, "g = grad_loss"] + backward + update_lines + ["return value"]

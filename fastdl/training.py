@@ -55,26 +55,50 @@ class History:
     def __len__(self):
         return len(self.records)
 
-    def plot(self, path):
-        """Learning curves (loss and accuracy, training and validation, per epoch) to a PNG, written atomically."""
+    def best(self):
+        """The epoch with the lowest validation loss (``fit``'s early stopping sets it), else the lowest training
+        loss; None before any epoch."""
+        if self.best_epoch is not None:
+            return self.best_epoch
+        key = "val_loss" if any(value is not None for value in self["val_loss"]) else "loss"
+        scored = [(record[key], record["epoch"]) for record in self.records if record.get(key) is not None]
+        return min(scored)[1] if scored else None
+
+    def figure(self):
+        """The learning curves as a matplotlib figure: one panel per metric (loss; accuracy for classification),
+        training solid and validation dashed, labelled axes, the best epoch (``best()``) marked."""
         try:
             import matplotlib
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError as error:
-            raise RuntimeError("History.plot needs matplotlib: pip install matplotlib") from error
+            raise RuntimeError('History.plot needs matplotlib: pip install matplotlib (or ".[plot]" in a checkout)') \
+                from error
         epochs = [record["epoch"] for record in self.records]
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for axis, metric in zip(axes, ("loss", "accuracy")):
+        metrics = [metric for metric in ("loss", "accuracy")
+                   if any(value is not None for value in self[metric] + self["val_" + metric])]
+        figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+        best = self.best()
+        for axis, metric in zip(axes[0], metrics):
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = self[prefix + metric]
                 if any(value is not None for value in values):
-                    axis.plot(epochs, values, style, label=(prefix or "train_") + metric)
+                    axis.plot(epochs, values, style, label=("validation " if prefix else "training ") + metric)
+            if best is not None:
+                axis.axvline(best, color="gray", linestyle=":", label=f"best epoch ({best})")
             axis.set_xlabel("epoch")
+            axis.set_ylabel(metric)
             axis.set_title(metric)
             axis.legend()
         figure.tight_layout()
+        return figure
+
+    def plot(self, path):
+        """Learning curves (see ``figure``) to a PNG, written atomically; returns the path."""
+        figure = self.figure()
+        import matplotlib.pyplot as plt  # figure() has imported it, or raised a clear error
+
         path = os.fspath(path)
         try:
             with atomic_path(path, suffix=".png") as temporary:
@@ -159,7 +183,7 @@ class _DistributedStep:
 
 
 def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, scheduler=None, early_stopping=None,
-        callbacks=None, progress=True, seed=None, distributed=False, batch_callbacks=None):
+        callbacks=None, progress=True, seed=None, distributed=False, batch_callbacks=None, accumulation_steps=1):
     """Train ``model`` on ``train=(x, y)`` with mini-batches; returns a ``History``.
 
     Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,
@@ -170,6 +194,10 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     way after every step with ``{"epoch", "batch", "loss", "lr"}``; one returning True ends training after that
     step (the epoch's record then covers the batches that ran). ``fastdl.CSVLogger(path)`` logs every epoch. Records hold loss, accuracy (softmax
     cross-entropy), val_loss, val_accuracy, seconds and samples_per_second per epoch.
+
+    ``accumulation_steps=k`` updates once every k batches with the mean gradient over their samples (one batch
+    of ``k * batch_size`` in memory of one; ``fastdl.compile_step``'s accumulation), and once more at the end of
+    an epoch for the batches left over.
 
     ``distributed=True`` (inside ``mpirun``, see ``fastdl.distributed``): rank 0's weights, optimizer state and
     seed go to every rank, each rank trains on its share of every global batch of ``batch_size * world_size``,
@@ -185,6 +213,9 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
     follows_val_loss = isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
     if follows_val_loss and val is None:
         raise ValueError("fit: ReduceLROnPlateau follows the validation loss; pass val=(x_val, y_val)")
+    if distributed and accumulation_steps != 1:
+        raise ValueError("fit: accumulation_steps with distributed=True is not supported (the gradients' all-reduce "
+                         "would run on every micro-batch); use a larger batch_size, which spreads over the ranks")
     if distributed:
         from . import distributed as dist
 
@@ -197,7 +228,8 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
         progress = progress and dist.is_main()
     else:
         loader = batches(x, y, batch_size, shuffle=True, seed=seed)
-        step = compile_step(model, loss, optimizer)  # one compiled call per batch where the model allows it
+        # one compiled call per batch where the model allows it
+        step = compile_step(model, loss, optimizer, accumulation_steps=accumulation_steps)
     bar = _Progress(progress)
     history = History()
     model.train()
@@ -220,6 +252,8 @@ def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, sched
                     stop = dist.sum_over_ranks([float(stop)])[0] > 0
                 if stop:
                     break
+        if not distributed:
+            step.flush()  # the epoch's last micro-batches, when they do not fill an accumulation
         seconds = time.perf_counter() - start
         if distributed:  # the epoch's totals over every rank
             total_loss, correct, seen = dist.sum_over_ranks([total_loss, correct, seen])

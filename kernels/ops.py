@@ -21,6 +21,25 @@ Adding an op: add it here, then to each backend's module; the contract test name
 """
 
 ACTIVATION = "code:scalar params:in seed:scalar counter:scalar"
+GROUPED = "hyper:in piece_bounds:in piece_groups:in"  # an optimizer update's per-group hyperparameters
+
+# The columns of ``hyper`` for each optimizer update, in order (the Optimizer classes write them, the kernels read
+# them by position). LARS's and LAMB's ops share one table each.
+ADAM_COLUMNS = ("weight_decay", "l1", "decay_factor", "beta1", "beta2", "step_size", "bias_correction2_sqrt", "eps")
+LARS_COLUMNS = ("weight_decay", "l1", "lr", "momentum", "trust_coefficient", "eps")
+LAMB_COLUMNS = ("weight_decay", "l1", "lr", "beta1", "beta2", "bias_correction1", "bias_correction2", "eps")
+HYPER_COLUMNS = {
+    "sgd_step": ("weight_decay", "l1", "lr"),
+    "sgd_momentum_step": ("weight_decay", "l1", "lr", "buffer_decay", "grad_coefficient", "direct", "lookahead"),
+    "adagrad_step": ("weight_decay", "l1", "lr", "eps"),
+    "rmsprop_step": ("weight_decay", "l1", "lr", "alpha", "eps", "momentum"),
+    "adam_step": ADAM_COLUMNS,
+    "adam_bfloat16_step": ADAM_COLUMNS,
+    "lars_trust_ratios": LARS_COLUMNS,
+    "lars_step": LARS_COLUMNS,
+    "lamb_moments": LAMB_COLUMNS,
+    "lamb_apply": LAMB_COLUMNS,
+}
 
 _SPECS = {
     # activations and dense layers (``dense.py`` in each backend). The dense forwards return whether x @ weight is
@@ -60,31 +79,25 @@ _SPECS = {
     "batchnorm_backward": f"x:in grad_y:in y:in weight:in bias:in mean:in inv_std:in {ACTIVATION} training:scalar "
                           "grad_x:out grad_weight:inout grad_bias:inout accumulate:scalar workspace:work "
                           "scratch:work totals:work",
-    # optimizer updates over one flat buffer (``optim.py``)
-    "sgd_step": "param:inout grad:in grad_scale:scalar weight_decay:scalar l1:scalar lr:scalar",
-    "sgd_momentum_step": "param:inout grad:in buffer:inout grad_scale:scalar weight_decay:scalar l1:scalar lr:scalar "
-                         "buffer_decay:scalar grad_coefficient:scalar direct:scalar lookahead:scalar",
-    "adagrad_step": "param:inout grad:in sum_of_squared:inout grad_scale:scalar weight_decay:scalar l1:scalar "
-                    "lr:scalar eps:scalar",
-    "rmsprop_step": "param:inout grad:in square_avg:inout grad_avg:inout buffer:inout grad_scale:scalar "
-                    "weight_decay:scalar l1:scalar lr:scalar alpha:scalar eps:scalar momentum:scalar",
-    "adam_step": "param:inout grad:in exp_avg:inout exp_avg_sq:inout max_exp_avg_sq:inout grad_scale:scalar "
-                 "weight_decay:scalar l1:scalar decay_factor:scalar beta1:scalar beta2:scalar step_size:scalar "
-                 "bias_correction2_sqrt:scalar eps:scalar",
-    "adam_bfloat16_step": "param:inout grad:in exp_avg:inout exp_avg_sq:inout seed:scalar counter:scalar "
-                          "grad_scale:scalar weight_decay:scalar l1:scalar decay_factor:scalar beta1:scalar "
-                          "beta2:scalar step_size:scalar bias_correction2_sqrt:scalar eps:scalar",
+    # optimizer updates over one flat buffer (``optim.py``): ``hyper`` holds one row per parameter group, its columns
+    # the op's HYPER_COLUMNS (float64; the kernels narrow them to the parameters' dtype); piece k of the buffer
+    # covers [piece_bounds[k], piece_bounds[k + 1]) and takes the row piece_groups[k] (pieces never straddle two
+    # tensors, so two groups never share one)
+    "sgd_step": f"param:inout grad:in grad_scale:scalar {GROUPED}",
+    "sgd_momentum_step": f"param:inout grad:in buffer:inout grad_scale:scalar {GROUPED}",
+    "adagrad_step": f"param:inout grad:in sum_of_squared:inout grad_scale:scalar {GROUPED}",
+    "rmsprop_step": f"param:inout grad:in square_avg:inout grad_avg:inout buffer:inout grad_scale:scalar {GROUPED}",
+    "adam_step": f"param:inout grad:in exp_avg:inout exp_avg_sq:inout max_exp_avg_sq:inout grad_scale:scalar {GROUPED}",
+    "adam_bfloat16_step": f"param:inout grad:in exp_avg:inout exp_avg_sq:inout seed:scalar counter:scalar "
+                          f"grad_scale:scalar {GROUPED}",
     "segment_sums_of_squares": "first:in second:in piece_bounds:in piece_segments:in partials:work sums:out",
-    "lars_trust_ratios": "sums:in adapt:in grad_scale:scalar trust_coefficient:scalar weight_decay:scalar "
-                         "eps:scalar ratios:out",
-    "lars_step": "param:inout grad:in buffer:inout ratios:in piece_bounds:in piece_segments:in grad_scale:scalar "
-                 "weight_decay:scalar l1:scalar lr:scalar momentum:scalar",
-    "lamb_moments": "param:in grad:in exp_avg:inout exp_avg_sq:inout piece_bounds:in piece_segments:in "
-                    "partials:work sums:out grad_scale:scalar weight_decay:scalar l1:scalar beta1:scalar "
-                    "beta2:scalar bias_correction1:scalar bias_correction2:scalar eps:scalar",
+    # per tensor s: the row of its group is segment_groups[s]
+    "lars_trust_ratios": "sums:in adapt:in grad_scale:scalar hyper:in segment_groups:in ratios:out",
+    "lars_step": f"param:inout grad:in buffer:inout ratios:in piece_segments:in grad_scale:scalar {GROUPED}",
+    "lamb_moments": f"param:in grad:in exp_avg:inout exp_avg_sq:inout piece_segments:in partials:work sums:out "
+                    f"grad_scale:scalar {GROUPED}",
     "lamb_trust_ratios": "sums:in ratios:out",
-    "lamb_apply": "param:inout exp_avg:in exp_avg_sq:in ratios:in piece_bounds:in piece_segments:in "
-                  "weight_decay:scalar lr:scalar bias_correction1:scalar bias_correction2:scalar eps:scalar",
+    "lamb_apply": f"param:inout exp_avg:in exp_avg_sq:in ratios:in piece_segments:in {GROUPED}",
 }
 
 ROLES = ("in", "out", "inout", "work", "scalar")

@@ -337,9 +337,9 @@ def test_fit_uses_the_compiled_step(cpu, monkeypatch):
     calls = []
     original = fastdl.step.CompiledStep._compiled_path
 
-    def counting(self, x, y):
+    def counting(self, x, y, *accumulation):
         calls.append(len(x))
-        return original(self, x, y)
+        return original(self, x, y, *accumulation)
 
     monkeypatch.setattr(fastdl.step.CompiledStep, "_compiled_path", counting)
     model = tiny(np.float32)

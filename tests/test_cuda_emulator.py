@@ -153,23 +153,30 @@ def test_batches_past_the_grid_limit_stride_over_chunks_and_match_the_reference(
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
-def test_adam_packed_and_scalar_paths_match_the_reference(dtype, offset):
-    """Aligned arrays take the 16-byte-pack kernel (with a tail of n % pack elements), an offset view the scalar one."""
+@pytest.mark.parametrize("offset, sizes, packed", [(0, (36, 11), True), (1, (36, 11), False), (0, (37, 10), False)],
+                         ids=["aligned", "unaligned-arrays", "unaligned-piece"])
+def test_adam_packed_and_scalar_paths_match_the_reference(dtype, offset, sizes, packed):
+    """Aligned arrays whose pieces all start on a pack take the 16-byte-pack kernel (with a tail of each piece's
+    length % pack elements done one by one); an offset view, or a piece starting off a pack, the scalar one. Two
+    parameter groups, so each piece must read its own group's row."""
     from fastdl.kernels import reference
     from fastdl.kernels.cuda import optim as cuda_optim
+    from fastdl.optim.flat import piece_table
 
-    n = 4 * 9 + 3
+    n = sum(sizes)
     rng = np.random.default_rng(3)
     base = [rng.standard_normal(n + 4).astype(dtype) for _ in range(3)] + [rng.random(n + 4).astype(dtype)]
     assert all(a.ctypes.data % 16 == 0 for a in base)
     emulated = [a.copy()[offset: offset + n] for a in base]
     expected = [a[offset: offset + n].copy() for a in base]
-    assert cuda_optim._packable(*emulated) == (offset == 0)
-    scalars = (dtype(0.7), dtype(0.01), dtype(0.001), dtype(0.999), dtype(0.9), dtype(0.999), dtype(0.01), dtype(0.3),
-               dtype(1e-8))
+    piece_bounds, piece_segments = piece_table(sizes)
+    piece_groups = piece_segments.copy()  # one group per tensor
+    assert cuda_optim._packable(emulated, piece_bounds, np.dtype(dtype).itemsize) == packed
+    hyper = np.array([[0.01, 0.001, 0.999, 0.9, 0.999, 0.01, 0.3, 1e-8],
+                      [0.0, 0.0, 1.0, 0.8, 0.99, 0.05, 0.2, 1e-6]])
     param, grad, exp_avg, exp_avg_sq = emulated
-    cuda_optim.adam_step(param, grad, exp_avg, exp_avg_sq, None, *scalars)
-    reference.optim.adam_step(*expected[:4], None, *scalars)
+    grouped = (dtype(0.7), hyper, piece_bounds, piece_groups)
+    cuda_optim.adam_step(param, grad, exp_avg, exp_avg_sq, None, *grouped)
+    reference.optim.adam_step(*expected[:4], None, *grouped)
     for actual, want in zip(emulated, expected):
         np.testing.assert_allclose(actual, want, rtol=2e-6 if dtype == np.float32 else 1e-14, atol=1e-7)

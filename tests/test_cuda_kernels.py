@@ -30,11 +30,14 @@ def test_adam_step_matches_reference(dtype, amsgrad):
     arrays = [rng.standard_normal(10_001).astype(dtype) for _ in range(2)] + [np.zeros(10_001, dtype)] * 2
     state = [a.copy() for a in arrays] + ([np.zeros(10_001, dtype)] if amsgrad else [None])
     device = [None if a is None else cupy.asarray(a) for a in state]
-    T = dtype
-    scalars = (T(0.7), T(0.01), T(0.001), T(0.999), T(0.9), T(0.999), T(0.01), T(0.3), T(1e-8))
+    from fastdl.optim.flat import piece_table
+
+    piece_bounds, piece_segments = piece_table([10_000, 1])  # two tensors, two parameter groups
+    hyper = np.array([[0.01, 0.001, 0.999, 0.9, 0.999, 0.01, 0.3, 1e-8], [0.0, 0.0, 1.0, 0.8, 0.99, 0.05, 0.2, 1e-6]])
+    grouped = (dtype(0.7), hyper, piece_bounds, piece_segments)
     for _ in range(3):
-        reference.adam_step(*state, *scalars)
-        cuda_optim.adam_step(*device, *scalars)
+        reference.adam_step(*state, *grouped)
+        cuda_optim.adam_step(*device, *grouped)
     for host, gpu in zip(state, device):
         if host is not None:
             np.testing.assert_allclose(gpu.get(), host, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])

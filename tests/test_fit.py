@@ -107,6 +107,8 @@ def test_summary_lists_layers_shapes_and_parameter_counts():
     text = model.summary()
     assert "(N, 32)" in text and "(N, 10)" in text
     assert f"{64 * 32 + 32 + 2 * 32 + 32 * 10 + 10:,}" in text.splitlines()[-1]
+    printed = []
+    assert model.summary(print_fn=printed.append) == text and printed == [text]
 
 
 def test_history_plot_writes_a_png_or_says_what_is_missing(tmp_path):
@@ -121,6 +123,27 @@ def test_history_plot_writes_a_png_or_says_what_is_missing(tmp_path):
         return
     path = history.plot(tmp_path / "curves.png")
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_figure_labels_its_axes_and_marks_the_best_epoch():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    history = fastdl.History()
+    history.records = [{"epoch": 1, "loss": 1.0, "val_loss": 1.1}, {"epoch": 2, "loss": 0.5, "val_loss": 0.7},
+                       {"epoch": 3, "loss": 0.4, "val_loss": 0.9}]
+    assert history.best() == 2  # the lowest validation loss
+    figure = history.figure()
+    try:
+        (axis,) = figure.axes  # a regression: no accuracy panel
+        assert (axis.get_xlabel(), axis.get_ylabel()) == ("epoch", "loss")
+        labels = [line.get_label() for line in axis.get_lines()]
+        assert labels == ["training loss", "validation loss", "best epoch (2)"]
+        assert list(axis.get_lines()[2].get_xdata()) == [2, 2]
+    finally:
+        plt.close(figure)
+    history.best_epoch = 3  # what early stopping chose wins
+    assert history.best() == 3
 
 
 def test_digits_ship_with_the_package():

@@ -172,3 +172,10 @@ def test_bad_labels_are_named_before_bad_logits(backend):
     labels[3] = 9
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 7\) .* got values in \[0, 9\]"):
         losses.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
+
+
+def test_swapped_logits_and_labels_are_named_as_such(backend):
+    logits = fastdl.asarray(np.zeros((4, 3), np.float32))
+    labels = fastdl.asarray(np.array([0, 1, 2, 0]))
+    with pytest.raises(TypeError, match=r"were they swapped\? The call is softmax_cross_entropy\(logits, labels\)"):
+        fastdl.losses.softmax_cross_entropy(labels, logits)

@@ -11,4 +11,7 @@ from .algorithms import RMSprop
 from .clip import clip_grad_norm
 from .clip import clip_grad_norm_
 from .flat import FlatParameters
+from .groups import decays_weight
+from .groups import weight_decay_groups
 from .optimizer import Optimizer
+from .optimizer import ParamGroup

@@ -1,8 +1,9 @@
 """SGD, Adagrad, RMSprop, Adam, AdamW, LARS and LAMB: PyTorch's names, defaults and formulas.
 
-Each class turns its hyperparameters into the scalars of one fused kernel call (see ``kernels/cpu/optim.py``
-for the kernels, ``kernels/reference/optim.py`` for the formulas). Every class also takes the common options
-``max_grad_norm``, ``l1`` and ``skip_nonfinite`` of ``fastdl.optim.Optimizer``.
+Each class turns each parameter group's hyperparameters into one row of scalars (``group_scalars``) for one
+fused kernel call over the flat buffer (``kernels/cpu/optim.py`` for the kernels, ``kernels/reference/optim.py`` for
+the formulas). Every class also takes the common options ``max_grad_norm``, ``l1``, ``skip_nonfinite`` and
+``weight_decay_mask`` of ``fastdl.optim.Optimizer``, and parameter groups in PyTorch's form.
 """
 
 import math
@@ -35,30 +36,49 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, **options):
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"SGD: Nesterov momentum needs momentum > 0 and dampening = 0, got momentum={momentum}, "
-                             f"dampening={dampening}")
         self.nesterov = bool(nesterov)
-        self.uses_momentum = momentum != 0
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay),
                          **options)
 
+    def _check_groups(self):
+        for index, group in enumerate(self.param_groups):
+            if self.nesterov and (group["momentum"] <= 0 or group["dampening"] != 0):
+                where = "" if len(self.param_groups) == 1 else f" (parameter group {index})"
+                raise ValueError(f"SGD: Nesterov momentum needs momentum > 0 and dampening = 0, got "
+                                 f"momentum={group['momentum']}, dampening={group['dampening']}{where}")
+
+    @property
+    def uses_momentum(self):
+        """Whether the optimizer keeps a momentum buffer: fixed at construction (some group had momentum > 0)."""
+        if "state" in self.__dict__:
+            return bool(self.state) and "momentum_buffer" in self.state[0]
+        return any(group["momentum"] != 0 for group in self.param_groups)
+
     def check(self, name, value):
-        if name == "momentum" and (value != 0) != self.uses_momentum:
-            raise ValueError("SGD: momentum cannot be switched on or off after construction (it changes the state)")
-        return super().check(name, value)
+        value = super().check(name, value)
+        if name == "momentum" and value != 0 and "state" in self.__dict__ and not self.uses_momentum:
+            raise ValueError("SGD: momentum cannot be switched on after construction (it needs a momentum buffer); "
+                             "build the optimizer with momentum > 0")
+        return value
 
     def state_names(self):
         return {"momentum_buffer": 0.0} if self.uses_momentum else {}
 
-    def update_call(self, group, state, step):
+    def update_arrays(self, group, state):
         if not self.uses_momentum:
-            return "sgd_step", (group.data, group.grad), (self.weight_decay, self.l1, self.lr)
-        first = step == 1
-        buffer_decay, grad_coefficient = (0.0, 1.0) if first else (self.momentum, 1.0 - self.dampening)
-        direct, lookahead = (1.0, self.momentum) if self.nesterov else (0.0, 1.0)
-        return ("sgd_momentum_step", (group.data, group.grad, state["momentum_buffer"]),
-                (self.weight_decay, self.l1, self.lr, buffer_decay, grad_coefficient, direct, lookahead))
+            return "sgd_step", (group.data, group.grad)
+        return "sgd_momentum_step", (group.data, group.grad, state["momentum_buffer"])
+
+    def group_scalars(self, group, step):
+        if not self.uses_momentum:
+            return group["weight_decay"], group["l1"], group["lr"]
+        momentum = group["momentum"]
+        if step == 1 or momentum == 0:  # b = g, as PyTorch's first step (and a group without momentum: p -= lr g)
+            buffer_decay, grad_coefficient = 0.0, 1.0
+        else:
+            buffer_decay, grad_coefficient = momentum, 1.0 - group["dampening"]
+        direct, lookahead = (1.0, momentum) if self.nesterov else (0.0, 1.0)
+        return (group["weight_decay"], group["l1"], group["lr"], buffer_decay, grad_coefficient, direct, lookahead)
 
 
 class Adagrad(Optimizer):
@@ -78,9 +98,12 @@ class Adagrad(Optimizer):
     def state_names(self):
         return {"sum": self.initial_accumulator_value}
 
-    def update_call(self, group, state, step):
-        lr = self.lr / (1 + (step - 1) * self.lr_decay)
-        return "adagrad_step", (group.data, group.grad, state["sum"]), (self.weight_decay, self.l1, lr, self.eps)
+    def update_arrays(self, group, state):
+        return "adagrad_step", (group.data, group.grad, state["sum"])
+
+    def group_scalars(self, group, step):
+        lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        return group["weight_decay"], group["l1"], lr, group["eps"]
 
 
 class RMSprop(Optimizer):
@@ -94,18 +117,26 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
                  **options):
         self.centered = bool(centered)
-        self.uses_momentum = momentum != 0
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum),
                          **options)
+
+    @property
+    def uses_momentum(self):
+        """Whether the optimizer keeps a momentum buffer: fixed at construction (some group had momentum > 0)."""
+        if "state" in self.__dict__:
+            return bool(self.state) and "momentum_buffer" in self.state[0]
+        return any(group["momentum"] != 0 for group in self.param_groups)
 
     def check(self, name, value):
         if name == "alpha":
             return check_number("RMSprop", name, value, low=0, high=1)
         if name == "eps":
             return check_number("RMSprop", name, value, low=0, low_open=True)
-        if name == "momentum" and (value != 0) != self.uses_momentum:
-            raise ValueError("RMSprop: momentum cannot be switched on or off after construction (it changes the state)")
-        return super().check(name, value)
+        value = super().check(name, value)
+        if name == "momentum" and value != 0 and "state" in self.__dict__ and not self.uses_momentum:
+            raise ValueError("RMSprop: momentum cannot be switched on after construction (it needs a momentum "
+                             "buffer); build the optimizer with momentum > 0")
+        return value
 
     def state_names(self):
         names = {"square_avg": 0.0}
@@ -115,10 +146,12 @@ class RMSprop(Optimizer):
             names["momentum_buffer"] = 0.0
         return names
 
-    def update_call(self, group, state, step):
+    def update_arrays(self, group, state):
         return ("rmsprop_step",
-                (group.data, group.grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")),
-                (self.weight_decay, self.l1, self.lr, self.alpha, self.eps, self.momentum))
+                (group.data, group.grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")))
+
+    def group_scalars(self, group, step):
+        return group["weight_decay"], group["l1"], group["lr"], group["alpha"], group["eps"], group["momentum"]
 
 
 class Adam(Optimizer):
@@ -174,27 +207,29 @@ class Adam(Optimizer):
             names["max_exp_avg_sq"] = 0.0
         return names
 
-    def update_call(self, group, state, step):
-        beta1, beta2 = self.betas
+    def update_arrays(self, group, state):
+        if self.moments_dtype == "bfloat16":
+            return "adam_bfloat16_step", (group.data, group.grad, state["exp_avg"], state["exp_avg_sq"])
+        return "adam_step", (group.data, group.grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"))
+
+    def group_scalars(self, group, step):
+        beta1, beta2 = group["betas"]
+        lr, weight_decay = group["lr"], group["weight_decay"]
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
         if self.decoupled_weight_decay:
-            decay_factor, coupled_decay = 1 - self.lr * self.weight_decay, 0.0
+            decay_factor, coupled_decay = 1 - lr * weight_decay, 0.0
         else:
-            decay_factor, coupled_decay = 1.0, self.weight_decay
-        scalars = (coupled_decay, self.l1, decay_factor, beta1, beta2, self.lr / bias_correction1,
-                   math.sqrt(bias_correction2), self.eps)
-        if self.moments_dtype == "bfloat16":
-            return "adam_bfloat16_step", (group.data, group.grad, state["exp_avg"], state["exp_avg_sq"]), scalars
-        return ("adam_step",
-                (group.data, group.grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")), scalars)
+            decay_factor, coupled_decay = 1.0, weight_decay
+        return (coupled_decay, group["l1"], decay_factor, beta1, beta2, lr / bias_correction1,
+                math.sqrt(bias_correction2), group["eps"])
 
     def _update(self, kernels, group, state, T, grad_scale):
         if self.moments_dtype != "bfloat16":
             return super()._update(kernels, group, state, T, grad_scale)
-        name, arrays, scalars = self.update_call(group, state, self.steps)
+        name, arrays, tail = self.update_call(group, state, self.steps)
         # the rounding draws: element i of step t uses the counter generator at (seed, t, i)
-        getattr(kernels, name)(*arrays, bfloat16.ROUNDING_SEED, self.steps, T(grad_scale), *(T(s) for s in scalars))
+        getattr(kernels, name)(*arrays, bfloat16.ROUNDING_SEED, self.steps, T(grad_scale), *tail)
 
 
 class AdamW(Adam):
@@ -241,22 +276,26 @@ class LARS(Optimizer):
         return sum(float(group.norms.segment_sums(kernels, group.data, group.grad)[:, 1].sum())
                    for group in self.groups)
 
-    def step(self):
+    def step(self, grad_scale=1.0):
         try:
-            return super().step()
+            return super().step(grad_scale)
         finally:
             self._sums_fresh = False
+
+    def group_scalars(self, group, step):  # kernels.ops.LARS_COLUMNS
+        return (group["weight_decay"], group["l1"], group["lr"], group["momentum"], group["trust_coefficient"],
+                group["eps"])
 
     def _update(self, kernels, group, state, T, grad_scale):
         norms = group.norms
         if not self._sums_fresh:
             norms.segment_sums(kernels, group.data, group.grad)
-        adapt = self._adapt[id(group)]
-        kernels.lars_trust_ratios(norms.sums, adapt, float(grad_scale), self.trust_coefficient, self.weight_decay,
-                                  self.eps, norms.ratios)
-        kernels.lars_step(group.data, group.grad, state["momentum_buffer"], norms.ratios, norms.piece_bounds,
-                          norms.piece_segments, T(grad_scale), T(self.weight_decay), T(self.l1), T(self.lr),
-                          T(self.momentum))
+        index = self.groups.index(group)
+        hyper = self.hyper_rows("lars", self.steps)
+        kernels.lars_trust_ratios(norms.sums, self._adapt[id(group)], float(grad_scale), hyper,
+                                  self.segment_groups[index], norms.ratios)
+        kernels.lars_step(group.data, group.grad, state["momentum_buffer"], norms.ratios, norms.piece_segments,
+                          T(grad_scale), hyper, norms.piece_bounds, self.piece_groups[index])
 
 
 class LAMB(Optimizer):
@@ -279,15 +318,18 @@ class LAMB(Optimizer):
     def state_names(self):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
+    def group_scalars(self, group, step):  # kernels.ops.LAMB_COLUMNS
+        beta1, beta2 = group["betas"]
+        return (group["weight_decay"], group["l1"], group["lr"], beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step,
+                group["eps"])
+
     def _update(self, kernels, group, state, T, grad_scale):
-        beta1, beta2 = self.betas
-        bias_correction1 = T(1 - beta1 ** self.steps)
-        bias_correction2 = T(1 - beta2 ** self.steps)
         norms = group.norms
-        kernels.lamb_moments(group.data, group.grad, state["exp_avg"], state["exp_avg_sq"], norms.piece_bounds,
-                             norms.piece_segments, norms.partials, norms.sums, T(grad_scale), T(self.weight_decay),
-                             T(self.l1), T(beta1), T(beta2), bias_correction1, bias_correction2, T(self.eps))
+        index = self.groups.index(group)
+        hyper = self.hyper_rows("lamb", self.steps)
+        grouped = (hyper, norms.piece_bounds, self.piece_groups[index])
+        kernels.lamb_moments(group.data, group.grad, state["exp_avg"], state["exp_avg_sq"], norms.piece_segments,
+                             norms.partials, norms.sums, T(grad_scale), *grouped)
         kernels.lamb_trust_ratios(norms.sums, norms.ratios)
-        kernels.lamb_apply(group.data, state["exp_avg"], state["exp_avg_sq"], norms.ratios, norms.piece_bounds,
-                           norms.piece_segments, T(self.weight_decay), T(self.lr), bias_correction1, bias_correction2,
-                           T(self.eps))
+        kernels.lamb_apply(group.data, state["exp_avg"], state["exp_avg_sq"], norms.ratios, norms.piece_segments,
+                           *grouped)

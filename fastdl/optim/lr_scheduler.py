@@ -1,10 +1,11 @@
 """Learning-rate schedules with PyTorch's semantics: build after the optimizer, call ``step()`` once per epoch
 (or per iteration) after ``optimizer.step()``.
 
-Each schedule is a closed form ``lr_at(t)`` of the step count t and the optimizer's lr when its first schedule
-was built (``base_lr``; kept as ``optimizer.initial_lr``, PyTorch's ``initial_lr``, so schedules built one after the
-other, as for ``SequentialLR``, share it), so a schedule restored from its ``state_dict`` continues exactly where it
-stopped. ``ReduceLROnPlateau`` alone follows a monitored value instead (``step(value)``).
+Each schedule is a closed form ``lr_at(t, base_lr)`` of the step count t and a parameter group's lr when its first
+schedule was built (``base_lr``; kept in the group as ``"initial_lr"``, PyTorch's key, so schedules built one after
+the other, as for ``SequentialLR``, share it). Every parameter group follows the schedule from its own base lr, as
+in PyTorch. A schedule restored from its ``state_dict`` continues exactly where it stopped. ``ReduceLROnPlateau``
+alone follows a monitored value instead (``step(value)``).
 """
 
 import bisect
@@ -17,31 +18,50 @@ class LRScheduler:
     def __init__(self, optimizer, last_epoch=-1):
         self.optimizer = optimizer
         if last_epoch == -1:
-            if getattr(optimizer, "initial_lr", None) is None:
-                optimizer.initial_lr = optimizer.lr
-            self.base_lr = optimizer.initial_lr
-        elif not hasattr(self, "base_lr"):
-            raise ValueError(f"{type(self).__name__}: last_epoch={last_epoch} needs base_lr (resume with load_state_dict)")
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+            self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        elif not hasattr(self, "base_lrs"):
+            raise ValueError(f"{type(self).__name__}: last_epoch={last_epoch} needs base_lrs (resume with "
+                             "load_state_dict)")
         self.last_epoch = last_epoch
         self.step()
 
-    def lr_at(self, epoch):
+    @property
+    def base_lr(self):
+        """The first parameter group's base lr."""
+        return self.base_lrs[0]
+
+    def lr_at(self, epoch, base_lr):
         raise NotImplementedError
 
     def step(self):
         self.last_epoch += 1
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        self._apply()
+
+    def _apply(self):
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.lr_at(self.last_epoch, base_lr)
 
     def get_last_lr(self):
-        return [self.optimizer.lr]
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
-        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch}
+
+    def _restore_base_lrs(self, state):
+        # a state saved before parameter groups existed holds one base_lr
+        count = len(self.optimizer.param_groups)
+        base_lrs = [float(lr) for lr in state["base_lrs"]] if "base_lrs" in state else [float(state["base_lr"])] * count
+        if len(base_lrs) != count:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: {len(base_lrs)} base lrs for {count} parameter "
+                             "groups")
+        self.base_lrs = base_lrs
 
     def load_state_dict(self, state):
-        self.base_lr = float(state["base_lr"])
+        self._restore_base_lrs(state)
         self.last_epoch = int(state["last_epoch"])
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        self._apply()
 
 
 class LambdaLR(LRScheduler):
@@ -53,8 +73,8 @@ class LambdaLR(LRScheduler):
         self.lr_lambda = lr_lambda
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.lr_lambda(epoch)
+    def lr_at(self, epoch, base_lr):
+        return base_lr * self.lr_lambda(epoch)
 
 
 class StepLR(LRScheduler):
@@ -67,8 +87,8 @@ class StepLR(LRScheduler):
         self.gamma = check_number("StepLR", "gamma", gamma, low=0)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def lr_at(self, epoch, base_lr):
+        return base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class ExponentialLR(LRScheduler):
@@ -78,8 +98,8 @@ class ExponentialLR(LRScheduler):
         self.gamma = check_number("ExponentialLR", "gamma", gamma, low=0)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** epoch
+    def lr_at(self, epoch, base_lr):
+        return base_lr * self.gamma ** epoch
 
 
 class LinearLR(LRScheduler):
@@ -97,9 +117,9 @@ class LinearLR(LRScheduler):
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch, base_lr):
         fraction = min(epoch, self.total_iters) / self.total_iters
-        return self.base_lr * ((1 - fraction) * self.start_factor + fraction * self.end_factor)
+        return base_lr * ((1 - fraction) * self.start_factor + fraction * self.end_factor)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -112,8 +132,8 @@ class CosineAnnealingLR(LRScheduler):
         self.eta_min = check_number("CosineAnnealingLR", "eta_min", eta_min, low=0)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+    def lr_at(self, epoch, base_lr):
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
 class WarmupLR(LRScheduler):
@@ -130,18 +150,19 @@ class WarmupLR(LRScheduler):
             raise ValueError(f"WarmupLR: warmup_steps must be a positive integer, got {warmup_steps!r}")
         self.warmup_steps = warmup_steps
         self.start_factor = check_number("WarmupLR", "start_factor", start_factor, low=0, high=1)
-        base_lr = optimizer.lr
+        lrs = [group["lr"] for group in optimizer.param_groups]
         self.after = after(optimizer) if after is not None else None
-        optimizer.lr = base_lr  # building ``after`` set its first lr; the warm-up starts from the original one
+        for group, lr in zip(optimizer.param_groups, lrs):  # building ``after`` set its first lr; the warm-up
+            group["lr"] = lr                                 # starts from the original one
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch, base_lr):
         if epoch < self.warmup_steps:
             fraction = epoch / self.warmup_steps
-            return self.base_lr * ((1 - fraction) * self.start_factor + fraction)
+            return base_lr * ((1 - fraction) * self.start_factor + fraction)
         if self.after is None:
-            return self.base_lr
-        return self.after.lr_at(epoch - self.warmup_steps)
+            return base_lr
+        return self.after.lr_at(epoch - self.warmup_steps, base_lr)
 
     def state_dict(self):
         state = super().state_dict()
@@ -151,7 +172,7 @@ class WarmupLR(LRScheduler):
 
     def load_state_dict(self, state):
         if self.after is not None:
-            self.after.base_lr = float(state["after"]["base_lr"])
+            self.after._restore_base_lrs(state["after"])
             self.after.last_epoch = int(state["after"]["last_epoch"])
         super().load_state_dict(state)
 
@@ -167,8 +188,8 @@ class MultiStepLR(LRScheduler):
         self.gamma = check_number("MultiStepLR", "gamma", gamma, low=0)
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+    def lr_at(self, epoch, base_lr):
+        return base_lr * self.gamma ** bisect.bisect_right(self.milestones, epoch)
 
 
 class OneCycleLR(LRScheduler):
@@ -194,25 +215,37 @@ class OneCycleLR(LRScheduler):
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"{owner}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
         self.total_steps = total_steps
-        self.max_lr = check_number(owner, "max_lr", max_lr, low=0, low_open=True)
+        groups = optimizer.param_groups
+        max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
+        if len(max_lrs) != len(groups):
+            raise ValueError(f"{owner}: max_lr has {len(max_lrs)} values for {len(groups)} parameter groups")
+        max_lrs = [check_number(owner, "max_lr", value, low=0, low_open=True) for value in max_lrs]
+        self.max_lr = max_lrs[0]
         pct_start = check_number(owner, "pct_start", pct_start, low=0, high=1)
-        self.initial_lr = self.max_lr / check_number(owner, "div_factor", div_factor, low=0, low_open=True)
-        self.min_lr = self.initial_lr / check_number(owner, "final_div_factor", final_div_factor, low=0, low_open=True)
+        self.div_factor = check_number(owner, "div_factor", div_factor, low=0, low_open=True)
+        self.final_div_factor = check_number(owner, "final_div_factor", final_div_factor, low=0, low_open=True)
         self.anneal_strategy = anneal_strategy
         self.cycle_momentum = bool(cycle_momentum)
-        if self.cycle_momentum and not (hasattr(optimizer, "betas") or getattr(optimizer, "momentum", 0) > 0):
+        if self.cycle_momentum and not (hasattr(optimizer, "betas") or getattr(optimizer, "uses_momentum",
+                                                                             getattr(optimizer, "momentum", 0) > 0)):
             raise ValueError(f"{owner}: cycle_momentum needs an optimizer with betas, or built with momentum > 0 "
                              f"({type(optimizer).__name__} has neither); pass cycle_momentum=False")
         self.base_momentum = check_number(owner, "base_momentum", base_momentum, low=0, high=1)
         self.max_momentum = check_number(owner, "max_momentum", max_momentum, low=0, high=1)
-        initial, peak, low = self.initial_lr, self.max_lr, self.min_lr
         top, bottom = self.max_momentum, self.base_momentum
         rise = float(pct_start * total_steps) - 1
-        if three_phase:  # (last step, lr from, lr to, momentum from, momentum to)
-            self.phases = [(rise, initial, peak, top, bottom), (2 * float(pct_start * total_steps) - 2, peak, initial,
-                                                                  bottom, top), (total_steps - 1, initial, low, top, top)]
+        # (last step, lr from, lr to, momentum from, momentum to); lrs as "initial", "max" or "min", per group
+        if three_phase:
+            self.phases = [(rise, "initial", "max", top, bottom),
+                           (2 * float(pct_start * total_steps) - 2, "max", "initial", bottom, top),
+                           (total_steps - 1, "initial", "min", top, top)]
         else:
-            self.phases = [(rise, initial, peak, top, bottom), (total_steps - 1, peak, low, bottom, top)]
+            self.phases = [(rise, "initial", "max", top, bottom), (total_steps - 1, "max", "min", bottom, top)]
+        if last_epoch == -1:  # PyTorch's keys: every group starts at its max_lr / div_factor
+            for group, peak in zip(groups, max_lrs):
+                group["initial_lr"] = peak / self.div_factor
+                group["max_lr"] = peak
+                group["min_lr"] = group["initial_lr"] / self.final_div_factor
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start, end, fraction):
@@ -220,27 +253,30 @@ class OneCycleLR(LRScheduler):
             return end + (start - end) / 2 * (math.cos(math.pi * fraction) + 1)
         return (end - start) * fraction + start
 
-    def _phase_values(self, step):
+    def _phase_values(self, step, base_lr):
         if step > self.total_steps:
             raise ValueError(f"OneCycleLR: stepped {step} times, past total_steps={self.total_steps}")
+        levels = {"initial": base_lr, "max": base_lr * self.div_factor, "min": base_lr / self.final_div_factor}
         start = 0
         for index, (end, lr_from, lr_to, momentum_from, momentum_to) in enumerate(self.phases):
             if step <= end or index == len(self.phases) - 1:
                 fraction = (step - start) / (end - start)
-                return (self._anneal(lr_from, lr_to, fraction), self._anneal(momentum_from, momentum_to, fraction))
+                return (self._anneal(levels[lr_from], levels[lr_to], fraction),
+                        self._anneal(momentum_from, momentum_to, fraction))
             start = end
 
-    def lr_at(self, epoch):
-        return self._phase_values(epoch)[0]
+    def lr_at(self, epoch, base_lr):
+        return self._phase_values(epoch, base_lr)[0]
 
     def step(self):
         super().step()
         if self.cycle_momentum:
-            momentum = self._phase_values(self.last_epoch)[1]
-            if hasattr(self.optimizer, "betas"):
-                self.optimizer.betas = (momentum, self.optimizer.betas[1])
-            else:
-                self.optimizer.momentum = momentum
+            momentum = self._phase_values(self.last_epoch, self.base_lrs[0])[1]
+            for group in self.optimizer.param_groups:
+                if "betas" in group:
+                    group["betas"] = (momentum, group["betas"][1])
+                else:
+                    group["momentum"] = momentum
 
 
 class SequentialLR(LRScheduler):
@@ -258,23 +294,24 @@ class SequentialLR(LRScheduler):
         self.schedulers, self.milestones = schedulers, milestones
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch, base_lr):
         index = bisect.bisect_right(self.milestones, epoch)
         start = self.milestones[index - 1] if index else 0
-        return self.schedulers[index].lr_at(epoch - start)
+        return self.schedulers[index].lr_at(epoch - start, base_lr)
 
     def state_dict(self):
         return {**super().state_dict(), "schedulers": [scheduler.state_dict() for scheduler in self.schedulers]}
 
     def load_state_dict(self, state):
         for scheduler, inner in zip(self.schedulers, state["schedulers"]):
-            scheduler.base_lr = float(inner["base_lr"])
+            scheduler._restore_base_lrs(inner)
         super().load_state_dict(state)
 
 
 class ReduceLROnPlateau:
-    """Divide the lr by 1 / ``factor`` once the monitored value (``step(value)``, e.g. the validation loss: ``fit``
-    passes it) has not improved for ``patience`` epochs, with PyTorch's modes, thresholds, cooldown and floor."""
+    """Multiply every group's lr by ``factor`` (not below ``min_lr``: one value, or one per group) once the monitored
+    value (``step(value)``, e.g. the validation loss: ``fit`` passes it) has not improved for ``patience`` epochs,
+    with PyTorch's modes, thresholds, cooldown and floor."""
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0.0, eps=1e-8):
@@ -289,7 +326,11 @@ class ReduceLROnPlateau:
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor = check_number(owner, "factor", factor, low=0, high=1, high_open=True)
         self.threshold = check_number(owner, "threshold", threshold, low=0)
-        self.min_lr = check_number(owner, "min_lr", min_lr, low=0)
+        count = len(optimizer.param_groups)
+        min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * count
+        if len(min_lrs) != count:
+            raise ValueError(f"{owner}: min_lr has {len(min_lrs)} values for {count} parameter groups")
+        self.min_lrs = [check_number(owner, "min_lr", value, low=0) for value in min_lrs]
         self.eps = check_number(owner, "eps", eps, low=0)
         self.patience, self.cooldown = patience, cooldown
         self.best = math.inf if mode == "min" else -math.inf
@@ -311,13 +352,14 @@ class ReduceLROnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            reduced = max(self.optimizer.lr * self.factor, self.min_lr)
-            if self.optimizer.lr - reduced > self.eps:
-                self.optimizer.lr = reduced
+            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+                reduced = max(group["lr"] * self.factor, min_lr)
+                if group["lr"] - reduced > self.eps:
+                    group["lr"] = reduced
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
 
     def get_last_lr(self):
-        return [self.optimizer.lr]
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
         return {"best": self.best, "num_bad_epochs": self.num_bad_epochs, "cooldown_counter": self.cooldown_counter,

@@ -4,7 +4,9 @@ Each update is one loop over the flat buffer that reads every element of the par
 the algorithm's state once and writes each once (Adam: reads p, g, m, v, writes p, m, v: 28 bytes per float32
 parameter). Global-norm clipping, coupled weight decay and the L1 subgradient are applied to the gradient on
 the fly (``g = grad_scale * grad + weight_decay * p + l1 * sign(p)``), so no pass rewrites the gradients.
-Scalars arrive in the parameters' dtype: a Python float would promote float32 arithmetic to float64 (slower).
+Hyperparameters arrive as one float64 row per parameter group (``hyper``, columns in ``kernels/ops.py``); each piece
+of the buffer narrows its group's row to the parameters' dtype once, before its loop (float64 scalars would promote
+the float32 arithmetic, slower). So any number of groups is still one kernel call.
 ``error_model="numpy"``: a division by zero gives Inf or NaN as in NumPy and PyTorch instead of raising, and without
 the per-division check the loops vectorize. Options that change the state (AMSGrad, centered RMSprop, momentum) are
 absent state arrays (``None``), which Numba prunes at compile time, so no option costs a branch per element.
@@ -19,7 +21,8 @@ below, where waking the thread pool costs more than the loop (see dense.py).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ..bfloat16 import key_offset
 from .bfloat16 import LOW_16, SIXTEEN, narrow, rounding_bits, widen
@@ -64,79 +67,137 @@ def _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partia
             sums[piece_segments[k], 1] += partials[k, 1]
 
 
-def _sgd(param, grad, grad_scale, weight_decay, l1, lr):
-    for i in prange(param.size):
-        param[i] -= lr * _gradient(param, grad, i, grad_scale, weight_decay, l1)
+def _piece(array, start, stop):
+    """array[start:stop] inside compiled code, where an absent optional state array (None) stays None."""
+    raise NotImplementedError("compiled code only")
 
 
-def _sgd_momentum(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
-                  lookahead):
-    for i in prange(param.size):
-        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
-        b = buffer_decay * buffer[i] + grad_coefficient * g
-        buffer[i] = b
-        param[i] -= lr * (direct * g + lookahead * b)
+@overload(_piece, inline="always")
+def _piece_of_optional(array, start, stop):
+    # None in, None out: the kernel prunes the absent array's branch at compile time
+    if isinstance(array, types.NoneType):
+        return lambda array, start, stop: None
+    return lambda array, start, stop: array[start:stop]
 
 
-def _adagrad(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
-    for i in prange(param.size):
-        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
-        total = sum_of_squared[i] + g * g
-        sum_of_squared[i] = total
-        param[i] -= lr * g / (np.sqrt(total) + eps)
+def _sgd(param, grad, grad_scale, hyper, piece_bounds, piece_groups):
+    T = param.dtype.type
+    for k in prange(piece_groups.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, lr = T(row[0]), T(row[1]), T(row[2])
+        p, g = param[piece_bounds[k]:piece_bounds[k + 1]], grad[piece_bounds[k]:piece_bounds[k + 1]]
+        for i in range(p.size):
+            p[i] -= lr * _gradient(p, g, i, grad_scale, weight_decay, l1)
 
 
-def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
-    one = param.dtype.type(1)
-    for i in prange(param.size):
-        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
-        v = alpha * square_avg[i] + (one - alpha) * g * g
-        square_avg[i] = v
-        if grad_avg is not None:
-            a = alpha * grad_avg[i] + (one - alpha) * g
-            grad_avg[i] = a
-            v = v - a * a
-        step = g / (np.sqrt(v) + eps)
-        if buffer is not None:
-            step = momentum * buffer[i] + step
-            buffer[i] = step
-        param[i] -= lr * step
+def _sgd_momentum(param, grad, buffer, grad_scale, hyper, piece_bounds, piece_groups):
+    T = param.dtype.type
+    for k in prange(piece_groups.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, lr, buffer_decay = T(row[0]), T(row[1]), T(row[2]), T(row[3])
+        grad_coefficient, direct, lookahead = T(row[4]), T(row[5]), T(row[6])
+        start, stop = piece_bounds[k], piece_bounds[k + 1]
+        p, g, b = param[start:stop], grad[start:stop], buffer[start:stop]
+        for i in range(p.size):
+            gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
+            momentum_buffer = buffer_decay * b[i] + grad_coefficient * gradient
+            b[i] = momentum_buffer
+            p[i] -= lr * (direct * gradient + lookahead * momentum_buffer)
 
 
-def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1, beta2,
-          step_size, bias_correction2_sqrt, eps):
-    one = param.dtype.type(1)
-    for i in prange(param.size):
-        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
-        m = beta1 * exp_avg[i] + (one - beta1) * g
-        v = beta2 * exp_avg_sq[i] + (one - beta2) * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        if max_exp_avg_sq is not None:
-            v = max(max_exp_avg_sq[i], v)
-            max_exp_avg_sq[i] = v
-        param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+def _adagrad(param, grad, sum_of_squared, grad_scale, hyper, piece_bounds, piece_groups):
+    T = param.dtype.type
+    for k in prange(piece_groups.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, lr, eps = T(row[0]), T(row[1]), T(row[2]), T(row[3])
+        start, stop = piece_bounds[k], piece_bounds[k + 1]
+        p, g, s = param[start:stop], grad[start:stop], sum_of_squared[start:stop]
+        for i in range(p.size):
+            gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
+            total = s[i] + gradient * gradient
+            s[i] = total
+            p[i] -= lr * gradient / (np.sqrt(total) + eps)
 
 
-def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, weight_decay, l1, decay_factor, beta1,
-                   beta2, step_size, bias_correction2_sqrt, eps):
+def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper, piece_bounds, piece_groups):
+    T = param.dtype.type
+    one = T(1)
+    for k in prange(piece_groups.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, lr, alpha, eps, momentum = T(row[0]), T(row[1]), T(row[2]), T(row[3]), T(row[4]), T(row[5])
+        start, stop = piece_bounds[k], piece_bounds[k + 1]
+        p, g, sq = param[start:stop], grad[start:stop], square_avg[start:stop]
+        avg, b = _piece(grad_avg, start, stop), _piece(buffer, start, stop)
+        for i in range(p.size):
+            gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
+            v = alpha * sq[i] + (one - alpha) * gradient * gradient
+            sq[i] = v
+            if grad_avg is not None:  # tested on the arguments: Numba prunes the branches
+                a = alpha * avg[i] + (one - alpha) * gradient
+                avg[i] = a
+                v = v - a * a
+            step = gradient / (np.sqrt(v) + eps)
+            if buffer is not None:
+                step = momentum * b[i] + step
+                b[i] = step
+            p[i] -= lr * step
+
+
+def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, piece_bounds, piece_groups):
+    T = param.dtype.type
+    one = T(1)
+    for k in prange(piece_groups.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, decay_factor, beta1 = T(row[0]), T(row[1]), T(row[2]), T(row[3])
+        beta2, step_size, bias_correction2_sqrt, eps = T(row[4]), T(row[5]), T(row[6]), T(row[7])
+        start, stop = piece_bounds[k], piece_bounds[k + 1]
+        p, g, m_, v_ = param[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
+        v_max = _piece(max_exp_avg_sq, start, stop)
+        for i in range(p.size):
+            gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
+            m = beta1 * m_[i] + (one - beta1) * gradient
+            v = beta2 * v_[i] + (one - beta2) * gradient * gradient
+            m_[i] = m
+            v_[i] = v
+            if max_exp_avg_sq is not None:  # tested on the argument: Numba prunes the branch
+                v = max(v_max[i], v)
+                v_max[i] = v
+            p[i] = p[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, hyper, piece_bounds, piece_groups,
+                   penalties):
     """Adam with bfloat16 moments (uint16 bits): widened, updated and used in float32, stored rounded stochastically
-    with the top and low 16 bits of element i's draw (the formulas of reference.optim.adam_bfloat16_step)."""
-    one = param.dtype.type(1)
-    for i in prange(param.size):
-        g = _gradient(param, grad, i, grad_scale, weight_decay, l1)
-        m = beta1 * widen(exp_avg[i]) + (one - beta1) * g
-        v = beta2 * widen(exp_avg_sq[i]) + (one - beta2) * g * g
-        param[i] = param[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
-        draw = rounding_bits(np.uint32(np.uint32(i) + first_key))
-        exp_avg[i] = narrow(m, draw >> SIXTEEN)
-        exp_avg_sq[i] = narrow(v, draw & LOW_16)
+    with the top and low 16 bits of element i's draw (the formulas of reference.optim.adam_bfloat16_step).
+    ``penalties`` None (no group has weight_decay or l1) compiles their terms out: this update is compute-bound."""
+    T = param.dtype.type
+    one = T(1)
+    for k in prange(piece_groups.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, decay_factor, beta1 = T(row[0]), T(row[1]), T(row[2]), T(row[3])
+        beta2, step_size, bias_correction2_sqrt, eps = T(row[4]), T(row[5]), T(row[6]), T(row[7])
+        start, stop = piece_bounds[k], piece_bounds[k + 1]
+        p, g, m_, v_ = param[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
+        piece_key = np.uint32(np.uint32(start) + first_key)
+        for i in range(p.size):
+            if penalties is None:
+                gradient = _gradient(p, g, i, grad_scale, None, None)
+            else:
+                gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
+            m = beta1 * widen(m_[i]) + (one - beta1) * gradient
+            v = beta2 * widen(v_[i]) + (one - beta2) * gradient * gradient
+            p[i] = p[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+            draw = rounding_bits(np.uint32(np.uint32(i) + piece_key))
+            m_[i] = narrow(m, draw >> SIXTEEN)
+            v_[i] = narrow(v, draw & LOW_16)
 
 
-def _lars(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
+def _lars(param, grad, buffer, ratios, piece_segments, grad_scale, hyper, piece_bounds, piece_groups):
     T = param.dtype.type
     for k in prange(piece_segments.size):
-        local_lr = T(lr * ratios[piece_segments[k]])
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, momentum = T(row[0]), T(row[1]), T(row[3])
+        local_lr = T(row[2] * ratios[piece_segments[k]])
         piece = slice(piece_bounds[k], piece_bounds[k + 1])
         p, g, b = param[piece], grad[piece], buffer[piece]
         for i in range(p.size):
@@ -158,11 +219,15 @@ def _lamb_direction_sum_of_squares(p, m, v, weight_decay, bias_correction1, bias
     return total
 
 
-def _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
-                  weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
-    one = param.dtype.type(1)
-    zero = param.dtype.type(0)
+def _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_segments, partials, sums, grad_scale, hyper, piece_bounds,
+                  piece_groups):
+    T = param.dtype.type
+    one = T(1)
+    zero = T(0)
     for k in prange(piece_segments.size):
+        row = hyper[piece_groups[k]]
+        weight_decay, l1, beta1, beta2 = T(row[0]), T(row[1]), T(row[3]), T(row[4])
+        bias_correction1, bias_correction2, eps = T(row[5]), T(row[6]), T(row[7])
         piece = slice(piece_bounds[k], piece_bounds[k + 1])
         p, m, v = param[piece], exp_avg[piece], exp_avg_sq[piece]
         g = grad[piece]
@@ -179,11 +244,12 @@ def _lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments
         sums[piece_segments[k], 1] += partials[k, 1]
 
 
-def _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
-                bias_correction2, eps):
+def _lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_segments, hyper, piece_bounds, piece_groups):
     T = param.dtype.type
     for k in prange(piece_segments.size):
-        local_lr = T(lr * ratios[piece_segments[k]])
+        row = hyper[piece_groups[k]]
+        weight_decay, bias_correction1, bias_correction2, eps = T(row[0]), T(row[5]), T(row[6]), T(row[7])
+        local_lr = T(row[2] * ratios[piece_segments[k]])
         piece = slice(piece_bounds[k], piece_bounds[k + 1])
         p, m, v = param[piece], exp_avg[piece], exp_avg_sq[piece]
         for i in range(p.size):
@@ -206,8 +272,10 @@ lamb_apply_parallel, lamb_apply_serial = parallel_and_serial(_lamb_apply, "lamb_
 
 
 @njit(cache=True, error_model="numpy")
-def lars_trust_ratios(sums, adapt, grad_scale, trust_coefficient, weight_decay, eps, ratios):
+def lars_trust_ratios(sums, adapt, grad_scale, hyper, segment_groups, ratios):
     for s in range(ratios.size):
+        row = hyper[segment_groups[s]]
+        weight_decay, trust_coefficient, eps = row[0], row[4], row[5]
         param_norm = np.sqrt(sums[s, 0])
         grad_norm = grad_scale * np.sqrt(sums[s, 1])
         if adapt[s] and param_norm > 0 and grad_norm > 0:
@@ -233,55 +301,50 @@ def segment_sums_of_squares(first, second, piece_bounds, piece_segments, partial
         first, second, piece_bounds, piece_segments, partials, sums)
 
 
-def sgd_step(param, grad, grad_scale, weight_decay, l1, lr):
-    _pick(sgd_parallel, sgd_serial, param.size)(param, grad, grad_scale, weight_decay, l1, lr)
+def sgd_step(param, grad, grad_scale, hyper, piece_bounds, piece_groups):
+    _pick(sgd_parallel, sgd_serial, param.size)(param, grad, grad_scale, hyper, piece_bounds, piece_groups)
 
 
-def sgd_momentum_step(param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct,
-                      lookahead):
-    _pick(sgd_momentum_parallel, sgd_momentum_serial, param.size)(
-        param, grad, buffer, grad_scale, weight_decay, l1, lr, buffer_decay, grad_coefficient, direct, lookahead)
+def sgd_momentum_step(param, grad, buffer, grad_scale, hyper, piece_bounds, piece_groups):
+    _pick(sgd_momentum_parallel, sgd_momentum_serial, param.size)(param, grad, buffer, grad_scale, hyper, piece_bounds,
+                                                                  piece_groups)
 
 
-def adagrad_step(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr, eps):
-    _pick(adagrad_parallel, adagrad_serial, param.size)(param, grad, sum_of_squared, grad_scale, weight_decay, l1, lr,
-                                                        eps)
+def adagrad_step(param, grad, sum_of_squared, grad_scale, hyper, piece_bounds, piece_groups):
+    _pick(adagrad_parallel, adagrad_serial, param.size)(param, grad, sum_of_squared, grad_scale, hyper, piece_bounds,
+                                                        piece_groups)
 
 
-def rmsprop_step(param, grad, square_avg, grad_avg, buffer, grad_scale, weight_decay, l1, lr, alpha, eps, momentum):
-    _pick(rmsprop_parallel, rmsprop_serial, param.size)(param, grad, square_avg, grad_avg, buffer, grad_scale,
-                                                        weight_decay, l1, lr, alpha, eps, momentum)
+def rmsprop_step(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper, piece_bounds, piece_groups):
+    _pick(rmsprop_parallel, rmsprop_serial, param.size)(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper,
+                                                        piece_bounds, piece_groups)
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, weight_decay, l1, decay_factor, beta1,
-              beta2, step_size, bias_correction2_sqrt, eps):
-    _pick(adam_parallel, adam_serial, param.size)(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale,
-                                                  weight_decay, l1, decay_factor, beta1, beta2, step_size,
-                                                  bias_correction2_sqrt, eps)
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, piece_bounds, piece_groups):
+    _pick(adam_parallel, adam_serial, param.size)(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper,
+                                                  piece_bounds, piece_groups)
 
 
-def adam_bfloat16_step(param, grad, exp_avg, exp_avg_sq, seed, counter, grad_scale, weight_decay, l1, decay_factor,
-                       beta1, beta2, step_size, bias_correction2_sqrt, eps):
+def adam_bfloat16_step(param, grad, exp_avg, exp_avg_sq, seed, counter, grad_scale, hyper, piece_bounds,
+                       piece_groups):
+    penalties = True if hyper[:, :2].any() else None  # columns 0 and 1: weight_decay, l1
     _pick(adam_bfloat16_parallel, adam_bfloat16_serial, param.size)(
-        param, grad, exp_avg, exp_avg_sq, np.uint32(key_offset(seed, counter)), grad_scale,
-        None if weight_decay == 0 else weight_decay, None if l1 == 0 else l1, decay_factor, beta1, beta2, step_size,
-        bias_correction2_sqrt, eps)
+        param, grad, exp_avg, exp_avg_sq, np.uint32(key_offset(seed, counter)), grad_scale, hyper, piece_bounds,
+        piece_groups, penalties)
 
 
-def lars_step(param, grad, buffer, ratios, piece_bounds, piece_segments, grad_scale, weight_decay, l1, lr, momentum):
-    _pick(lars_parallel, lars_serial, param.size)(param, grad, buffer, ratios, piece_bounds, piece_segments,
-                                                  grad_scale, weight_decay, l1, lr, momentum)
+def lars_step(param, grad, buffer, ratios, piece_segments, grad_scale, hyper, piece_bounds, piece_groups):
+    _pick(lars_parallel, lars_serial, param.size)(param, grad, buffer, ratios, piece_segments, grad_scale, hyper,
+                                                  piece_bounds, piece_groups)
 
 
-def lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale,
-                 weight_decay, l1, beta1, beta2, bias_correction1, bias_correction2, eps):
+def lamb_moments(param, grad, exp_avg, exp_avg_sq, piece_segments, partials, sums, grad_scale, hyper, piece_bounds,
+                 piece_groups):
     _pick(lamb_moments_parallel, lamb_moments_serial, param.size)(
-        param, grad, exp_avg, exp_avg_sq, piece_bounds, piece_segments, partials, sums, grad_scale, weight_decay, l1,
-        beta1, beta2, bias_correction1, bias_correction2, eps)
+        param, grad, exp_avg, exp_avg_sq, piece_segments, partials, sums, grad_scale, hyper, piece_bounds,
+        piece_groups)
 
 
-def lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
-               bias_correction2, eps):
+def lamb_apply(param, exp_avg, exp_avg_sq, ratios, piece_segments, hyper, piece_bounds, piece_groups):
     _pick(lamb_apply_parallel, lamb_apply_serial, param.size)(
-        param, exp_avg, exp_avg_sq, ratios, piece_bounds, piece_segments, weight_decay, lr, bias_correction1,
-        bias_correction2, eps)
+        param, exp_avg, exp_avg_sq, ratios, piece_segments, hyper, piece_bounds, piece_groups)
