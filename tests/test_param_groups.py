@@ -6,9 +6,9 @@ import pytest
 
 import fastdl
 from fastdl import optim
+from test_optim import SHAPES, gradients, make_parameters
 
-SHAPES = [(5, 3), (3,), (2, 3, 4), (1,)]
-FIRST, SECOND = [0, 2], [1, 3]  # the two groups: indices into SHAPES
+FIRST, SECOND = [0, 2], [1, 3]  # the two groups: indices into test_optim's SHAPES
 
 # (name, class, the optimizer's arguments, the second group's overrides)
 GROUPED = [
@@ -28,16 +28,6 @@ NOT_IN_TORCH = [
 ]
 ALL = GROUPED + NOT_IN_TORCH
 STEP_TOLERANCES = {np.float32: (2e-5, 2e-6), np.float64: (1e-12, 1e-13)}
-
-
-def make_parameters(dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    return [fastdl.Parameter(fastdl.asarray(rng.standard_normal(shape).astype(dtype))) for shape in SHAPES]
-
-
-def gradients(dtype, steps, seed=1):
-    rng = np.random.default_rng(seed)
-    return [[rng.standard_normal(shape).astype(dtype) for shape in SHAPES] for _ in range(steps)]
 
 
 def groups_of(parameters, overrides):

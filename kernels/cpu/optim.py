@@ -143,13 +143,19 @@ def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper, piece
             p[i] -= lr * step
 
 
+@njit(inline="always")
+def _adam_scalars(row, param):
+    """A group's row of ``kernels.ops.ADAM_COLUMNS``, narrowed to the parameters' dtype."""
+    T = param.dtype.type
+    return T(row[0]), T(row[1]), T(row[2]), T(row[3]), T(row[4]), T(row[5]), T(row[6]), T(row[7])
+
+
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, piece_bounds, piece_groups):
     T = param.dtype.type
     one = T(1)
     for k in prange(piece_groups.size):
         row = hyper[piece_groups[k]]
-        weight_decay, l1, decay_factor, beta1 = T(row[0]), T(row[1]), T(row[2]), T(row[3])
-        beta2, step_size, bias_correction2_sqrt, eps = T(row[4]), T(row[5]), T(row[6]), T(row[7])
+        weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps = _adam_scalars(row, param)
         start, stop = piece_bounds[k], piece_bounds[k + 1]
         p, g, m_, v_ = param[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
         v_max = _piece(max_exp_avg_sq, start, stop)
@@ -174,8 +180,7 @@ def _adam_bfloat16(param, grad, exp_avg, exp_avg_sq, first_key, grad_scale, hype
     one = T(1)
     for k in prange(piece_groups.size):
         row = hyper[piece_groups[k]]
-        weight_decay, l1, decay_factor, beta1 = T(row[0]), T(row[1]), T(row[2]), T(row[3])
-        beta2, step_size, bias_correction2_sqrt, eps = T(row[4]), T(row[5]), T(row[6]), T(row[7])
+        weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps = _adam_scalars(row, param)
         start, stop = piece_bounds[k], piece_bounds[k + 1]
         p, g, m_, v_ = param[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
         piece_key = np.uint32(np.uint32(start) + first_key)
