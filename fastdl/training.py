@@ -9,7 +9,6 @@ import os
 import sys
 import time
 
-
 from . import losses as fastdl_losses
 from .backend import asarray, to_numpy
 from ._files import atomic_path
