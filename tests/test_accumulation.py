@@ -125,3 +125,16 @@ def test_fit_refuses_accumulation_with_distributed_before_training():
         fastdl.fit(model, losses.softmax_cross_entropy, optimizer, (np.zeros((4, 6), np.float32), np.zeros(4, int)),
                    distributed=True, accumulation_steps=2, progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(before, values(model)))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_bad_grad_scale_changes_nothing(backend, scale):
+    model, optimizer = build(np.float32)
+    x, y = data(np.float32, (4,))[0]
+    _, grad = losses.softmax_cross_entropy(model(x), y)
+    model.backward(grad, input_grad=False)
+    before = values(model)
+    with pytest.raises(ValueError, match="grad_scale must be in"):
+        optimizer.step(grad_scale=scale)
+    assert optimizer.steps == 0 and all(np.array_equal(a, b) for a, b in zip(before, values(model)))
+    assert all(not np.any(fastdl.to_numpy(state)) for state in optimizer.state[0].values())

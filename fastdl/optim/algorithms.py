@@ -25,6 +25,20 @@ def _check_betas(owner, betas):
             check_number(owner, "betas[1]", beta2, low=0, high=1, high_open=True))
 
 
+def _any_momentum(optimizer):
+    """Whether SGD or RMSprop keeps a momentum buffer: decided when the state is built (some group has momentum > 0),
+    fixed from then on; a group with momentum 0 steps as without one."""
+    return any(group["momentum"] != 0 for group in optimizer.param_groups)
+
+
+def _refuse_new_momentum(optimizer, name, value):
+    """``value``, unless it switches momentum on in an optimizer built without a buffer for it."""
+    if name == "momentum" and value != 0 and getattr(optimizer, "uses_momentum", True) is False:
+        raise ValueError(f"{type(optimizer).__name__}: momentum cannot be switched on after construction (it needs "
+                         "a momentum buffer); build the optimizer with momentum > 0")
+    return value
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent, with heavy-ball or Nesterov momentum.
 
@@ -47,21 +61,11 @@ class SGD(Optimizer):
                 raise ValueError(f"SGD: Nesterov momentum needs momentum > 0 and dampening = 0, got "
                                  f"momentum={group['momentum']}, dampening={group['dampening']}{where}")
 
-    @property
-    def uses_momentum(self):
-        """Whether the optimizer keeps a momentum buffer: fixed at construction (some group had momentum > 0)."""
-        if "state" in self.__dict__:
-            return bool(self.state) and "momentum_buffer" in self.state[0]
-        return any(group["momentum"] != 0 for group in self.param_groups)
-
     def check(self, name, value):
-        value = super().check(name, value)
-        if name == "momentum" and value != 0 and "state" in self.__dict__ and not self.uses_momentum:
-            raise ValueError("SGD: momentum cannot be switched on after construction (it needs a momentum buffer); "
-                             "build the optimizer with momentum > 0")
-        return value
+        return _refuse_new_momentum(self, name, super().check(name, value))
 
     def state_names(self):
+        self.uses_momentum = _any_momentum(self)
         return {"momentum_buffer": 0.0} if self.uses_momentum else {}
 
     def update_arrays(self, group, state):
@@ -120,25 +124,15 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum),
                          **options)
 
-    @property
-    def uses_momentum(self):
-        """Whether the optimizer keeps a momentum buffer: fixed at construction (some group had momentum > 0)."""
-        if "state" in self.__dict__:
-            return bool(self.state) and "momentum_buffer" in self.state[0]
-        return any(group["momentum"] != 0 for group in self.param_groups)
-
     def check(self, name, value):
         if name == "alpha":
             return check_number("RMSprop", name, value, low=0, high=1)
         if name == "eps":
             return check_number("RMSprop", name, value, low=0, low_open=True)
-        value = super().check(name, value)
-        if name == "momentum" and value != 0 and "state" in self.__dict__ and not self.uses_momentum:
-            raise ValueError("RMSprop: momentum cannot be switched on after construction (it needs a momentum "
-                             "buffer); build the optimizer with momentum > 0")
-        return value
+        return _refuse_new_momentum(self, name, super().check(name, value))
 
     def state_names(self):
+        self.uses_momentum = _any_momentum(self)
         names = {"square_avg": 0.0}
         if self.centered:
             names["grad_avg"] = 0.0

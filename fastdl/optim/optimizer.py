@@ -101,6 +101,7 @@ class Optimizer:
                  weight_decay_mask=None):
         owner = type(self).__name__
         self.__dict__["_group_names"] = tuple(hyperparameters) + ("l1",)
+        self.__dict__["_optimizer_options"] = self._construction_options()
         # Everything is checked before the parameters move into flat buffers: bad input changes nothing.
         self.defaults = {name: self._check_hyperparameter(name, value)
                          for name, value in {**hyperparameters, "l1": l1}.items()}
@@ -163,7 +164,7 @@ class Optimizer:
                 members = [members] if not isinstance(members, (list, tuple, set)) and not inspect.isgenerator(
                     members) else list(members)
                 overrides = {key: value for key, value in group.items() if key != "params"}
-                fixed = sorted(set(overrides) & self._construction_options())
+                fixed = sorted(set(overrides) & self._optimizer_options)
                 if fixed:
                     raise ValueError(f"{owner}: parameter group {index} sets {', '.join(fixed)}, which apply to the "
                                      "whole optimizer; pass them to the optimizer instead")
@@ -221,7 +222,7 @@ class Optimizer:
             raise ValueError(f"{owner}: a parameter group's params cannot change (build a new optimizer)")
         if key in self._group_names:
             return self._check_hyperparameter(key, value)
-        if key in self._construction_options():
+        if key in self._optimizer_options:
             raise ValueError(f"{owner}: {key} applies to the whole optimizer, not to one parameter group")
         return value  # other keys (a name, PyTorch's initial_lr) are kept as given, as PyTorch does
 
@@ -230,7 +231,7 @@ class Optimizer:
 
     def __getattr__(self, name):
         # only called when normal lookup fails: a hyperparameter reads the first group's value
-        if name in type(self).__dict__.get("_group_names", ()) or name in self.__dict__.get("_group_names", ()):
+        if name in self.__dict__.get("_group_names", ()):
             groups = self.__dict__.get("param_groups")
             if groups:
                 return groups[0][name]

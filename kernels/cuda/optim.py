@@ -39,16 +39,28 @@ def _on_device(host, name, like):
     return device
 
 
+_layouts = {}
+
+
+def _layout(piece_bounds, elements_per_thread):
+    """(grid, blocks per piece) for a buffer's pieces: enough blocks per piece for its longest piece, the grid a
+    multiple of them that covers every piece or loops over them. Fixed for a buffer: worked out once (the cache
+    keeps the bounds alive, so their id, the key, cannot be reused)."""
+    key = (id(piece_bounds), elements_per_thread)
+    if key not in _layouts:
+        pieces = len(piece_bounds) - 1
+        longest = int(np.max(np.diff(piece_bounds))) if pieces else 1
+        per_piece = max(1, min(-(-longest // (THREADS * elements_per_thread)), MAX_BLOCKS))
+        _layouts[key] = (piece_bounds, (per_piece * max(1, min(pieces, MAX_BLOCKS // per_piece)),), per_piece)
+    return _layouts[key][1:]
+
+
 def _grouped(hyper, piece_bounds, piece_groups, like, elements_per_thread=1):
-    """(grid, the kernel's trailing group arguments): enough blocks per piece for its longest piece, the grid a
-    multiple of them that covers every piece or loops over them."""
-    longest = int(np.max(np.diff(piece_bounds))) if len(piece_groups) else 1
-    per_piece = max(1, min(-(-longest // (THREADS * elements_per_thread)), MAX_BLOCKS))
-    pieces = len(piece_groups)
-    grid = per_piece * max(1, min(pieces, MAX_BLOCKS // per_piece))
-    arguments = (_on_device(np.ascontiguousarray(hyper, np.float64), "hyper", like), np.int32(hyper.shape[1]),
-                 _table(piece_bounds, like), _table(piece_groups, like), np.int64(pieces), np.int32(per_piece))
-    return (grid,), arguments
+    """(grid, the kernel's trailing group arguments)."""
+    grid, per_piece = _layout(piece_bounds, elements_per_thread)
+    arguments = (_on_device(hyper, "hyper", like), np.int32(hyper.shape[1]), _table(piece_bounds, like),
+                 _table(piece_groups, like), np.int64(len(piece_groups)), np.int32(per_piece))
+    return grid, arguments
 
 
 def _launch(name, param, arrays, grad_scale, hyper, piece_bounds, piece_groups, elements_per_thread=1):
@@ -61,9 +73,15 @@ def _address(array):
     return array.ctypes.data if on_host(array) else array.data.ptr
 
 
+_packed_pieces = {}
+
+
 def _packable(arrays, piece_bounds, itemsize):
-    return (all(_address(a) % PACK_BYTES == 0 for a in arrays)
-            and not np.any(piece_bounds[:-1] % (PACK_BYTES // itemsize)))
+    """Whether the arrays start on a 16-byte pack and so does every piece (worked out once per buffer)."""
+    key = (id(piece_bounds), itemsize)
+    if key not in _packed_pieces:  # the cache keeps the bounds alive: their id cannot be reused
+        _packed_pieces[key] = (piece_bounds, not np.any(piece_bounds[:-1] % (PACK_BYTES // itemsize)))
+    return _packed_pieces[key][1] and all(_address(a) % PACK_BYTES == 0 for a in arrays)
 
 
 def sgd_step(param, grad, grad_scale, hyper, piece_bounds, piece_groups):
@@ -122,8 +140,9 @@ def segment_sums_of_squares(first, second, piece_bounds, piece_segments, partial
 
 
 def _per_piece_groups(hyper, piece_bounds, piece_groups, like):
-    return (_on_device(np.ascontiguousarray(hyper, np.float64), "hyper", like), np.int32(hyper.shape[1]),
-            _table(piece_bounds, like), _table(piece_groups, like))
+    """LARS's and LAMB's trailing arguments (one block per piece: no layout)."""
+    hyper_on_device = _on_device(hyper, "hyper", like)
+    return hyper_on_device, np.int32(hyper.shape[1]), _table(piece_bounds, like), _table(piece_groups, like)
 
 
 def lars_step(param, grad, buffer, ratios, piece_segments, grad_scale, hyper, piece_bounds, piece_groups):
