@@ -455,8 +455,7 @@ def _generate(layers, loss_kind, update, parallel_update=False, parallel_layers=
                         f"if factors[{k}] >= 0:", f"    {p}num_batches_tracked[0] -= 1"]
             back = (f"({h}, {p}chunks, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
                     f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, accumulate, {p}workspace, "
-                    f"{p}scratch, "
-                    f"{p}totals, {p}any_activation)")
+                    f"{p}scratch, {p}totals, {p}any_activation)")
             grad_lines = [f"bn.backward_{variant}{back}", f"g = {p}grad_x"]
             out = f"{p}y"
         elif isinstance(layer, Activation):

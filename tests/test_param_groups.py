@@ -159,6 +159,8 @@ def test_weight_decay_groups_exempt_biases_and_normalization():
     (lambda p: optim.Adam([{"params": p[:1]}, p[1]]), TypeError, "mixes parameter groups"),
     (lambda p: optim.Adam([{"params": p, "lr": -1.0}]), ValueError, "lr must be in"),
     (lambda p: optim.AdamW(p, weight_decay_mask=[True]), ValueError, "4 booleans"),
+    (lambda p: optim.SGD([{"params": set(p)}], lr=0.1), TypeError, "ordered collection"),
+    (lambda p: optim.SGD(set(p), lr=0.1), TypeError, "ordered collection"),
     (lambda p: optim.Adagrad(p, lr=0.1, weight_decay_mask=lambda name, q: True, lr_decay=-1), ValueError, "lr_decay"),
     (lambda p: optim.SGD([{"params": p, "momentum": 0.9, "dampening": 0.5}], lr=0.1, nesterov=True), ValueError,
      "Nesterov"),

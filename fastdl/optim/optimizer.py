@@ -54,6 +54,12 @@ class ParamGroup(dict):
         return self[key]
 
 
+def _refuse_unordered(params, owner):
+    # a set's order changes between runs, and with it the flat buffer's layout: saved states would not load
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(f"{owner}: parameters must come in an ordered collection (a list), not a set")
+
+
 def _named(items, owner):
     """[(name or None, Parameter)] from Parameters or (name, Parameter) pairs."""
     from ..layers import Parameter  # the layers module imports nothing from here
@@ -150,8 +156,11 @@ class Optimizer:
     def _parse_groups(self, params, weight_decay_mask):
         """[(overrides, [(name, Parameter)])] from the ``params`` argument, each parameter in one group only."""
         owner = type(self).__name__
+        from ..layers import Parameter  # the layers module imports nothing from here
+
         if isinstance(params, dict):
             params = [params]
+        _refuse_unordered(params, owner)
         items = list(params)
         if not items:
             raise ValueError(f"{owner}: got an empty parameter list")
@@ -161,8 +170,8 @@ class Optimizer:
                 if "params" not in group:
                     raise ValueError(f"{owner}: parameter group {index} has no 'params'")
                 members = group["params"]
-                members = [members] if not isinstance(members, (list, tuple, set)) and not inspect.isgenerator(
-                    members) else list(members)
+                _refuse_unordered(members, owner)
+                members = [members] if isinstance(members, Parameter) else list(members)
                 overrides = {key: value for key, value in group.items() if key != "params"}
                 fixed = sorted(set(overrides) & self._optimizer_options)
                 if fixed:
