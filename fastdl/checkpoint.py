@@ -41,12 +41,12 @@ def save(path, model, optimizer=None, extra=None):
 
 
 def _random_modules(model):
-    return [module for module in model.modules() if hasattr(module, "_counter")]
+    return [module for module in model.modules() if hasattr(module, "counter")]
 
 
 def _random_streams(model):
     """[[seed, counter], ...] of every layer that draws random numbers, in the model's order."""
-    return [[int(module.seed), int(module._counter)] for module in _random_modules(model)]
+    return [[int(module.seed), int(module.counter)] for module in _random_modules(model)]
 
 
 def _check_random_streams(streams, model, path):
@@ -95,5 +95,5 @@ def load(path, model, optimizer=None):
             model.load_state_dict(before)  # nothing is lost: the model goes back to what it was
             raise
     for module, (seed, counter) in zip(random_modules, streams or []):
-        module.seed, module._counter = seed, counter
+        module.seed, module.counter = seed, counter
     return meta.get("extra")

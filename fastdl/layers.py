@@ -92,7 +92,7 @@ class Module:
         name = getattr(self, "name", None)
         return name if isinstance(name, str) else f"{type(self).__name__}()"
 
-    def _undo_forward(self):
+    def undo_forward(self):
         """Put back the state the last forward changed (random counters, running statistics): a container calls
         it on the layers that ran when a later one refuses the batch, so a refused call changes nothing."""
 
@@ -258,12 +258,12 @@ class _RandomCounter:
 
     def _init_random(self, seed):
         self.seed = int(default_seed(seed))
-        self._counter = 0
+        self.counter = 0
         self._forward_counted = False  # whether the last forward advanced the counter
 
-    def _undo_forward(self):
+    def undo_forward(self):
         if self._forward_counted:
-            self._counter -= 1
+            self.counter -= 1
             self._forward_counted = False
 
 
@@ -310,6 +310,12 @@ class Dense(_RandomCounter, Module):
         self._no_bias = get_backend().xp.zeros(0, dtype=self.dtype)
         self._init_random(seed)
 
+    def bias_arrays(self):
+        """(bias, its gradient) as the kernels take them: two empty arrays for a layer without a bias."""
+        if self.bias is None:
+            return self._no_bias, self._no_bias
+        return self.bias.data, self.bias.grad
+
     @property
     def dropout_seed(self):
         """The seed of this layer's dropout mask: a stream apart from the activation's (RReLU) draws."""
@@ -325,9 +331,9 @@ class Dense(_RandomCounter, Module):
         batch = x.shape[0]
         y = self._workspace("y", (batch, self.out_features), self.dtype)
         z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
-        counter = self._counter + 1 if self.training else self._counter  # taken only once the forward succeeded
+        counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
         code, params = self.activation.kernel_args(self.dtype, self.training)
-        bias = self.bias.data if self.bias is not None else self._no_bias
+        bias = self.bias_arrays()[0]
         self._forward_dropout = self.training and self.dropout > 0
         if self._forward_dropout:
             # y is the dropped output; the activation's output a is kept for the backward (sigmoid' uses it)
@@ -345,7 +351,7 @@ class Dense(_RandomCounter, Module):
         if not finite and not backend.kernels.all_finite(x):
             self._forward_input = None  # the workspaces hold this refused forward now
             raise ValueError(f"{_checks.label(self)}: x contains NaN or Inf (shape {tuple(x.shape)})")
-        self._counter = counter
+        self.counter = counter
         self._forward_input, self._forward_z, self._forward_y = x, z, y
         self._forward_training = self._forward_counted = self.training
         return y
@@ -356,15 +362,15 @@ class Dense(_RandomCounter, Module):
         grad_z = self._workspace("grad_z", grad_out.shape, self.dtype)
         grad_x = self._workspace("grad_x", x.shape, self.dtype) if input_grad else None
         code, params = self.activation.kernel_args(self.dtype, self._forward_training)
-        grad_bias = self.bias.grad if self.bias is not None else self._no_bias
+        grad_bias = self.bias_arrays()[1]
         kernels = get_backend().kernels
         if self._forward_dropout:
             kernels.dense_dropout_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_a,
-                                           self._buffers["mask"], self.dropout, code, params, self.seed, self._counter,
+                                           self._buffers["mask"], self.dropout, code, params, self.seed, self.counter,
                                            grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
         else:
             kernels.dense_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_y, code, params,
-                                   self.seed, self._counter, grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
+                                   self.seed, self.counter, grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
         return grad_x
 
     def __repr__(self):
@@ -394,9 +400,9 @@ class Activation(_RandomCounter, Module):
         x = backend.xp.ascontiguousarray(x)
         y = self._workspace("y", x.shape, x.dtype)
         if self.training:
-            self._counter += 1
+            self.counter += 1
         code, params = self.spec.kernel_args(x.dtype, self.training)
-        backend.kernels.activation_forward(x, code, params, self.seed, self._counter, y)
+        backend.kernels.activation_forward(x, code, params, self.seed, self.counter, y)
         self._forward_input, self._forward_y, self._forward_training = x, y, self.training
         self._forward_counted = self.training
         return y
@@ -405,7 +411,7 @@ class Activation(_RandomCounter, Module):
         x, grad_out, grad_x = self._begin_backward(grad_out, self._saved(self.name).dtype)
         code, params = self.spec.kernel_args(x.dtype, self._forward_training)
         get_backend().kernels.activation_backward(grad_out, x, self._forward_y, code, params, self.seed,
-                                                  self._counter, grad_x)
+                                                  self.counter, grad_x)
         return grad_x
 
     def __repr__(self):
@@ -530,13 +536,13 @@ class Sequential(Module):
                 x = layer(x)
             except Exception:  # the layers before it ran: put back what they changed, then report the refusal
                 for done in reversed(self.layers[:index]):
-                    done._undo_forward()
+                    done.undo_forward()
                 raise
         return x
 
-    def _undo_forward(self):
+    def undo_forward(self):
         for layer in reversed(self.layers):
-            layer._undo_forward()
+            layer.undo_forward()
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
         for index in range(len(self.layers) - 1, -1, -1):

@@ -71,7 +71,7 @@ class BatchNorm(_RandomCounter, Module):
         included) for the cumulative average of ``momentum=None``. The layer and the compiled step both use it."""
         return 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
 
-    def _affine(self):
+    def affine_arrays(self):
         if self.affine:
             return self.weight.data, self.bias.data
         return self._weight_constant, self._bias_constant
@@ -121,9 +121,9 @@ class BatchNorm(_RandomCounter, Module):
         y, mean, inv_std, workspace, scratch, totals, previous_running = self._batch_buffers(x.shape, backend)
         self._forward_updated_running = None
         if self.training:
-            self._counter += 1
+            self.counter += 1
         code, params = self.activation.kernel_args(self.dtype, self.training)
-        weight, bias = self._affine()
+        weight, bias = self.affine_arrays()
         if batch_statistics:
             factor = -1.0  # no running update
             if self.training and self.track_running_stats:
@@ -133,17 +133,17 @@ class BatchNorm(_RandomCounter, Module):
             # right after the kernel, runs from cold caches)
             finite = kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean,
                                                      self.running_var, self.num_batches_tracked, code, params,
-                                                     self.seed, self._counter, mean, inv_std, y, workspace, scratch,
+                                                     self.seed, self.counter, mean, inv_std, y, workspace, scratch,
                                                      totals)
             if not finite:
                 if self.training:
-                    self._counter -= 1
+                    self.counter -= 1
                 self._forward_input = self._forward_updated_running = None  # the kernel stopped part-way through
                 # its saved statistics, without writing the running ones
                 raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
         else:
             finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
-                                                    code, params, self.seed, self._counter, mean, inv_std, y,
+                                                    code, params, self.seed, self.counter, mean, inv_std, y,
                                                     workspace)
             if not finite:
                 self._forward_input = None
@@ -158,8 +158,8 @@ class BatchNorm(_RandomCounter, Module):
         previous_running[1] = self.running_var
         self._forward_updated_running = previous_running
 
-    def _undo_forward(self):
-        super()._undo_forward()
+    def undo_forward(self):
+        super().undo_forward()
         previous_running = self._forward_updated_running
         if previous_running is not None:
             self.running_mean[...] = previous_running[0]
@@ -187,14 +187,14 @@ class BatchNorm(_RandomCounter, Module):
             raise ValueError(f"{self.name}: training needs more than 1 sample over all ranks, got {count}")
         mean, variance = xp.asarray(mean), xp.asarray(squares / count)
         inv_std = 1.0 / xp.sqrt(variance + self.eps)
-        weight, bias = self._affine()
+        weight, bias = self.affine_arrays()
         x_hat = (x64 - mean) * inv_std
         z = (x_hat * weight + bias).astype(self.dtype)
         y = self._workspace("y", x.shape, self.dtype)
-        self._counter += 1
+        self.counter += 1
         self._forward_counted = True
         code, params = self.activation.kernel_args(self.dtype, True)
-        backend.kernels.activation_forward(z, code, params, self.seed, self._counter, y)
+        backend.kernels.activation_forward(z, code, params, self.seed, self.counter, y)
         self._forward_updated_running = None
         if self.track_running_stats:
             self._save_running_statistics(self._workspace("previous_running", (2, self.num_features), self.dtype))
@@ -215,11 +215,11 @@ class BatchNorm(_RandomCounter, Module):
         code, params = self.activation.kernel_args(self.dtype, True)
         grad_z = xp.empty_like(z)
         get_backend().kernels.activation_backward(grad_out, z, self._forward_y, code, params, self.seed,
-                                                  self._counter, grad_z)
+                                                  self.counter, grad_z)
         grad_z = grad_z.astype(np.float64)
         local = xp.stack([grad_z.sum(axis=0), (grad_z * x_hat).sum(axis=0)])
         total = xp.asarray(distributed.sum_arrays(to_host(local)))
-        weight, _ = self._affine()
+        weight, _ = self.affine_arrays()
         if self.affine:  # this rank's share; averaging the gradients over the ranks makes them the global ones
             self.bias.grad[...] = (self.bias.grad if accumulate else 0) + local[0]
             self.weight.grad[...] = (self.weight.grad if accumulate else 0) + local[1]
@@ -230,7 +230,7 @@ class BatchNorm(_RandomCounter, Module):
         if getattr(self, "_forward_sync", False):
             return self._backward_synchronized(grad_out, accumulate)
         x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
-        weight, bias = self._affine()
+        weight, bias = self.affine_arrays()
         if self.affine:
             grad_weight, grad_bias = self.weight.grad, self.bias.grad
         else:
@@ -239,7 +239,7 @@ class BatchNorm(_RandomCounter, Module):
         code, params = self.activation.kernel_args(self.dtype, self._forward_training)
         mean, inv_std, workspace, scratch, totals = self._buffers["batch"][3:8]  # the forward's (same shape)
         get_backend().kernels.batchnorm_backward(
-            x, grad_out, self._forward_y, weight, bias, mean, inv_std, code, params, self.seed, self._counter,
+            x, grad_out, self._forward_y, weight, bias, mean, inv_std, code, params, self.seed, self.counter,
             self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
         return grad_x
 
@@ -276,9 +276,9 @@ class Dropout(_RandomCounter, Module):
         x = backend.xp.ascontiguousarray(x)
         y = self._workspace("y", x.shape, x.dtype)
         mask = self._workspace("mask", x.shape, np.uint8)
-        self._counter += 1
+        self.counter += 1
         self._forward_counted = True
-        backend.kernels.dropout_forward(x, self.p, self.seed, self._counter, mask, y)
+        backend.kernels.dropout_forward(x, self.p, self.seed, self.counter, mask, y)
         return y
 
     @property

@@ -11,7 +11,7 @@ class GradcheckError(AssertionError):
 
 
 def _random_counters(module):
-    return [(m, m._counter) for m in module.modules() if hasattr(m, "_counter")]
+    return [(m, m.counter) for m in module.modules() if hasattr(m, "counter")]
 
 
 def _numeric_gradient(evaluate, array, eps):
@@ -68,7 +68,7 @@ def gradcheck(module_or_fn, x, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0):
 
     def evaluate():
         for layer, counter in counters:
-            layer._counter = counter
+            layer.counter = counter
         return float(np.sum(to_numpy(module.forward(on_device(x))) * direction))
 
     evaluate()

@@ -118,6 +118,19 @@ def parameter_names(op):
     return tuple(name for name, _ in OPS[op])
 
 
+def is_elementwise_update(op):
+    """Whether ``op`` updates one flat buffer element by element from the gradient and its own state arrays:
+    ``param:inout grad:in <state>:inout ... grad_scale:scalar hyper piece_bounds piece_groups``, nothing else. The
+    compiled step runs these inside its one call (as ``<op without _step>_serial`` / ``_parallel`` of cpu/optim.py)."""
+    parameters = OPS[op]
+    head, tail = parameters[:-4], parameters[-4:]
+    return (op.endswith("_step") and tail == _parse(f"grad_scale:scalar {GROUPED}") and len(head) >= 2
+            and head[:2] == (("param", "inout"), ("grad", "in")) and all(role == "inout" for _, role in head[2:]))
+
+
+ELEMENTWISE_UPDATES = tuple(op for op in OPS if is_elementwise_update(op))
+
+
 def gather(backend, *modules):
     """{op: function} for every op, found in ``modules`` (a backend's own); ImportError naming any op missing, or
     defined differently in two of them."""

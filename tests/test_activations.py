@@ -39,9 +39,9 @@ def test_activation_layer_matches_reference(backend, dtype, name, params):
     grad_out = np.random.default_rng(1).standard_normal(x.shape).astype(dtype)
     grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad_out)))
     code, p = layer.spec.kernel_args(dtype, training=True)
-    expected_y = reference.forward(x, code, p, layer.seed, layer._counter)
+    expected_y = reference.forward(x, code, p, layer.seed, layer.counter)
     assert_close(y, expected_y, dtype)
-    assert_close(grad_x, reference.activation_backward(grad_out, x, expected_y, code, p, layer.seed, layer._counter), dtype)
+    assert_close(grad_x, reference.activation_backward(grad_out, x, expected_y, code, p, layer.seed, layer.counter), dtype)
 
 
 @pytest.mark.parametrize("name,params", DIFF_CASES, ids=DIFF_IDS)

@@ -32,7 +32,7 @@ def snapshot(model, optimizer):
     for name, value in model.state_dict().items():
         state["model." + name] = np.array(value, copy=True)
     for i, layer in enumerate(fastdl.step._flatten(model)):
-        state[f"counter{i}"] = getattr(layer, "_counter", None)
+        state[f"counter{i}"] = getattr(layer, "counter", None)
     optimizer_state = optimizer.state_dict()
     state.update({"optimizer." + k: v for k, v in optimizer_state["state"].items()})
     state.update(steps=optimizer.steps, skipped=optimizer.skipped_steps, norm=optimizer.last_grad_norm)
@@ -154,6 +154,28 @@ def test_a_model_on_the_parallel_kernels_matches_the_layer_path_exactly(cpu):
     assert sum(p.data.size for p in model.parameters()) >= optim.PARALLEL_MIN_ELEMENTS
     run_both(large, losses.softmax_cross_entropy, lambda params: fastdl.optim.Adam(params, lr=1e-3), np.float32,
              batches=(256, 256, 100), features=160, outputs=10)
+
+
+def test_the_generated_signature_and_its_arguments_are_one_list(cpu):
+    """Every name the emitters bind is a parameter of the generated step, in the order of its value; a batch size
+    that runs the same kernels shares the source (and so the compiled function)."""
+    import ast
+
+    model = mlp(np.float32)
+    step = compile_step(model, losses.softmax_cross_entropy, fastdl.optim.AdamW(model.parameters()))
+    small, other = step._emit(16), step._emit(5)
+    function = ast.parse(small.source).body[-1]
+    parameters = [argument.arg for argument in function.args.args]
+    assert parameters[:6] == ["x", "y", "counters", "factors", "hyper", "status"]
+    assert len(parameters) == len(set(parameters)) == 6 + len(small.values)
+    assert parameters[6:8] == ["l0_weight", "l0_bias"] and small.values[0] is model.layers[0].weight.data
+    assert parameters.index("o_0") - 6 == [id(v) for v in small.values].index(id(step.optimizer.groups[0].data))
+    assert other.source == small.source and small.output.shape == (16, 3) and other.output.shape == (5, 3)
+    big = large(np.float32)
+    step = compile_step(big, losses.softmax_cross_entropy, fastdl.optim.Adam(big.parameters()), quiet=True)
+    parallel, serial = step._emit(256).source, step._emit(256, serial=True).source
+    assert "dense.forward_parallel" in parallel and "bn.forward_train_parallel" in parallel
+    assert "_parallel" not in serial.replace("optim.adam_parallel", "") and step._emit(4).source == serial
 
 
 def test_lr_changes_between_steps_reach_the_compiled_update(cpu):

@@ -8,7 +8,7 @@ from fastdl import losses
 
 
 def snapshot(module):
-    return [(p.data.copy(), p.grad.copy()) for p in module.parameters()], getattr(module, "_counter", None)
+    return [(p.data.copy(), p.grad.copy()) for p in module.parameters()], getattr(module, "counter", None)
 
 
 def assert_unchanged(module, before):
@@ -227,7 +227,7 @@ def test_a_sequential_that_refuses_a_batch_puts_back_what_its_earlier_layers_cha
 
     def state():
         return [fastdl.to_numpy(value).copy() for value in model.state_dict().values()] + [
-            layer._counter for layer in model.layers]
+            layer.counter for layer in model.layers]
 
     before = state()
     if refusal == "one_row":

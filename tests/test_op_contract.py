@@ -42,3 +42,15 @@ def test_gather_names_what_a_backend_lacks():
     with pytest.raises(ImportError, match=r"the test backend's ops do not match kernels/ops.py: activation_forward "
                                           r"\(missing\)"):
         ops.gather("test", Partial)
+
+
+def test_the_elementwise_updates_are_the_ones_compile_step_can_run():
+    """Read off the contract's signatures: a kernel of (param, grad, state arrays, grad_scale, groups) only; LARS
+    (trust ratios), LAMB (per-tensor norms) and the bfloat16 Adam (a random stream) are not element-wise updates."""
+    from fastdl.kernels.cpu import optim
+
+    assert {"sgd_step", "sgd_momentum_step", "adagrad_step", "rmsprop_step", "adam_step"} <= set(ops.ELEMENTWISE_UPDATES)
+    assert not {"lars_step", "lamb_apply", "adam_bfloat16_step"} & set(ops.ELEMENTWISE_UPDATES)
+    for op in ops.ELEMENTWISE_UPDATES:  # the generated step calls the variants by name
+        kernel = op[:-len("_step")]
+        assert callable(getattr(optim, f"{kernel}_serial")) and callable(getattr(optim, f"{kernel}_parallel"))

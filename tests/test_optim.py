@@ -321,10 +321,10 @@ def test_a_checkpoint_for_a_model_with_other_randomized_layers_changes_nothing(t
     fastdl.save(tmp_path / "checkpoint.npz", model)
     other = fastdl.Sequential(fastdl.Dense(4, 3, seed=0))
     before = other.state_dict()
-    seed, counter = other.layers[0].seed, other.layers[0]._counter
+    seed, counter = other.layers[0].seed, other.layers[0].counter
     with pytest.raises(ValueError, match="holds 2 random streams .* for a model with 1 randomized layers"):
         fastdl.load(tmp_path / "checkpoint.npz", other)
-    assert (other.layers[0].seed, other.layers[0]._counter) == (seed, counter)
+    assert (other.layers[0].seed, other.layers[0].counter) == (seed, counter)
     for name, value in before.items():
         np.testing.assert_array_equal(other.state_dict()[name], value)
 

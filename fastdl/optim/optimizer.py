@@ -288,7 +288,7 @@ class Optimizer:
         for group in self.groups:
             group.grad[...] = 0
 
-    def _check_ready(self, backend):
+    def check_ready(self, backend):
         owner = type(self).__name__
         for group in self.groups:
             if group.stale:
@@ -307,21 +307,31 @@ class Optimizer:
         ``grad_scale`` multiplies the gradients before anything reads them (the norm, clipping, the update), inside
         the update kernel: gradient accumulation's 1 / (samples accumulated) costs no pass of its own."""
         backend = get_backend()
-        self._check_ready(backend)
+        self.check_ready(backend)
         if grad_scale != 1.0:
             grad_scale = check_number(type(self).__name__, "grad_scale", grad_scale, low=0, low_open=True)
+        norm = None
         if self.max_grad_norm is not None or self.skip_nonfinite:
             norm = math.sqrt(self._grad_square_sum(backend.kernels)) * grad_scale
-            self.last_grad_norm = norm
             if self.skip_nonfinite and not math.isfinite(norm):
-                self.skipped_steps += 1
+                self.count_step(norm, skipped=True)
                 return False
             if self.max_grad_norm is not None:
                 grad_scale = grad_scale * clip_scale(norm, self.max_grad_norm)
-        self.steps += 1
+        self.count_step(norm)
         for group, state in zip(self.groups, self.state):
             self._update(backend.kernels, group, state, group.dtype.type, grad_scale)
         return True
+
+    def count_step(self, grad_norm=None, skipped=False):
+        """Record one step: its gradient norm (when measured, for clipping or skipping) and whether it was skipped.
+        ``step`` and ``compile_step`` (whose kernel ran the update) both call it."""
+        if grad_norm is not None:
+            self.last_grad_norm = grad_norm
+        if skipped:
+            self.skipped_steps += 1
+        else:
+            self.steps += 1
 
     def _update(self, kernels, group, state, T, grad_scale):
         """One flat buffer's update; the default runs the single kernel ``update_call`` describes."""
