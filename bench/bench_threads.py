@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastdl.kernels.cpu.dense import activate_rows
-from fastdl.kernels import activation_table as table
+from fastdl.kernels.reference import activations as table
 
 SHAPE = (256, 784, 1024)
 

@@ -12,7 +12,7 @@ import os as _os
 # (``python -m fastdl`` in the repo root) it is not inside fastdl/, so look for it beside the package too.
 if not _os.path.isdir(_os.path.join(__path__[0], "kernels")):
     _checkout = _os.path.dirname(_os.path.abspath(__path__[0]))
-    if _os.path.isfile(_os.path.join(_checkout, "kernels", "activation_table.py")):
+    if _os.path.isfile(_os.path.join(_checkout, "kernels", "ops.py")):
         __path__.append(_checkout)
 
 from . import activations

@@ -33,7 +33,7 @@ original papers and PyTorch; see each layer's docstring.
 
 import numpy as np
 
-from .kernels import activation_table as table
+from .kernels.reference import activations as table
 
 LEARNABLE = {"prelu": "fastdl.PReLU", "apl": "fastdl.APL", "soft_exponential": "fastdl.SoftExponential"}
 RELU_LIKE = frozenset({"relu", "brelu", "leaky_relu", "rrelu", "elu", "silu", "swish", "gelu"})

@@ -5,7 +5,7 @@ import numpy as np
 from . import _checks
 from .activations import resolve
 from .backend import get_backend
-from .kernels import activation_table as table
+from .kernels.reference import activations as table
 from .kernels.cpu.normalization import totals_shape
 from .backend import to_numpy as to_host
 from .layers import Module, Parameter, _RandomCounter

@@ -13,9 +13,9 @@ Each parameter is ``name:role``:
     work    a scratch array the op may use (a backend may ignore it)
     scalar  a number or flag
 Arrays are C-contiguous and of the data's dtype (float32 or float64) unless said otherwise: masks are uint8,
-labels int64, ``params`` is the activation's constants (2 elements, ``activation_table.NUM_PARAMS``) in the data's
+labels int64, ``params`` is the activation's constants (2 elements, ``reference/activations.py`` NUM_PARAMS) in the data's
 dtype, ``seed`` and ``counter`` are the counter generator's key (``counter_rng``), ``code`` an activation code
-(``activation_table``).
+(``reference/activations.py``).
 
 Adding an op: add it here, then to each backend's module; the contract test names what is missing.
 """

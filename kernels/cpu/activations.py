@@ -12,7 +12,7 @@ import math
 
 from numba import njit, uint64
 
-from .. import activation_table as table
+from ..reference import activations as table
 from .counter_rng import uniform
 from .reductions import largest, sum_in_float64
 from .vector_math import exp, expm1, log1p, normal_cdf_pdf, tanh

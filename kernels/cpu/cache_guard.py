@@ -13,7 +13,7 @@ import pathlib
 CPU_DIR = pathlib.Path(__file__).parent
 CACHE_HANDLING = ("cache_guard.py", "cache_repair.py")  # no kernel code: editing them keeps the compiled kernels
 SOURCES = [path for path in sorted(CPU_DIR.glob("*.py")) if path.name not in CACHE_HANDLING] + [
-    CPU_DIR.parent / "activation_table.py"]
+    CPU_DIR.parent / "reference" / "activations.py"]  # the activation codes
 
 
 def source_digest():

@@ -1,11 +1,11 @@
-// Every element-wise activation of kernels/activation_table.py and its derivative, by integer code, with the
+// Every element-wise activation of kernels/reference/activations.py and its derivative, by integer code, with the
 // same formulas and branches as kernels/cpu/activations.py (PyTorch's conventions at the kinks). p0 and p1 are
 // the activation's constants; (seed, counter, index) draw RReLU's slope with the shared counter generator;
 // column picks BReLU's flipped (odd) columns. Softmax (code 17) is row-wise: see activations.cu.
 #pragma once
 #include "common.cuh"
 
-// The codes FASTDL_IDENTITY ... FASTDL_SOFTMAX are definitions from kernels/activation_table.py, given to the
+// The codes FASTDL_IDENTITY ... FASTDL_SOFTMAX are definitions from kernels/reference/activations.py, given to the
 // compiler by kernels/cuda/sources.py (as are the block shapes of common.cuh and the kernels).
 #ifndef FASTDL_SOFTMAX
 #error "compile with the definitions of kernels/cuda/sources.py"

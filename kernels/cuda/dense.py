@@ -5,7 +5,7 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 
 import numpy as np
 
-from ..activation_table import SOFTMAX
+from ..reference.activations import SOFTMAX
 from .launch import (NULL, THREADS, array_module, blocks, launch, matmul, optional, row_chunks, row_threads, total,
                      workspace)
 from .sources import COLUMN_BLOCK

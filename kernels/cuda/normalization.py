@@ -6,7 +6,7 @@ partials per chunk of rows (``launch.workspace``), so it ignores them (the backw
 
 import numpy as np
 
-from ..activation_table import IDENTITY, RELU, SOFTMAX
+from ..reference.activations import IDENTITY, RELU, SOFTMAX
 from . import launch as launch_limits
 from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_chunks, row_threads
 from .launch import workspace as device_workspace

@@ -5,8 +5,11 @@ workspace; the piece tables never change for a buffer and are copied once. Per-t
 one block per piece of the flat buffer; the small per-tensor tables live on the host, as on the CPU.
 """
 
+import inspect
+
 import numpy as np
 
+from .. import ops
 from ..bfloat16 import key_offset
 from ..reference.optim import lamb_trust_ratios, lars_trust_ratios  # noqa: F401  (a few scalars per tensor: host)
 from .launch import MAX_BLOCKS, NULL, THREADS, array_module, blocks, kernel, on_host, optional, workspace
@@ -84,21 +87,24 @@ def _packable(arrays, piece_bounds, itemsize):
     return _packed_pieces[key][1] and all(_address(a) % PACK_BYTES == 0 for a in arrays)
 
 
-def sgd_step(param, grad, grad_scale, hyper, piece_bounds, piece_groups):
-    _launch("sgd_step", param, (param, grad), grad_scale, hyper, piece_bounds, piece_groups)
+def _elementwise_update(op):
+    """The launcher of an element-wise update (``ops.ELEMENTWISE_UPDATES``), with the contract's parameters: the
+    kernel ``op`` of optim.cu over (param, grad, state arrays, grad_scale, the group tables); an empty state array
+    (one the optimizer's options leave unused) goes as NULL. A new element-wise optimizer needs no launcher."""
+
+    def launch_update(*arguments):
+        *arrays, grad_scale, hyper, piece_bounds, piece_groups = arguments
+        param, grad, *state = arrays
+        _launch(op, param, (param, grad, *map(optional, state)), grad_scale, hyper, piece_bounds, piece_groups)
+
+    launch_update.__name__ = launch_update.__qualname__ = op
+    launch_update.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ops.parameter_names(op)])
+    return launch_update
 
 
-def sgd_momentum_step(param, grad, buffer, grad_scale, hyper, piece_bounds, piece_groups):
-    _launch("sgd_momentum_step", param, (param, grad, buffer), grad_scale, hyper, piece_bounds, piece_groups)
-
-
-def adagrad_step(param, grad, sum_of_squared, grad_scale, hyper, piece_bounds, piece_groups):
-    _launch("adagrad_step", param, (param, grad, sum_of_squared), grad_scale, hyper, piece_bounds, piece_groups)
-
-
-def rmsprop_step(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper, piece_bounds, piece_groups):
-    _launch("rmsprop_step", param, (param, grad, square_avg, optional(grad_avg), optional(buffer)), grad_scale, hyper,
-            piece_bounds, piece_groups)
+# Adam has a launcher of its own below (a packed kernel when every piece starts on a 16-byte pack)
+globals().update({op: _elementwise_update(op) for op in ops.ELEMENTWISE_UPDATES if op != "adam_step"})
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, piece_bounds, piece_groups):
