@@ -8,6 +8,7 @@ hot path allocates nothing), so copy it if you keep it. ``backward`` uses what t
 import numpy as np
 
 from . import _checks
+from . import finite_checks
 from . import init as initializers
 from .activations import ActivationSpec, resolve
 from .backend import get_backend, to_numpy
@@ -253,6 +254,13 @@ def _is_array(value):
     return isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy")
 
 
+def _refuse_nonfinite(layer, x):
+    """A layer's refusal of x with NaN or Inf (its flag may be read after the layer ran: nothing is left to
+    differentiate)."""
+    layer._forward_input = None
+    raise ValueError(f"{_checks.label(layer)}: x contains NaN or Inf (shape {tuple(x.shape)})")
+
+
 class _RandomCounter:
     """Randomized layers draw from (seed, counter): each training forward advances the counter."""
 
@@ -346,15 +354,18 @@ class Dense(_RandomCounter, Module):
         else:
             finite = backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, counter, z, y)
             self._forward_a = y
-        # NaN or Inf in x shows in the product the kernel just read; x itself is scanned only then (a product that
-        # overflowed from finite x is returned as it is, as before)
-        if not finite and not backend.kernels.all_finite(x):
-            self._forward_input = None  # the workspaces hold this refused forward now
-            raise ValueError(f"{_checks.label(self)}: x contains NaN or Inf (shape {tuple(x.shape)})")
+        finite_checks.check(finite, self._refuse, x, backend)
         self.counter = counter
         self._forward_input, self._forward_z, self._forward_y = x, z, y
         self._forward_training = self._forward_counted = self.training
         return y
+
+    def _refuse(self, x, backend):
+        """NaN or Inf in x shows in the product the kernel read; x itself is scanned only then (a product that
+        overflowed from finite x is returned as it is)."""
+        if not backend.kernels.all_finite(x):
+            self._forward_input = None  # the workspaces hold this refused forward now
+            raise ValueError(f"{_checks.label(self)}: x contains NaN or Inf (shape {tuple(x.shape)})")
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
         x = self._saved(self)
@@ -394,9 +405,10 @@ class Activation(_RandomCounter, Module):
     def forward(self, x):
         _checks.backend_array(x, self.name, "x")
         _checks.float_array(x, self.name, "x")
-        backend = _checks.array(x, self.name, "x", finite=True)
+        backend = _checks.array(x, self.name, "x")
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
+        finite_checks.check(backend.kernels.all_finite(x), _refuse_nonfinite, self, x)
         x = backend.xp.ascontiguousarray(x)
         y = self._workspace("y", x.shape, x.dtype)
         if self.training:
@@ -423,9 +435,10 @@ class _LearnableActivation(Module):
 
     def _check_input(self, x):
         features = None if self.num_parameters == 1 else self.num_parameters
-        backend = _checks.array(x, self.name, "x", dtype=self.dtype, last_dim=features, finite=True)
+        backend = _checks.array(x, self.name, "x", dtype=self.dtype, last_dim=features)
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
+        finite_checks.check(backend.kernels.all_finite(x), _refuse_nonfinite, self, x)
         return backend, backend.xp.ascontiguousarray(x)
 
 
@@ -531,12 +544,20 @@ class Sequential(Module):
         return self.layers
 
     def forward(self, x):
-        for index, layer in enumerate(self.layers):
+        # the layers' GPU finiteness flags are read once, at the end (fastdl/finite_checks.py)
+        with finite_checks.deferred() as checks:
+            for index, layer in enumerate(self.layers):
+                try:
+                    x = layer(x)
+                except Exception:  # the layers before it ran: put back what they changed, then report the refusal
+                    for done in reversed(self.layers[:index]):
+                        done.undo_forward()
+                    checks.resolve()  # but NaN or Inf an earlier layer found on the device comes first
+                    raise
             try:
-                x = layer(x)
-            except Exception:  # the layers before it ran: put back what they changed, then report the refusal
-                for done in reversed(self.layers[:index]):
-                    done.undo_forward()
+                checks.resolve()
+            except Exception:
+                self.undo_forward()
                 raise
         return x
 

@@ -3,6 +3,7 @@
 import numpy as np
 
 from . import _checks
+from . import finite_checks
 from .activations import resolve
 from .backend import get_backend
 from .kernels.reference import activations as table
@@ -64,6 +65,7 @@ class BatchNorm(_RandomCounter, Module):
         self.num_batches_tracked = xp.zeros(1, dtype=np.int64)
         # the fused activation shows in summaries and messages; plain batch norm keeps the short name
         self.name = f"BatchNorm({c})" if self.activation.name == "identity" else f"BatchNorm({c}, {self.activation.name})"
+        self._forward_finite = True  # the last forward's finiteness flag (see undo_forward)
         self._init_random(seed)
 
     def running_factor(self):
@@ -120,8 +122,7 @@ class BatchNorm(_RandomCounter, Module):
         kernels = backend.kernels
         y, mean, inv_std, workspace, scratch, totals, previous_running = self._batch_buffers(x.shape, backend)
         self._forward_updated_running = None
-        if self.training:
-            self.counter += 1
+        counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
         code, params = self.activation.kernel_args(self.dtype, self.training)
         weight, bias = self.affine_arrays()
         if batch_statistics:
@@ -133,25 +134,23 @@ class BatchNorm(_RandomCounter, Module):
             # right after the kernel, runs from cold caches)
             finite = kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean,
                                                      self.running_var, self.num_batches_tracked, code, params,
-                                                     self.seed, self.counter, mean, inv_std, y, workspace, scratch,
+                                                     self.seed, counter, mean, inv_std, y, workspace, scratch,
                                                      totals)
-            if not finite:
-                if self.training:
-                    self.counter -= 1
-                self._forward_input = self._forward_updated_running = None  # the kernel stopped part-way through
-                # its saved statistics, without writing the running ones
-                raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
         else:
             finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
-                                                    code, params, self.seed, self.counter, mean, inv_std, y,
+                                                    code, params, self.seed, counter, mean, inv_std, y,
                                                     workspace)
-            if not finite:
-                self._forward_input = None
-                raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
+        finite_checks.check(finite, self._refuse, x)
+        self.counter, self._forward_finite = counter, finite
         self._forward_input, self._forward_y = x, y
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
         self._forward_counted = self.training
         return y
+
+    def _refuse(self, x):
+        """NaN or Inf in x: the kernel changed no running statistic (nor the count) and left its outputs part-way."""
+        self._forward_input = self._forward_updated_running = None
+        raise ValueError(f"{self.name}: x contains NaN or Inf (shape {tuple(x.shape)})")
 
     def _save_running_statistics(self, previous_running):
         previous_running[0] = self.running_mean
@@ -164,7 +163,8 @@ class BatchNorm(_RandomCounter, Module):
         if previous_running is not None:
             self.running_mean[...] = previous_running[0]
             self.running_var[...] = previous_running[1]
-            self.num_batches_tracked[...] -= 1
+            if self._forward_finite:  # the kernels count a batch only when x was finite (a GPU flag read here)
+                self.num_batches_tracked[...] -= 1
             self._forward_updated_running = None
 
     def _forward_synchronized(self, x):
@@ -192,7 +192,7 @@ class BatchNorm(_RandomCounter, Module):
         z = (x_hat * weight + bias).astype(self.dtype)
         y = self._workspace("y", x.shape, self.dtype)
         self.counter += 1
-        self._forward_counted = True
+        self._forward_counted = self._forward_finite = True
         code, params = self.activation.kernel_args(self.dtype, True)
         backend.kernels.activation_forward(z, code, params, self.seed, self.counter, y)
         self._forward_updated_running = None

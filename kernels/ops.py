@@ -44,7 +44,8 @@ HYPER_COLUMNS = {
 _SPECS = {
     # activations and dense layers (``dense.py`` in each backend). The dense forwards return whether x @ weight is
     # finite, tested on the product as the epilogue reads it (NaN or Inf in x always shows there): the layer scans
-    # x itself only when it is not
+    # x itself only when it is not. Such results ("finiteness flags", here and in batch norm) are a bool, or on the
+    # GPU a flag read when it is tested (kernels/cuda/flags.py) so that no layer waits for the device
     "activation_forward": f"x:in {ACTIVATION} y_out:out",
     "activation_backward": f"grad_y:in z:in y:in {ACTIVATION} grad_z_out:out",
     "all_finite": "x:in",
@@ -70,7 +71,7 @@ _SPECS = {
     "softmax_cross_entropy": "logits:in labels:in label_smoothing:scalar reduction_sum:scalar grad_out:out",
     "mse": "pred:in target:in reduction_sum:scalar grad_out:out",
     "binary_cross_entropy_with_logits": "logits:in targets:in reduction_sum:scalar grad_out:out",
-    # batch normalization (``normalization.py``): the forward passes return False for NaN or Inf in x
+    # batch normalization (``normalization.py``): the forward passes return a finiteness flag, false for NaN or Inf in x
     "batchnorm_forward_train": f"x:in weight:in bias:in eps:scalar running_factor:scalar running_mean:inout "
                                f"running_var:inout num_batches_tracked:inout {ACTIVATION} mean_out:out "
                                "inv_std_out:out y_out:out workspace:work scratch:work totals:work",

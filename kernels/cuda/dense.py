@@ -6,8 +6,9 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 import numpy as np
 
 from ..reference.activations import SOFTMAX
-from .launch import (NULL, THREADS, array_module, blocks, launch, matmul, optional, row_chunks, row_threads, total,
-                     workspace)
+from .flags import device_flag
+from .launch import (NULL, THREADS, array_module, blocks, device_total, launch, matmul, optional, row_chunks,
+                     row_threads, workspace)
 from .sources import COLUMN_BLOCK
 
 SOURCE = "activations.cu"
@@ -86,7 +87,7 @@ def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
 
 def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     matmul(x, weight, z_out)
-    finite = all_finite(z_out)  # the product before the bias (one synchronization, as the check of x had)
+    finite = device_flag(_nonfinite_count(z_out), 0.0)  # the product before the bias; read when the layer asks
     _bias_activation(z_out, bias, y_out, code, params, seed, counter)
     return finite
 
@@ -94,7 +95,7 @@ def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
 def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
                           y_out):
     matmul(x, weight, z_out)
-    finite = all_finite(z_out)
+    finite = device_flag(_nonfinite_count(z_out), 0.0)
     _bias_activation(z_out, bias, a_out, code, params, seed, counter, mask_out, y_out, p, dropout_seed)
     return finite
 
@@ -117,11 +118,16 @@ def _weight_and_input_grads(x, weight, grad_z, grad_weight, grad_x, accumulate):
         matmul(grad_z, weight.T, grad_x)
 
 
-def all_finite(x):
+def _nonfinite_count(x):
+    """How many elements of x are NaN or Inf, as a one-element float64 array on x's device (nothing waits)."""
     flat = array_module(x).ascontiguousarray(x).reshape(-1)  # a kernel reads raw memory: no strided views
     grid = blocks(flat.size)
     partials = workspace("nonfinite_partials", grid, np.float64, x)
     _launch("count_nonfinite", flat, grid, (THREADS,), (flat, np.int64(flat.size), partials))
-    return total(partials, x) == 0
+    return device_total(partials, x)
+
+
+def all_finite(x):
+    return device_flag(_nonfinite_count(x), 0.0)
 
 

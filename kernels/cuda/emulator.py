@@ -12,6 +12,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -57,7 +58,8 @@ def module(source):
     """The compiled emulation of kernels/cuda/<source>, or of the file at an absolute path (built once, then
     cached on disk by content: a later process only loads it)."""
     source_path = source if os.path.isabs(str(source)) else folder() / source
-    key = hashlib.sha256(open(source_path, "rb").read() + open(__file__, "rb").read())  # this file writes the wrappers
+    # the source and this file (which writes the wrappers)
+    key = hashlib.sha256(pathlib.Path(source_path).read_bytes() + pathlib.Path(__file__).read_bytes())
     key.update(" ".join(definitions()).encode())
     for header in sorted(folder().iterdir(), key=lambda p: p.name):
         if header.name.endswith((".cu", ".cuh", ".h")):

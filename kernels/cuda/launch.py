@@ -96,11 +96,17 @@ def first_value(array):
     return (array if on_host(array) else array.get())[0].item()
 
 
-def total(partials, like):
-    """The sum of a float64 array by one fixed-order block, as a Python float (one small copy to the host)."""
+def device_total(partials, like):
+    """The sum of a float64 array by one fixed-order block, as a one-element array on the device (a workspace: read
+    or copy it before the next call)."""
     out = workspace("total", (1,), np.float64, like)
     kernel("activations.cu", "sum_doubles", like=like)((1,), (THREADS,), (partials, np.int64(partials.size), out))
-    return float(first_value(out))
+    return out
+
+
+def total(partials, like):
+    """The sum of a float64 array by one fixed-order block, as a Python float (one small copy to the host)."""
+    return float(first_value(device_total(partials, like)))
 
 
 def matmul(a, b, out, accumulate=False):

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..reference.activations import IDENTITY, RELU, SOFTMAX
 from . import launch as launch_limits
-from .launch import THREADS, blocks, first_value, kernel, launch, optional, row_chunks, row_threads
+from .flags import device_flag
+from .launch import THREADS, blocks, kernel, launch, optional, row_chunks, row_threads
 from .launch import workspace as device_workspace
 from .sources import COLUMN_BLOCK, COMBINE_Y, TILE_ROWS
 
@@ -64,7 +65,7 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
                             code, params, seed, counter, mean_out, inv_std_out, y_out, workspace=None,
                             scratch=None, totals=None):
-    """Returns False, changing no running statistic, when x holds NaN or Inf."""
+    """Returns a flag that reads False, no running statistic changed, when x holds NaN or Inf (kernels/cuda/flags.py)."""
     rows, cols = x.shape
     rows_per_chunk, chunks, grid = _column_grid(rows, cols)
     partials = device_workspace("bn_partials", (2 * chunks, cols), np.float64, x)
@@ -78,11 +79,9 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     # the running statistics are updated by the normalize pass, which skips them when the flag is clear
     _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out,
                (running_mean, running_var, variance, running_factor, finite))
-    if first_value(finite) != 1:  # the one copy to the host, after every kernel is queued
-        return False
     if running_factor >= 0:
-        num_batches_tracked += 1
-    return True
+        num_batches_tracked += finite  # counted with the running statistics: only when x was finite
+    return device_flag(finite, 1)  # read when the layer asks
 
 
 def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, mean_out,
@@ -93,7 +92,7 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
             (running_mean, running_var, np.int64(cols), np.float64(eps), mean_out, inv_std_out, finite))
     _normalize(x, weight, bias, mean_out, inv_std_out, code, params, seed, counter, y_out,
                (None, None, None, -1.0, finite))  # no running update; the pass checks x for NaN and Inf
-    return first_value(finite) == 1  # False when x holds NaN or Inf, as on the other backends
+    return device_flag(finite, 1)  # False when x holds NaN or Inf, as on the other backends
 
 
 def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
