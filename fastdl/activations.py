@@ -33,6 +33,7 @@ original papers and PyTorch; see each layer's docstring.
 
 import numpy as np
 
+from .kernels.ops import ActivationArgs
 from .kernels.reference import activations as table
 
 LEARNABLE = {"prelu": "fastdl.PReLU", "apl": "fastdl.APL", "soft_exponential": "fastdl.SoftExponential"}
@@ -89,6 +90,12 @@ class ActivationSpec:
         if cached is None:
             cached = self._kernel_args[key] = self._build_kernel_args(key[0], key[1])
         return cached
+
+    def for_kernels(self, dtype, training, seed, counter):
+        """The ``ActivationArgs`` the kernels take: the code and constants of ``kernel_args`` with the layer's random
+        key (``seed``, ``counter``)."""
+        code, params = self.kernel_args(dtype, training)
+        return ActivationArgs(code, params, seed, counter)
 
     def _build_kernel_args(self, dtype, training):
         values = [v for k, v in self.params.items() if k != "approximate"]

@@ -340,7 +340,7 @@ class Dense(_RandomCounter, Module):
         y = self._workspace("y", (batch, self.out_features), self.dtype)
         z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
         counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
-        code, params = self.activation.kernel_args(self.dtype, self.training)
+        activation = self.activation.for_kernels(self.dtype, self.training, self.seed, counter)
         bias = self.bias_arrays()[0]
         self._forward_dropout = self.training and self.dropout > 0
         if self._forward_dropout:
@@ -348,11 +348,11 @@ class Dense(_RandomCounter, Module):
             a = self._workspace("a", y.shape, self.dtype)
             z = z if self.activation.needs_preactivation else a
             mask = self._workspace("mask", y.shape, np.uint8)
-            finite = backend.kernels.dense_dropout_forward(x, self.weight.data, bias, code, params, self.seed, counter,
-                                                           self.dropout, self.dropout_seed, z, a, mask, y)
+            finite = backend.kernels.dense_dropout_forward(x, self.weight.data, bias, activation, self.dropout,
+                                                           self.dropout_seed, z, a, mask, y)
             self._forward_a = a
         else:
-            finite = backend.kernels.dense_forward(x, self.weight.data, bias, code, params, self.seed, counter, z, y)
+            finite = backend.kernels.dense_forward(x, self.weight.data, bias, activation, z, y)
             self._forward_a = y
         finite_checks.check(finite, self._refuse, x, backend)
         self.counter = counter
@@ -372,16 +372,16 @@ class Dense(_RandomCounter, Module):
         grad_out = self._check_grad_out(grad_out, self, self._forward_y.shape, self.dtype)
         grad_z = self._workspace("grad_z", grad_out.shape, self.dtype)
         grad_x = self._workspace("grad_x", x.shape, self.dtype) if input_grad else None
-        code, params = self.activation.kernel_args(self.dtype, self._forward_training)
+        activation = self.activation.for_kernels(self.dtype, self._forward_training, self.seed, self.counter)
         grad_bias = self.bias_arrays()[1]
         kernels = get_backend().kernels
         if self._forward_dropout:
             kernels.dense_dropout_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_a,
-                                           self._buffers["mask"], self.dropout, code, params, self.seed, self.counter,
-                                           grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
+                                           self._buffers["mask"], self.dropout, activation, grad_z, self.weight.grad,
+                                           grad_bias, grad_x, accumulate)
         else:
-            kernels.dense_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_y, code, params,
-                                   self.seed, self.counter, grad_z, self.weight.grad, grad_bias, grad_x, accumulate)
+            kernels.dense_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_y, activation, grad_z,
+                                   self.weight.grad, grad_bias, grad_x, accumulate)
         return grad_x
 
     def __repr__(self):
@@ -413,17 +413,16 @@ class Activation(_RandomCounter, Module):
         y = self._workspace("y", x.shape, x.dtype)
         if self.training:
             self.counter += 1
-        code, params = self.spec.kernel_args(x.dtype, self.training)
-        backend.kernels.activation_forward(x, code, params, self.seed, self.counter, y)
+        activation = self.spec.for_kernels(x.dtype, self.training, self.seed, self.counter)
+        backend.kernels.activation_forward(x, activation, y)
         self._forward_input, self._forward_y, self._forward_training = x, y, self.training
         self._forward_counted = self.training
         return y
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
         x, grad_out, grad_x = self._begin_backward(grad_out, self._saved(self.name).dtype)
-        code, params = self.spec.kernel_args(x.dtype, self._forward_training)
-        get_backend().kernels.activation_backward(grad_out, x, self._forward_y, code, params, self.seed,
-                                                  self.counter, grad_x)
+        activation = self.spec.for_kernels(x.dtype, self._forward_training, self.seed, self.counter)
+        get_backend().kernels.activation_backward(grad_out, x, self._forward_y, activation, grad_x)
         return grad_x
 
     def __repr__(self):

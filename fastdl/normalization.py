@@ -123,7 +123,7 @@ class BatchNorm(_RandomCounter, Module):
         y, mean, inv_std, workspace, scratch, totals, previous_running = self._batch_buffers(x.shape, backend)
         self._forward_updated_running = None
         counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
-        code, params = self.activation.kernel_args(self.dtype, self.training)
+        activation = self.activation.for_kernels(self.dtype, self.training, self.seed, counter)
         weight, bias = self.affine_arrays()
         if batch_statistics:
             factor = -1.0  # no running update
@@ -133,13 +133,11 @@ class BatchNorm(_RandomCounter, Module):
             # the kernel counts the batch in num_batches_tracked with the running statistics (a ufunc call here,
             # right after the kernel, runs from cold caches)
             finite = kernels.batchnorm_forward_train(x, weight, bias, self.eps, factor, self.running_mean,
-                                                     self.running_var, self.num_batches_tracked, code, params,
-                                                     self.seed, counter, mean, inv_std, y, workspace, scratch,
-                                                     totals)
+                                                     self.running_var, self.num_batches_tracked, activation, mean,
+                                                     inv_std, y, workspace, scratch, totals)
         else:
             finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
-                                                    code, params, self.seed, counter, mean, inv_std, y,
-                                                    workspace)
+                                                    activation, mean, inv_std, y, workspace)
         finite_checks.check(finite, self._refuse, x)
         self.counter, self._forward_finite = counter, finite
         self._forward_input, self._forward_y = x, y
@@ -193,8 +191,7 @@ class BatchNorm(_RandomCounter, Module):
         y = self._workspace("y", x.shape, self.dtype)
         self.counter += 1
         self._forward_counted = self._forward_finite = True
-        code, params = self.activation.kernel_args(self.dtype, True)
-        backend.kernels.activation_forward(z, code, params, self.seed, self.counter, y)
+        backend.kernels.activation_forward(z, self.activation.for_kernels(self.dtype, True, self.seed, self.counter), y)
         self._forward_updated_running = None
         if self.track_running_stats:
             self._save_running_statistics(self._workspace("previous_running", (2, self.num_features), self.dtype))
@@ -212,10 +209,9 @@ class BatchNorm(_RandomCounter, Module):
         x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         x_hat, z, inv_std, count = self._sync_saved
         xp = get_backend().xp
-        code, params = self.activation.kernel_args(self.dtype, True)
         grad_z = xp.empty_like(z)
-        get_backend().kernels.activation_backward(grad_out, z, self._forward_y, code, params, self.seed,
-                                                  self.counter, grad_z)
+        activation = self.activation.for_kernels(self.dtype, True, self.seed, self.counter)
+        get_backend().kernels.activation_backward(grad_out, z, self._forward_y, activation, grad_z)
         grad_z = grad_z.astype(np.float64)
         local = xp.stack([grad_z.sum(axis=0), (grad_z * x_hat).sum(axis=0)])
         total = xp.asarray(distributed.sum_arrays(to_host(local)))
@@ -236,11 +232,11 @@ class BatchNorm(_RandomCounter, Module):
         else:
             grad_weight = self._workspace("unused_grad_weight", (self.num_features,), self.dtype)
             grad_bias = self._workspace("unused_grad_bias", (self.num_features,), self.dtype)
-        code, params = self.activation.kernel_args(self.dtype, self._forward_training)
+        activation = self.activation.for_kernels(self.dtype, self._forward_training, self.seed, self.counter)
         mean, inv_std, workspace, scratch, totals = self._buffers["batch"][3:8]  # the forward's (same shape)
         get_backend().kernels.batchnorm_backward(
-            x, grad_out, self._forward_y, weight, bias, mean, inv_std, code, params, self.seed, self.counter,
-            self._forward_batch_statistics, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
+            x, grad_out, self._forward_y, weight, bias, mean, inv_std, activation, self._forward_batch_statistics,
+            grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
         return grad_x
 
     def __repr__(self):

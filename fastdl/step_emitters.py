@@ -91,7 +91,8 @@ def emit_dense(emission, k, layer, h, width, serial):
                   code=code, params=params, seed=np.uint64(layer.seed), z=z, save_z=z is not a, y=y,
                   grad_z=np.empty(out, dtype), grad_x=np.empty((batch, width), dtype),
                   any_activation=any_activation_for(code), parts=parts,
-                  mask=np.empty(out if layer.dropout else (0, 0), np.uint8), scale=dtype.type(1.0 / (1.0 - layer.dropout)))
+                  mask=np.empty(out if layer.dropout else (0, 0), np.uint8),
+                  scale=dtype.type(1.0 / (1.0 - layer.dropout)))
     variant = _variant(parallel)
     common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z"
     if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass

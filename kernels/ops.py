@@ -12,15 +12,27 @@ Each parameter is ``name:role``:
             gradients)
     work    a scratch array the op may use (a backend may ignore it)
     scalar  a number or flag
+    group   several values that travel together, as one named tuple (``ActivationArgs``)
 Arrays are C-contiguous and of the data's dtype (float32 or float64) unless said otherwise: masks are uint8,
-labels int64, ``params`` is the activation's constants (2 elements, ``reference/activations.py`` NUM_PARAMS) in the data's
-dtype, ``seed`` and ``counter`` are the counter generator's key (``counter_rng``), ``code`` an activation code
-(``reference/activations.py``).
+labels int64, ``seed`` and ``counter`` the counter generator's key (``counter_rng``).
 
 Adding an op: add it here, then to each backend's module; the contract test names what is missing.
 """
 
-ACTIVATION = "code:scalar params:in seed:scalar counter:scalar"
+from typing import NamedTuple
+
+
+class ActivationArgs(NamedTuple):
+    """An activation as the kernels take it (the ops' ``activation`` parameter): ``code`` picks the formula
+    (``reference/activations.py``), ``params`` holds its constants (an array of the data's dtype, ``NUM_PARAMS`` long),
+    and ``seed`` with the layer's ``counter`` key its random draws (RReLU's slopes)."""
+    code: int
+    params: object
+    seed: int
+    counter: int
+
+
+ACTIVATION = "activation:group"
 GROUPED = "hyper:in piece_bounds:in piece_groups:in"  # an optimizer update's per-group hyperparameters
 
 # The columns of ``hyper`` for each optimizer update, in order (the Optimizer classes write them, the kernels read
@@ -101,7 +113,7 @@ _SPECS = {
     "lamb_apply": f"param:inout exp_avg:in exp_avg_sq:in ratios:in piece_segments:in {GROUPED}",
 }
 
-ROLES = ("in", "out", "inout", "work", "scalar")
+ROLES = ("in", "out", "inout", "work", "scalar", "group")
 
 
 def _parse(spec):

@@ -8,6 +8,7 @@ import pytest
 import fastdl
 
 from conftest import assert_close
+from fastdl.kernels.ops import ActivationArgs
 
 
 def _batch(shape, dtype, mean=0.0, seed=0):
@@ -149,8 +150,9 @@ def test_batchnorm_parallel_kernels_give_the_same_result_for_any_chunk_count(act
         running = (args[4], args[5], args[6])
         grad_x, grad_weight, grad_bias = np.empty_like(x), np.empty(columns, dtype), np.empty(columns, dtype)
         if kernel_module is None:
-            assert reference.batchnorm_forward_train(x, *args, mean, inv_std, y, *buffers)
-            reference.batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, 7, 3, True, grad_x,
+            activation = ActivationArgs(code, params, 7, 3)
+            assert reference.batchnorm_forward_train(x, *args[:7], activation, mean, inv_std, y, *buffers)
+            reference.batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, True, grad_x,
                                          grad_weight, grad_bias, False, *buffers)
         else:
             any_activation = kernels.any_activation_for(code)

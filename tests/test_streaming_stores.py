@@ -6,6 +6,7 @@ import pytest
 
 import fastdl
 from fastdl.kernels import cpu
+from fastdl.kernels.ops import ActivationArgs
 from fastdl.kernels.cpu.streaming import STREAMING_MIN_BYTES, streams
 
 
@@ -43,7 +44,8 @@ def _forward_into(x, y_out):
     ones, zeros = np.ones(columns, x.dtype), np.zeros(columns, x.dtype)
     running_mean, running_var = np.zeros(columns, x.dtype), np.ones(columns, x.dtype)
     finite = cpu.batchnorm_forward_train(x, ones, zeros, 1e-5, 0.1, running_mean, running_var, np.zeros(1, np.int64),
-                                         0, np.zeros(2, x.dtype), 0, 1, np.empty(columns), np.empty(columns), y_out,
+                                         ActivationArgs(0, np.zeros(2, x.dtype), 0, 1), np.empty(columns),
+                                         np.empty(columns), y_out,
                                          np.empty((2 * blocks + 4, columns), x.dtype),
                                          np.empty((2 * blocks, columns), x.dtype),
                                          np.empty(cpu.normalization.totals_shape(rows, columns)))

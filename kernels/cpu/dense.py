@@ -160,13 +160,15 @@ def _as_rows(x):
     return x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
 
 
-def activation_forward(x, code, params, seed, counter, y_out):
+def activation_forward(x, activation, y_out):
+    code, params, seed, counter = activation
     rows = _as_rows(y_out)
     activate_rows(_as_rows(x), params[:0], code, params, np.uint64(seed), np.uint64(counter), rows, False, rows, True,
                   any_activation_for(code))
 
 
-def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
+def activation_backward(grad_y, z, y, activation, grad_z_out):
+    code, params, seed, counter = activation
     activation_grad_rows(_as_rows(grad_y), _as_rows(z), _as_rows(y), code, params, np.uint64(seed),
                          np.uint64(counter), _as_rows(grad_z_out), params[:0], False, any_activation_for(code))
 
@@ -270,7 +272,8 @@ def _contiguous(x):
     return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
 
-def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+def dense_forward(x, weight, bias, activation, z_out, y_out):
+    code, params, seed, counter = activation
     if not blas.AVAILABLE:
         return _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out)
     parts = _parts(x, weight)
@@ -279,8 +282,8 @@ def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
         y_out, any_activation_for(code), parts)
 
 
-def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
-                          y_out):
+def dense_dropout_forward(x, weight, bias, activation, p, dropout_seed, z_out, a_out, mask_out, y_out):
+    code, params, seed, counter = activation
     if not blas.AVAILABLE:
         return _numpy_dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out,
                                             a_out, mask_out, y_out)
@@ -291,8 +294,8 @@ def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropo
         any_activation_for(code), parts)
 
 
-def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
-                   grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+def dense_backward(x, weight, grad_y, z, y, activation, grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    code, params, seed, counter = activation
     if not blas.AVAILABLE:
         return _numpy_dense_backward(x, weight, grad_y, z, y, code, params, seed, counter, grad_z_work, grad_weight,
                                      grad_bias, grad_x, accumulate)
@@ -300,8 +303,9 @@ def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
                    grad_bias, grad_x, accumulate)
 
 
-def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
-                           grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, activation, grad_z_work, grad_weight, grad_bias, grad_x,
+                           accumulate):
+    code, params, seed, counter = activation
     if not blas.AVAILABLE:
         return _numpy_dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
                                              grad_z_work, grad_weight, grad_bias, grad_x, accumulate)

@@ -436,24 +436,27 @@ def _kernel_and_chunks(x, parallel, serial):
     return (parallel if chunks > 1 else serial), chunks
 
 
-def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked, code,
-                            params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
+                            activation, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+    code, params, seed, counter = activation
     kernel, chunks = _kernel_and_chunks(x, forward_train_parallel, forward_train_serial)
     return kernel(x, chunks, weight, bias, float(eps), float(running_factor), running_mean, running_var,
                   num_batches_tracked, code, params, np.uint64(seed), np.uint64(counter), mean_out, inv_std_out, y_out,
                   workspace, scratch, totals, any_activation_for(code))
 
 
-def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
-                           mean_out, inv_std_out, y_out, workspace):
+def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, activation, mean_out, inv_std_out, y_out,
+                           workspace):
     """Returns False when x holds NaN or Inf (y is then not meaningful; no running statistic is written)."""
+    code, params, seed, counter = activation
     kernel, chunks = _kernel_and_chunks(x, forward_eval_parallel, forward_eval_serial)
     return kernel(x, chunks, weight, bias, float(eps), running_mean, running_var, code, params, np.uint64(seed),
                   np.uint64(counter), mean_out, inv_std_out, y_out, workspace, any_activation_for(code))
 
 
-def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
-                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, training, grad_x, grad_weight,
+                       grad_bias, accumulate, workspace, scratch, totals):
+    code, params, seed, counter = activation
     kernel, chunks = _kernel_and_chunks(x, backward_parallel, backward_serial)
     kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
            bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals,

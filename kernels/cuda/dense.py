@@ -70,11 +70,13 @@ def _activation_grad(grad_y, z, y, code, params, seed, counter, grad_z, grad_bia
                 (partials, np.int64(chunks), np.int64(cols), grad_bias, np.int32(bool(accumulate))))
 
 
-def activation_forward(x, code, params, seed, counter, y_out):
+def activation_forward(x, activation, y_out):
+    code, params, seed, counter = activation
     _bias_activation(x, None, y_out, code, params, seed, counter)  # without a bias, z (here x) is only read
 
 
-def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
+def activation_backward(grad_y, z, y, activation, grad_z_out):
+    code, params, seed, counter = activation
     if code == SOFTMAX:
         _activation_grad(_rows(grad_y), _rows(z), _rows(y), code, params, seed, counter, _rows(grad_z_out), None,
                          False)
@@ -85,29 +87,31 @@ def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
              np.uint64(counter)))
 
 
-def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+def dense_forward(x, weight, bias, activation, z_out, y_out):
+    code, params, seed, counter = activation
     matmul(x, weight, z_out)
     finite = device_flag(_nonfinite_count(z_out), 0.0)  # the product before the bias; read when the layer asks
     _bias_activation(z_out, bias, y_out, code, params, seed, counter)
     return finite
 
 
-def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
-                          y_out):
+def dense_dropout_forward(x, weight, bias, activation, p, dropout_seed, z_out, a_out, mask_out, y_out):
+    code, params, seed, counter = activation
     matmul(x, weight, z_out)
     finite = device_flag(_nonfinite_count(z_out), 0.0)
     _bias_activation(z_out, bias, a_out, code, params, seed, counter, mask_out, y_out, p, dropout_seed)
     return finite
 
 
-def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter, grad_z_work, grad_weight, grad_bias, grad_x,
-                   accumulate):
+def dense_backward(x, weight, grad_y, z, y, activation, grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    code, params, seed, counter = activation
     _activation_grad(grad_y, z, y, code, params, seed, counter, grad_z_work, grad_bias, accumulate)
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 
 
-def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter, grad_z_work, grad_weight,
-                           grad_bias, grad_x, accumulate):
+def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, activation, grad_z_work, grad_weight, grad_bias, grad_x,
+                           accumulate):
+    code, params, seed, counter = activation
     _activation_grad(grad_y, z, a, code, params, seed, counter, grad_z_work, grad_bias, accumulate, mask, p)
     _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumulate)
 

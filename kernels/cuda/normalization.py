@@ -63,9 +63,9 @@ def _normalize(x, weight, bias, mean, inv_std, code, params, seed, counter, y_ou
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
-                            code, params, seed, counter, mean_out, inv_std_out, y_out, workspace=None,
-                            scratch=None, totals=None):
-    """Returns a flag that reads False, no running statistic changed, when x holds NaN or Inf (kernels/cuda/flags.py)."""
+                            activation, mean_out, inv_std_out, y_out, workspace=None, scratch=None, totals=None):
+    """Returns a flag (kernels/cuda/flags.py) that reads False, no running statistic changed, for NaN or Inf in x."""
+    code, params, seed, counter = activation
     rows, cols = x.shape
     rows_per_chunk, chunks, grid = _column_grid(rows, cols)
     partials = device_workspace("bn_partials", (2 * chunks, cols), np.float64, x)
@@ -84,8 +84,9 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     return device_flag(finite, 1)  # read when the layer asks
 
 
-def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter, mean_out,
-                           inv_std_out, y_out, workspace=None):
+def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, activation, mean_out, inv_std_out, y_out,
+                           workspace=None):
+    code, params, seed, counter = activation
     cols = x.shape[1]
     finite = device_workspace("bn_finite", (1,), np.int32, x)
     _launch("bn_eval_statistics", x, blocks(cols), (THREADS,),
@@ -95,8 +96,9 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
     return device_flag(finite, 1)  # False when x holds NaN or Inf, as on the other backends
 
 
-def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training, grad_x,
-                       grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, training, grad_x, grad_weight,
+                       grad_bias, accumulate, workspace, scratch, totals):
+    code, params, seed, counter = activation
     rows, cols = x.shape
     if code == SOFTMAX:  # row-wise: dz = softmax's backward first, then the identity path below
         dz = device_workspace("bn_softmax_grad", x.shape, x.dtype, x)

@@ -1,6 +1,6 @@
 """Where the CUDA sources live, and the definitions every compiler of them receives (NVRTC on a device, g++ for the
-emulator, the NVRTC check in the tests): the activation codes (from ``reference/activations.py``) and the launch shapes the
-launchers assume, from this one place, so that a kernel and its launcher cannot disagree on them."""
+emulator, the NVRTC check in the tests): the activation codes (from ``reference/activations.py``) and the launch
+shapes the launchers assume, from this one place, so that a kernel and its launcher cannot disagree on them."""
 
 import importlib.resources
 

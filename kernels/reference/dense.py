@@ -10,16 +10,19 @@ from . import activations
 from .dropout import dropout_backward, dropout_forward
 
 
-def activation_forward(x, code, params, seed, counter, y_out):
+def activation_forward(x, activation, y_out):
+    code, params, seed, counter = activation
     y_out[...] = activations.forward(x, code, params, seed, counter)
 
 
-def activation_backward(grad_y, z, y, code, params, seed, counter, grad_z_out):
+def activation_backward(grad_y, z, y, activation, grad_z_out):
+    code, params, seed, counter = activation
     grad_z_out[...] = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
 
 
-def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
+def dense_forward(x, weight, bias, activation, z_out, y_out):
     """Returns whether x @ W is finite (it is not whenever x holds NaN or Inf)."""
+    code, params, seed, counter = activation
     z = x @ weight
     finite = bool(np.isfinite(z).all())
     if bias.size:
@@ -30,8 +33,8 @@ def dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     return finite
 
 
-def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
-                   grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+def dense_backward(x, weight, grad_y, z, y, activation, grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+    code, params, seed, counter = activation
     grad_z = activations.activation_backward(grad_y, z, y, code, params, seed, counter)
     grad_z_work[...] = grad_z
     accumulate_into(grad_weight, x.T @ grad_z, accumulate)
@@ -41,20 +44,19 @@ def dense_backward(x, weight, grad_y, z, y, code, params, seed, counter,
         grad_x[...] = grad_z @ weight.T
 
 
-def dense_dropout_forward(x, weight, bias, code, params, seed, counter, p, dropout_seed, z_out, a_out, mask_out,
-                          y_out):
-    """a = act(x @ W + b), then inverted dropout: y = a * mask / (1 - p), the mask drawn from (dropout_seed, counter)."""
-    finite = dense_forward(x, weight, bias, code, params, seed, counter, z_out, a_out)
-    dropout_forward(a_out, p, dropout_seed, counter, mask_out, y_out)
+def dense_dropout_forward(x, weight, bias, activation, p, dropout_seed, z_out, a_out, mask_out, y_out):
+    """a = act(x @ W + b), then inverted dropout: y = a * mask / (1 - p), the mask drawn from (dropout_seed,
+    counter)."""
+    finite = dense_forward(x, weight, bias, activation, z_out, a_out)
+    dropout_forward(a_out, p, dropout_seed, activation.counter, mask_out, y_out)
     return finite
 
 
-def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, code, params, seed, counter,
-                           grad_z_work, grad_weight, grad_bias, grad_x, accumulate):
+def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, activation, grad_z_work, grad_weight, grad_bias, grad_x,
+                           accumulate):
     grad_a = np.empty_like(grad_y)
     dropout_backward(grad_y, mask, p, grad_a)
-    dense_backward(x, weight, grad_a, z, a, code, params, seed, counter, grad_z_work, grad_weight, grad_bias, grad_x,
-                   accumulate)
+    dense_backward(x, weight, grad_a, z, a, activation, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
 
 
 def accumulate_into(grad, value, accumulate):

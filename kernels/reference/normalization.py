@@ -18,8 +18,9 @@ from .dense import accumulate_into
 
 
 def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var, num_batches_tracked,
-                            code, params, seed, counter, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+                            activation, mean_out, inv_std_out, y_out, workspace, scratch, totals):
     """Returns False, changing nothing, when x holds NaN or Inf."""
+    code, params, seed, counter = activation
     if not np.isfinite(x).all():
         return False
     n = x.shape[0]
@@ -36,10 +37,11 @@ def batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, 
     return True
 
 
-def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code, params, seed, counter,
-                           mean_out, inv_std_out, y_out, workspace):
+def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, activation, mean_out, inv_std_out, y_out,
+                           workspace):
     """Returns False, computing nothing, when x holds NaN or Inf. mean_out receives the running mean (the
     statistics the backward uses)."""
+    code, params, seed, counter = activation
     if not np.isfinite(x).all():
         return False
     mean_out[...] = running_mean
@@ -49,10 +51,11 @@ def batchnorm_forward_eval(x, weight, bias, eps, running_mean, running_var, code
     return True
 
 
-def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, code, params, seed, counter, training,
-                       grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals):
+def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, training, grad_x, grad_weight,
+                       grad_bias, accumulate, workspace, scratch, totals):
     """Closed form (Ioffe & Szegedy, 2015): dx = w inv_std / N (N dz - sum(dz) - x_hat sum(dz x_hat)) in training;
     dx = w inv_std dz in evaluation, where the statistics are constants."""
+    code, params, seed, counter = activation
     n = x.shape[0]
     x_hat = (x - mean) * inv_std
     z = (weight * x_hat + bias).astype(x.dtype)
