@@ -36,6 +36,9 @@ import numpy as np
 from .kernels.ops import ActivationArgs
 from .kernels.reference import activations as table
 
+_NO_ARGS = {}
+_new_tuple = tuple.__new__
+
 LEARNABLE = {"prelu": "fastdl.PReLU", "apl": "fastdl.APL", "soft_exponential": "fastdl.SoftExponential"}
 RELU_LIKE = frozenset({"relu", "brelu", "leaky_relu", "rrelu", "elu", "silu", "swish", "gelu"})
 ALIASES = {"swish": "silu", "linear": "identity", "none": "identity"}
@@ -93,9 +96,13 @@ class ActivationSpec:
 
     def for_kernels(self, dtype, training, seed, counter):
         """The ``ActivationArgs`` the kernels take: the code and constants of ``kernel_args`` with the layer's random
-        key (``seed``, ``counter``)."""
-        code, params = self.kernel_args(dtype, training)
-        return ActivationArgs(code, params, seed, counter)
+        key (``seed``, ``counter``). Every layer call builds one: the memo is read with the caller's own key, and the
+        tuple is made without the named tuple's Python-level constructor."""
+        cached = self.__dict__.get("_kernel_args", _NO_ARGS).get((dtype, training))
+        if cached is None:
+            cached = self.kernel_args(dtype, training)
+            self._kernel_args[dtype, training] = cached  # the caller's key too (a layer passes the same one)
+        return _new_tuple(ActivationArgs, (*cached, seed, counter))
 
     def _build_kernel_args(self, dtype, training):
         values = [v for k, v in self.params.items() if k != "approximate"]
