@@ -19,6 +19,7 @@ from . import activations
 from . import data
 from . import datasets
 from . import init
+from . import interop
 from . import losses
 from . import optim
 from . import testing

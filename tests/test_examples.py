@@ -1,0 +1,36 @@
+"""Every script in examples/ runs as a user would run it (a new process, in an empty folder) and prints what it
+promises. Examples that need an optional package skip without it."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+# script -> (optional packages it imports, arguments, a line its output must contain)
+EXPECTED = {
+    "train_evaluate_save.py": ((), ["3"], "reloaded test accuracy"),
+    "custom_training_loop.py": ((), [], "test accuracy"),
+    "regression.py": ((), [], "validation MSE of the restored model"),
+    "pytorch_round_trip.py": (("torch", "safetensors"), [], "round trip exact: True"),
+    "onnx_export.py": (("onnx", "onnxruntime"), [], "onnxruntime accuracy"),
+}
+
+
+def test_every_example_is_run_here():
+    assert sorted(path.name for path in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs_and_prints_its_result(script, tmp_path):
+    packages, arguments, expected = EXPECTED[script]
+    for package in packages:
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{script} needs {package}")
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), *arguments], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expected in result.stdout, result.stdout
