@@ -10,7 +10,7 @@ FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 def label(owner):
     """The caller's name for a message: ``owner`` is a name, or a layer whose ``name`` is read only when an error
     is raised (a layer's name is formatted from its settings; hot paths should not pay for it on every call)."""
-    return owner if isinstance(owner, str) else owner.name
+    return owner if isinstance(owner, str) else getattr(owner, "name", type(owner).__name__)
 
 
 def float_dtype(dtype, owner):
@@ -41,6 +41,23 @@ def backend_array(x, owner, name):
             f"got {type(x).__module__}.{type(x).__name__} (move it with fastdl.asarray)"
         )
     return backend
+
+
+def from_dlpack(x, owner, name):
+    """``x`` as the active backend's array when it is another library's tensor (any object with ``__dlpack__``:
+    PyTorch, JAX, CuPy), sharing its memory rather than copying it; a TypeError naming the caller and the argument
+    when that memory is on a device the backend cannot read. Anything else is returned as it is (and checked as
+    usual)."""
+    backend = get_backend()
+    if isinstance(x, backend.array_type) or not hasattr(x, "__dlpack__"):
+        return x
+    try:
+        return backend.xp.from_dlpack(x)
+    except Exception as error:  # BufferError, RuntimeError, TypeError or ValueError, depending on the library
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TypeError(f"{label(owner)}: {name} is a {type(x).__module__}.{type(x).__name__} on "
+                        f"{getattr(x, 'device', 'another device')}, which the '{backend.name}' backend cannot use in "
+                        f"place ({reason}); fastdl.asarray copies a tensor across devices") from error
 
 
 def array(x, owner, name, ndim=None, dtype=None, last_dim=None, finite=False):

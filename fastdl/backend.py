@@ -42,6 +42,8 @@ class Backend:
         return raw[start:start + size].view(dtype).reshape(shape)
 
     def asarray(self, x, dtype=None):
+        if hasattr(x, "__dlpack__") and not isinstance(x, self.array_type) and not callable(getattr(x, "get", None)):
+            x = _from_dlpack(self.xp, x)
         if self.xp is np:
             get = getattr(x, "get", None)  # a CuPy array coming back to the host
             return np.asarray(get() if callable(get) and not isinstance(x, np.ndarray) else x, dtype=dtype)
@@ -49,6 +51,17 @@ class Backend:
 
     def __repr__(self):
         return f"Backend({self.name!r})"
+
+
+def _from_dlpack(xp, x):
+    """Another library's tensor as an array of ``xp``: its memory shared where ``xp`` can read it in place, else
+    copied across (a GPU tensor brought to the host, for instance)."""
+    try:
+        return xp.from_dlpack(x)
+    except Exception:  # on another device: the library copies it where it is asked to
+        if xp is np:
+            return np.from_dlpack(x, device="cpu", copy=True)
+        return xp.asarray(np.from_dlpack(x))
 
 
 _loaded = {}

@@ -79,7 +79,8 @@ class Module:
     training = True
 
     def __call__(self, x):
-        return self.forward(x)
+        # another library's tensor (PyTorch, JAX, CuPy) is read in place through DLPack where its device allows
+        return self.forward(_checks.from_dlpack(x, self, "x"))
 
     def forward(self, x):
         raise NotImplementedError
@@ -243,6 +244,7 @@ class Module:
         return x, grad_out, self._workspace("grad_x", x.shape, dtype)
 
     def _check_grad_out(self, grad_out, owner, expected_shape, dtype):
+        grad_out = _checks.from_dlpack(grad_out, owner, "grad_out")
         _checks.array(grad_out, owner, "grad_out", dtype=dtype)
         if grad_out.shape != expected_shape:
             raise ValueError(f"{_checks.label(owner)}: grad_out has shape {tuple(grad_out.shape)}, the forward output "
