@@ -80,3 +80,20 @@ def test_jax_column_appears_only_when_jax_ran(monkeypatch):
         row["of_ceiling"] = 0.5
     assert "| JAX | x vs JAX |" in runner.format_table({**report, "results": with_jax})
     assert "JAX" not in runner.format_table({**report, "results": without})
+
+
+def test_without_pytorch_the_table_and_plot_leave_its_columns_out_and_say_how_to_add_them(tmp_path):
+    row = {"op": "dense fwd (relu)", "size": "8x16x16", "backend": "cpu", "us": 10.0, "rate": 1.0, "unit": "GFLOP/s",
+           "of_ceiling": 0.5, "vs_numpy": 2.0, "torch_us": None, "vs_torch": None, "first_call_ms": 3.0}
+    report = {"suite": "quick", "ceilings": {}, "skipped_backends": {"gpu": "CuPy is not installed"}, "results": [row],
+              "machine": {"date": "2026-12-02", "cpu": "c", "cores": 2, "numpy": "n", "numba": "b", "torch": None}}
+    table = runner.format_table(report)
+    assert "PyTorch |" not in table and table.count(runner.TORCH_HINT) == 1
+    assert table.count("CuPy is not installed") == 1
+    assert "| dense fwd (relu) | 8x16x16 | cpu | 10.0 us | 1.0 GFLOP/s | 50% | 2.0x | 3 ms |" in table
+    with_torch = {**report, "results": [{**row, "torch_us": 20.0, "vs_torch": 2.0}]}
+    assert "| PyTorch | x vs PyTorch |" in runner.format_table(with_torch)
+    assert runner.TORCH_HINT not in runner.format_table(with_torch)
+    pytest.importorskip("matplotlib")
+    runner.plot(report, tmp_path / "plot.png")  # one panel: no speed-up axis to fill with zeros
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

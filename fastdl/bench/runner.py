@@ -160,8 +160,6 @@ def run_suite(suite="quick", backends=None, use_torch=True, progress=sys.stderr,
     if not usable:
         raise RuntimeError(f"fastdl bench: no usable backend among {[name for name, _ in statuses]}: {skipped}")
     say = (lambda text: print(text, file=progress, flush=True)) if progress else (lambda text: None)
-    for name, reason in skipped.items():
-        say(f"skipping backend {name}: {reason}")
     say("measuring the ceilings (memory bandwidth, GEMM) ...")
     measured = {"cpu": ceilings.cpu_ceilings(quick=suite == "quick")}
     if "gpu" in usable:
@@ -184,6 +182,10 @@ def _fmt_time(us):
     return f"{us / 1e3:.2f} ms" if us >= 1000 else f"{us:.1f} us"
 
 
+TORCH_HINT = ("PyTorch is not installed: no PyTorch columns (for them: pip install torch --index-url "
+              "https://download.pytorch.org/whl/cpu)")
+
+
 def format_table(report):
     machine = report["machine"]
     lines = [f"fastdl bench ({report['suite']} suite), {machine['date']}: {machine['cpu']}, {machine['cores']} cores, "
@@ -196,20 +198,20 @@ def format_table(report):
     for name, reason in report["skipped_backends"].items():
         lines.append(f"Backend {name} not run: {reason}")
     with_jax = any(row.get("jax_us") for row in report["results"])
-    jax_header = (" JAX | x vs JAX |", "---|---|") if with_jax else ("", "")
-    lines += ["", "| op | size | backend | time | rate | % of ceiling | x vs numpy | PyTorch | x vs PyTorch |"
-              + jax_header[0] + " first call |", "|---|---|---|---|---|---|---|---|---|" + jax_header[1] + "---|"]
+    with_torch = any(row.get("torch_us") for row in report["results"])
+    if not with_torch:
+        lines.append(TORCH_HINT)
+    columns = ["op", "size", "backend", "time", "rate", "% of ceiling", "x vs numpy"]
+    columns += ["PyTorch", "x vs PyTorch"] * with_torch + ["JAX", "x vs JAX"] * with_jax + ["first call"]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in report["results"]:
-        jax_cells = ""
+        cells = [row["op"], row["size"], row["backend"], _fmt_time(row["us"]), f"{row['rate']:.1f} {row['unit']}",
+                 f"{100 * row['of_ceiling']:.0f}%", f"{row['vs_numpy']:.1f}x" if row["vs_numpy"] else "-"]
+        if with_torch:
+            cells += [_fmt_time(row["torch_us"]), f"{row['vs_torch']:.2f}x"] if row.get("torch_us") else ["-", "-"]
         if with_jax:
-            jax_cells = (f" {_fmt_time(row['jax_us'])} | {row['vs_jax']:.2f}x |" if row.get("jax_us")
-                         else " - | - |")
-        vs_numpy = f"{row['vs_numpy']:.1f}x" if row["vs_numpy"] else "-"
-        torch_time = _fmt_time(row["torch_us"]) if row["torch_us"] else "-"
-        vs_torch = f"{row['vs_torch']:.2f}x" if row["vs_torch"] else "-"
-        lines.append(f"| {row['op']} | {row['size']} | {row['backend']} | {_fmt_time(row['us'])} | "
-                     f"{row['rate']:.1f} {row['unit']} | {100 * row['of_ceiling']:.0f}% | {vs_numpy} | {torch_time} | "
-                     f"{vs_torch} |{jax_cells} {row['first_call_ms']:.0f} ms |")
+            cells += [_fmt_time(row["jax_us"]), f"{row['vs_jax']:.2f}x"] if row.get("jax_us") else ["-", "-"]
+        lines.append("| " + " | ".join(cells + [f"{row['first_call_ms']:.0f} ms"]) + " |")
     lines += ["", "% of ceiling: bandwidth-bound ops (bytes the op must read and write) against the larger of copy and "
               "triad over arrays far beyond the caches (a small, cache-resident op can exceed 100%); GEMM-bound ops against the BLAS GEMM. "
               "x vs numpy / PyTorch: their time over fastdl's, paired within rounds (above 1: fastdl faster)."]
@@ -217,7 +219,8 @@ def format_table(report):
 
 
 def plot(report, path):
-    """Bar charts of % of ceiling and speed-up vs PyTorch (fastdl's first non-numpy backend). Needs matplotlib."""
+    """Bar charts of % of ceiling and (when PyTorch ran) speed-up vs PyTorch, for fastdl's first non-numpy backend.
+    Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,17 +229,17 @@ def plot(report, path):
     backend = next((b for b in ("gpu", "cpu") if any(r["backend"] == b for r in report["results"])), "numpy")
     rows = [r for r in report["results"] if r["backend"] == backend]
     labels = [f"{r['op']} [{r['size']}]" for r in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 0.28 * len(rows) + 1.5), sharey=True)
+    with_torch = any(r.get("torch_us") for r in rows)
+    figure, axes = plt.subplots(1, 1 + with_torch, figsize=(7 + 7 * with_torch, 0.28 * len(rows) + 1.5), sharey=True,
+                                squeeze=False)
+    left = axes[0, 0]
     positions = np.arange(len(rows))
     left.barh(positions, [100 * r["of_ceiling"] for r in rows], color="tab:blue")
     left.set_yticks(positions, labels, fontsize=7)
     left.invert_yaxis()
     left.set_xlabel("% of the machine's ceiling (bandwidth or GEMM)")
-    speedups = [r["vs_torch"] or 0 for r in rows]
-    right.barh(positions, speedups, color=["tab:green" if s >= 1 else "tab:red" for s in speedups])
-    right.axvline(1.0, color="black", linewidth=0.8)
-    right.set_xscale("log")
-    right.set_xlabel("speed-up vs PyTorch (log; 0 = no PyTorch equivalent)")
+    if with_torch:
+        _speedup_panel(axes[0, 1], positions, rows)
     figure.suptitle(f"fastdl {backend} backend, {report['machine']['cpu']}, {report['machine']['date'][:10]}")
     figure.tight_layout()
     try:
@@ -244,6 +247,14 @@ def plot(report, path):
             figure.savefig(temporary, dpi=110)
     finally:
         plt.close(figure)
+
+
+def _speedup_panel(right, positions, rows):
+    speedups = [r["vs_torch"] or 0 for r in rows]
+    right.barh(positions, speedups, color=["tab:green" if s >= 1 else "tab:red" for s in speedups])
+    right.axvline(1.0, color="black", linewidth=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("speed-up vs PyTorch (log; 0 = no PyTorch equivalent)")
 
 
 def save(report, folder, stem):
