@@ -9,11 +9,15 @@ active backend is a context variable: ``use_backend`` changes it for a ``with`` 
 ``set_backend`` for good; ``FASTDL_BACKEND`` sets the starting one.
 """
 
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import os
 
 import numpy as np
+
+from ._typing import Array
 
 BACKEND_NAMES = ("numpy", "cpu", "gpu", "cuda-emulator")
 EMULATED_BACKENDS = ("cuda-emulator",)  # for tests and debugging: never benchmarked unless asked for by name
@@ -62,7 +66,6 @@ def _from_dlpack(xp, x):
         if xp is np:
             return np.from_dlpack(x, device="cpu", copy=True)
         return xp.asarray(np.from_dlpack(x))
-
 
 _loaded = {}
 
@@ -121,7 +124,7 @@ def _load_emulator():
 _active = contextvars.ContextVar("fastdl_backend", default=None)
 
 
-def get_backend():
+def get_backend() -> Backend:
     """The active backend (an object with ``.name``, ``.kernels`` and ``.xp``)."""
     backend = _active.get()
     if backend is None:
@@ -130,7 +133,7 @@ def get_backend():
     return backend
 
 
-def set_backend(name):
+def set_backend(name: str) -> Backend:
     """Make ``name`` ("numpy", "cpu" or "gpu") the active backend; returns it."""
     backend = _load(name)
     _active.set(backend)
@@ -138,7 +141,7 @@ def set_backend(name):
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str):
     """``with fastdl.use_backend("numpy"): ...`` runs the block on another backend."""
     token = _active.set(_load(name))
     try:
@@ -159,12 +162,12 @@ def available_backends():
     return names
 
 
-def asarray(x, dtype=None):
+def asarray(x, dtype=None) -> Array:
     """Put ``x`` on the active backend (a numpy array for "numpy" and "cpu")."""
     return get_backend().asarray(x, dtype=dtype)
 
 
-def to_numpy(x):
+def to_numpy(x) -> np.ndarray:
     """Bring an array of any backend back to a numpy array."""
     get = getattr(x, "get", None)
     if callable(get) and not isinstance(x, np.ndarray):

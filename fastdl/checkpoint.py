@@ -7,12 +7,19 @@ checks everything before changing anything: a truncated file, a model of another
 another kind is a ValueError and the model and optimizer stay as they were.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._files import atomic_path
+
+if TYPE_CHECKING:  # for the type hints only
+    from .layers import Module
+    from .optim.optimizer import Optimizer
 
 FORMAT = "fastdl-checkpoint-1"
 
@@ -23,7 +30,7 @@ def _npz(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-def save(path, model, optimizer=None, extra=None):
+def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None, extra=None) -> str:
     """Write ``model`` (and ``optimizer``, and JSON-serializable ``extra``) to ``path``, a .npz file (the suffix is
     added when missing, as ``numpy.savez`` does); returns the path written. ``load`` finds it by either name."""
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
@@ -71,7 +78,7 @@ def _read(path):
     return arrays, meta
 
 
-def load(path, model, optimizer=None):
+def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None):
     """Restore ``model`` (and ``optimizer``) from ``path`` (or ``path`` + ".npz", what ``save(path)`` wrote);
     returns the ``extra`` saved with it."""
     if not os.path.exists(path) and os.path.exists(_npz(path)):

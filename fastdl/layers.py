@@ -5,11 +5,16 @@ Outputs are the layer's workspaces: ``forward`` returns an array that the next `
 hot path allocates nothing), so copy it if you keep it. ``backward`` uses what the last ``forward`` saw.
 """
 
+from __future__ import annotations
+
+from typing import Callable
+
 import numpy as np
 
 from . import _checks
 from . import finite_checks
 from . import init as initializers
+from ._typing import Array, DType
 from .activations import ActivationSpec, resolve
 from .backend import get_backend, to_numpy
 from .seeding import default_seed
@@ -78,14 +83,14 @@ class Module:
 
     training = True
 
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         # another library's tensor (PyTorch, JAX, CuPy) is read in place through DLPack where its device allows
         return self.forward(_checks.from_dlpack(x, self, "x"))
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward(self, grad_out, accumulate=False, input_grad=True):
+    def backward(self, grad_out: Array, accumulate: bool = False, input_grad: bool = True) -> Array | None:
         """dL/d(input) from dL/d(output); writes (or, with ``accumulate``, adds) the parameter gradients."""
         raise NotImplementedError
 
@@ -301,8 +306,9 @@ class Dense(_RandomCounter, Module):
     >>> y = layer(np.ones((2, 4), dtype=np.float32))
     """
 
-    def __init__(self, in_features, out_features, activation="identity", bias=True, init=None, seed=None,
-                 dtype="float32", dropout=0.0):
+    def __init__(self, in_features: int, out_features: int, activation: str | Activation = "identity",
+                 bias: bool = True, init: str | Callable | None = None, seed: int | None = None,
+                 dtype: DType = "float32", dropout: float = 0.0):
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"Dense: dropout must lie in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
@@ -396,7 +402,7 @@ class Activation(_RandomCounter, Module):
     """An activation as a layer of its own: ``Activation("elu", alpha=0.5)``; any name of the registry,
     ``softmax`` included (over the last axis). See ``fastdl.activations`` for every formula."""
 
-    def __init__(self, name, seed=None, **params):
+    def __init__(self, name: str, seed: int | None = None, **params: float | str):
         self.spec = ActivationSpec(name.lower(), **params)
         self._init_random(seed)
 
@@ -535,7 +541,7 @@ class Sequential(Module):
     ``backward(grad, input_grad=False)`` skips the first layer's input gradient (nobody needs it in training).
     """
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module):
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise TypeError(f"Sequential: item {index} is a {type(module).__name__}, not a fastdl Module")

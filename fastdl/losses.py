@@ -16,11 +16,14 @@ labels' minimum and maximum in every call). ``out`` is written either way.
 >>> loss, grad = softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 2]))
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
 
 from . import _checks
+from ._typing import Array
 
 REDUCTIONS = ("mean", "sum")
 
@@ -62,7 +65,8 @@ def _gradient_buffer(out, like, owner, xp):
     return out
 
 
-def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0, out=None):
+def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean", label_smoothing: float = 0.0,
+                          out: Array | None = None) -> tuple[float, Array]:
     """Cross-entropy of softmax(logits) against integer labels, and its gradient w.r.t. the logits.
 
     loss_i = -sum_j q_ij log softmax(logits_i)_j with q_i = (1 - s) onehot(label_i) + s / C (label smoothing s,
@@ -118,7 +122,7 @@ def _pair(owner, first, second, names):
     return backend, xp.ascontiguousarray(first), xp.ascontiguousarray(second)
 
 
-def mse(pred, target, reduction="mean", out=None):
+def mse(pred: Array, target: Array, reduction: str = "mean", out: Array | None = None) -> tuple[float, Array]:
     """Mean squared error: mean((pred - target)^2); gradient 2 (pred - target) / n."""
     backend, pred, target = _pair("mse", pred, target, ("pred", "target"))
     grad = _gradient_buffer(out, pred, "mse", backend.xp)
@@ -129,7 +133,8 @@ def mse(pred, target, reduction="mean", out=None):
     return _finite(loss, "mse", [("pred", pred), ("target", target)]), grad
 
 
-def binary_cross_entropy_with_logits(logits, targets, reduction="mean", out=None):
+def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
+                                     out: Array | None = None) -> tuple[float, Array]:
     """-[t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))], computed as softplus(z) - t z; gradient sigmoid(z) - t."""
     owner = "binary_cross_entropy_with_logits"
     backend, logits, targets = _pair(owner, logits, targets, ("logits", "targets"))

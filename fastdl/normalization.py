@@ -1,15 +1,18 @@
 """BatchNorm, Dropout and Standardize layers."""
 
+from __future__ import annotations
+
 import numpy as np
 
 from . import _checks
 from . import finite_checks
+from ._typing import DType
 from .activations import resolve
 from .backend import get_backend
 from .kernels.reference import activations as table
 from .kernels.cpu.normalization import totals_shape
 from .backend import to_numpy as to_host
-from .layers import Module, Parameter, _RandomCounter
+from .layers import Activation, Module, Parameter, _RandomCounter
 
 
 class BatchNorm(_RandomCounter, Module):
@@ -39,8 +42,9 @@ class BatchNorm(_RandomCounter, Module):
 
     state_buffers = ("running_mean", "running_var", "num_batches_tracked")
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 activation="identity", dtype="float32", seed=None, sync=False):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, activation: str | Activation = "identity", dtype: DType = "float32",
+                 seed: int | None = None, sync: bool = False):
         self.sync = bool(sync)
         self.num_features = _checks.positive_int(num_features, "BatchNorm", "num_features")
         self.dtype = _checks.float_dtype(dtype, "BatchNorm")
@@ -252,7 +256,7 @@ class Dropout(_RandomCounter, Module):
     independent of the thread count, and the same on every backend. It is stored as bytes.
     """
 
-    def __init__(self, p=0.5, seed=None):
+    def __init__(self, p: float = 0.5, seed: int | None = None):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
         self.p = float(p)

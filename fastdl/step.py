@@ -16,6 +16,8 @@ inside the compiled call, LARS and LAMB (two or three kernels with Python betwee
 Anything else runs the layer-by-layer path, with a one-line ``CompileStepFallback`` warning saying why.
 """
 
+from __future__ import annotations
+
 import hashlib
 import importlib.util
 import os
@@ -32,7 +34,8 @@ from . import losses as fastdl_losses
 from . import step_emitters as emitters
 from ._files import write_text_atomically
 from .backend import get_backend
-from .layers import Activation, Dense, Sequential
+from ._typing import Loss
+from .layers import Activation, Dense, Module, Sequential
 from .kernels.cpu import cache_repair
 from .normalization import BatchNorm, Dropout
 from .optim.optimizer import Optimizer
@@ -75,7 +78,8 @@ def cache_dir():
     return pathlib.Path(root) / "steps"
 
 
-def compile_step(model, loss, optimizer, quiet=False, accumulation_steps=1):
+def compile_step(model: Module, loss: Loss, optimizer: Optimizer, quiet: bool = False,
+                 accumulation_steps: int = 1) -> CompiledStep:
     """``step = compile_step(model, loss, optimizer)``; then ``value = step(x, y)`` trains on one batch.
 
     ``loss`` is one of ``fastdl.losses.softmax_cross_entropy``, ``mse``, ``binary_cross_entropy_with_logits``.

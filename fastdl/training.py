@@ -4,16 +4,21 @@ Thin and optional: it does exactly what a hand-written loop would (forward, loss
 schedule step per epoch; the first four fused by ``compile_step``), so layers and optimizers stay usable without it.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import sys
 import time
 
 from . import losses as fastdl_losses
-from .backend import asarray, to_numpy
 from ._files import atomic_path
+from ._typing import Array, Loss
+from .backend import asarray, to_numpy
 from .data import batches
+from .layers import Module
 from .optim import lr_scheduler
+from .optim.optimizer import Optimizer
 from .seeding import default_seed
 from .step import compile_step
 
@@ -110,7 +115,8 @@ def _is_classification(loss):
     return loss is fastdl_losses.softmax_cross_entropy
 
 
-def evaluate(model, x, y, loss=fastdl_losses.softmax_cross_entropy, batch_size=1024):
+def evaluate(model: Module, x: Array, y: Array, loss: Loss = fastdl_losses.softmax_cross_entropy,
+             batch_size: int = 1024) -> dict:
     """{"loss": mean loss, "accuracy": fraction correct (softmax cross-entropy only)} in eval mode.
 
     The model's train/eval mode is restored afterwards."""
@@ -180,8 +186,11 @@ class _DistributedStep:
         return float(value)
 
 
-def fit(model, loss, optimizer, train, val=None, epochs=10, batch_size=32, scheduler=None, early_stopping=None,
-        callbacks=None, progress=True, seed=None, distributed=False, batch_callbacks=None, accumulation_steps=1):
+def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Array],
+        val: tuple[Array, Array] | None = None, epochs: int = 10, batch_size: int = 32, scheduler=None,
+        early_stopping: EarlyStopping | None = None, callbacks: list | None = None, progress: bool = True,
+        seed: int | None = None, distributed: bool = False, batch_callbacks: list | None = None,
+        accumulation_steps: int = 1) -> History:
     """Train ``model`` on ``train=(x, y)`` with mini-batches; returns a ``History``.
 
     Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,

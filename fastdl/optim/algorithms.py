@@ -6,7 +6,10 @@ the formulas). Every class also takes the common options ``max_grad_norm``, ``l1
 ``weight_decay_mask`` of ``fastdl.optim.Optimizer``, and parameter groups in PyTorch's form.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Iterable
 
 import numpy as np
 
@@ -49,7 +52,8 @@ class SGD(Optimizer):
     >>> optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)  # doctest: +SKIP
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, **options):
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0, **options):
         self.nesterov = bool(nesterov)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay),
                          **options)
@@ -165,8 +169,9 @@ class Adam(Optimizer):
 
     decoupled_weight_decay = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 moments_dtype=None, **options):
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, moments_dtype: str | None = None,
+                 **options):
         owner = type(self).__name__
         if moments_dtype not in MOMENTS_DTYPES:
             raise ValueError(f"{owner}: moments_dtype must be None (the parameters' dtype) or 'bfloat16', "
@@ -231,8 +236,9 @@ class AdamW(Adam):
 
     decoupled_weight_decay = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 moments_dtype=None, **options):
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, moments_dtype: str | None = None,
+                 **options):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          moments_dtype=moments_dtype, **options)
 
