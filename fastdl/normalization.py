@@ -78,6 +78,7 @@ class BatchNorm(_RandomCounter, Module):
         return 1.0 / float(self.num_batches_tracked[0] + 1) if self.momentum is None else self.momentum
 
     def affine_arrays(self):
+        """(weight, bias) as the kernels take them: the learned ones, or constant ones and zeros (affine=False)."""
         if self.affine:
             return self.weight.data, self.bias.data
         return self._weight_constant, self._bias_constant
