@@ -45,12 +45,12 @@ def backend_array(x, owner, name):
 
 def from_dlpack(x, owner, name):
     """``x`` as the active backend's array when it is another library's tensor (any object with ``__dlpack__``:
-    PyTorch, JAX, CuPy), sharing its memory rather than copying it; a TypeError naming the caller and the argument
-    when that memory is on a device the backend cannot read. Anything else is returned as it is (and checked as
-    usual)."""
+    PyTorch, JAX), sharing its memory rather than copying it; a TypeError naming the caller and the argument when
+    that memory is on a device the backend cannot read. numpy and CuPy arrays, and anything else, are returned as
+    they are (and checked as usual)."""
+    if isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy") or not hasattr(x, "__dlpack__"):
+        return x  # the backends' own arrays: one of another backend is refused by name, never copied silently
     backend = get_backend()
-    if isinstance(x, backend.array_type) or not hasattr(x, "__dlpack__"):
-        return x
     try:
         return backend.xp.from_dlpack(x)
     except Exception as error:  # BufferError, RuntimeError, TypeError or ValueError, depending on the library

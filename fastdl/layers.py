@@ -84,7 +84,7 @@ class Module:
     training = True
 
     def __call__(self, x: Array) -> Array:
-        # another library's tensor (PyTorch, JAX, CuPy) is read in place through DLPack where its device allows
+        # another library's tensor (PyTorch, JAX) is read in place through DLPack where its device allows
         return self.forward(_checks.from_dlpack(x, self, "x"))
 
     def forward(self, x: Array) -> Array:

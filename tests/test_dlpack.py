@@ -46,3 +46,18 @@ def test_a_tensor_the_backend_cannot_read_is_a_clear_error_naming_the_layer():
         layer(np.ones((5, 4), np.float32))
         with pytest.raises(TypeError, match=r"Dense\(4->3, identity\): grad_out is a torch\.Tensor on meta"):
             layer.backward(torch.empty(5, 3, device="meta"))
+
+
+def test_an_array_of_the_other_backend_is_refused_by_name_not_taken_through_dlpack():
+    """CuPy arrays have __dlpack__ too: on a host backend they get the backends' own refusal (never a silent copy)."""
+    class FakeCupyArray:
+        __module__ = "cupy._core.core"
+        shape, ndim, dtype = (5, 4), 2, np.dtype(np.float32)
+
+        def __dlpack__(self, **options):
+            raise AssertionError("a CuPy array must not be read through DLPack")
+
+    with fastdl.use_backend("cpu"):
+        with pytest.raises(TypeError, match=r"Dense\(4->3, identity\): x must be a numpy array for the 'cpu' backend, "
+                                            r"got cupy\._core\.core\.FakeCupyArray \(move it with fastdl\.asarray\)"):
+            fastdl.Dense(4, 3, seed=0)(FakeCupyArray())
