@@ -12,20 +12,34 @@ from dataclasses import dataclass, field
 from ..layers import Activation, Dense, PReLU, Sequential
 from ..normalization import BatchNorm, Dropout
 
-# fastdl activation -> (torch.nn module, its arguments from the activation's constants)
+# fastdl activation -> (torch.nn module, (fastdl constant, the module's attribute of the same meaning) ...), read in
+# both directions; GELU's "approximate" is "none" in PyTorch where fastdl leaves it out, softmax runs over dim -1
 TORCH_ACTIVATIONS = {
-    "relu": ("ReLU", lambda p: {}),
-    "sigmoid": ("Sigmoid", lambda p: {}),
-    "tanh": ("Tanh", lambda p: {}),
-    "softsign": ("Softsign", lambda p: {}),
-    "silu": ("SiLU", lambda p: {}),
-    "leaky_relu": ("LeakyReLU", lambda p: {"negative_slope": p["alpha"]}),
-    "elu": ("ELU", lambda p: {"alpha": p["alpha"]}),
-    "rrelu": ("RReLU", lambda p: {"lower": p["lower"], "upper": p["upper"]}),
-    "softplus": ("Softplus", lambda p: {"beta": p["beta"], "threshold": p["threshold"]}),
-    "gelu": ("GELU", lambda p: {"approximate": p.get("approximate", "none")}),
-    "softmax": ("Softmax", lambda p: {"dim": -1}),
+    "relu": ("ReLU", ()),
+    "sigmoid": ("Sigmoid", ()),
+    "tanh": ("Tanh", ()),
+    "softsign": ("Softsign", ()),
+    "silu": ("SiLU", ()),
+    "leaky_relu": ("LeakyReLU", (("alpha", "negative_slope"),)),
+    "elu": ("ELU", (("alpha", "alpha"),)),
+    "rrelu": ("RReLU", (("lower", "lower"), ("upper", "upper"))),
+    "softplus": ("Softplus", (("beta", "beta"), ("threshold", "threshold"))),
+    "gelu": ("GELU", (("approximate", "approximate"),)),
+    "softmax": ("Softmax", ()),
 }
+FIXED_OPTIONS = {"GELU": {"approximate": "none"}, "Softmax": {"dim": -1}}  # defaults the constants may override
+
+
+def torch_options(kind, constants, pairs):
+    """The torch module's constructor arguments for a fastdl activation's constants."""
+    return {**FIXED_OPTIONS.get(kind, {}), **{attribute: constants[name] for name, attribute in pairs
+                                              if name in constants}}
+
+
+def fastdl_constants(module, pairs):
+    """A torch activation module's constants as fastdl names them (GELU's default "none" left out)."""
+    constants = {name: getattr(module, attribute) for name, attribute in pairs}
+    return {name: value for name, value in constants.items() if (name, value) != ("approximate", "none")}
 
 
 @dataclass
@@ -49,8 +63,8 @@ def _activation(spec, layer):
     if spec.name not in TORCH_ACTIVATIONS:
         raise ValueError(f"{layer.name}: the activation {spec.name!r} has no PyTorch module; supported: "
                          f"{sorted(TORCH_ACTIVATIONS)}")
-    kind, options = TORCH_ACTIVATIONS[spec.name]
-    return [TorchModule(kind, options(spec.params), source=layer)]
+    kind, pairs = TORCH_ACTIVATIONS[spec.name]
+    return [TorchModule(kind, torch_options(kind, spec.params, pairs), source=layer)]
 
 
 def torch_layout(model):

@@ -9,12 +9,13 @@ import numpy as np
 from ..backend import asarray, to_numpy
 from ..layers import Activation, Dense, Module, PReLU, Sequential
 from ..normalization import BatchNorm, Dropout
-from .layout import TORCH_ACTIVATIONS, torch_layout
+from .layout import TORCH_ACTIVATIONS, fastdl_constants, torch_layout
 
 if TYPE_CHECKING:
     import torch
 
 TORCH_DTYPES = ("float32", "float64")
+_BY_TORCH_KIND = {kind: name for name, (kind, _) in TORCH_ACTIVATIONS.items()}
 
 
 def _torch():
@@ -57,19 +58,13 @@ def _flatten_torch(module, torch):
 
 def _activation_of(module, torch):
     """The fastdl activation (name, constants) of a torch activation module, or None."""
-    nn = torch.nn
-    kinds = {kind: name for name, (kind, _) in TORCH_ACTIVATIONS.items()}
     kind = type(module).__name__
-    if kind not in kinds or type(module) is not getattr(nn, kind):
+    name = _BY_TORCH_KIND.get(kind)
+    if name is None or type(module) is not getattr(torch.nn, kind):
         return None
-    name = kinds[kind]
-    constants = {"leaky_relu": lambda m: {"alpha": m.negative_slope}, "elu": lambda m: {"alpha": m.alpha},
-                 "rrelu": lambda m: {"lower": m.lower, "upper": m.upper},
-                 "softplus": lambda m: {"beta": m.beta, "threshold": m.threshold},
-                 "gelu": lambda m: {"approximate": m.approximate} if m.approximate != "none" else {}}
     if name == "softmax" and module.dim not in (-1, 1, None):
         raise ValueError(f"from_torch: Softmax over dim={module.dim}; fastdl's softmax runs over the last axis")
-    return name, constants.get(name, lambda m: {})(module)
+    return name, fastdl_constants(module, TORCH_ACTIVATIONS[name][1])
 
 
 def _dtype_of(tensor):
