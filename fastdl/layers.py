@@ -362,7 +362,8 @@ class Dense(_RandomCounter, Module):
         else:
             finite = backend.kernels.dense_forward(x, self.weight.data, bias, activation, z, y)
             self._forward_a = y
-        finite_checks.check(finite, self._refuse, x, backend)
+        if finite is not True:  # a bool True (the CPU's answer) needs nothing more
+            finite_checks.check(finite, self._refuse, x, backend)
         self.counter = counter
         self._forward_input, self._forward_z, self._forward_y = x, z, y
         self._forward_training = self._forward_counted = self.training
@@ -416,7 +417,9 @@ class Activation(_RandomCounter, Module):
         backend = _checks.array(x, self.name, "x")
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
-        finite_checks.check(backend.kernels.all_finite(x), _refuse_nonfinite, self, x)
+        finite = backend.kernels.all_finite(x)
+        if finite is not True:  # a bool True (the CPU's answer) needs nothing more
+            finite_checks.check(finite, _refuse_nonfinite, self, x)
         x = backend.xp.ascontiguousarray(x)
         y = self._workspace("y", x.shape, x.dtype)
         if self.training:
@@ -445,7 +448,9 @@ class _LearnableActivation(Module):
         backend = _checks.array(x, self.name, "x", dtype=self.dtype, last_dim=features)
         if x.ndim == 0:
             raise ValueError(f"{self.name}: x must have at least one dimension, got a scalar")
-        finite_checks.check(backend.kernels.all_finite(x), _refuse_nonfinite, self, x)
+        finite = backend.kernels.all_finite(x)
+        if finite is not True:  # a bool True (the CPU's answer) needs nothing more
+            finite_checks.check(finite, _refuse_nonfinite, self, x)
         return backend, backend.xp.ascontiguousarray(x)
 
 

@@ -143,7 +143,8 @@ class BatchNorm(_RandomCounter, Module):
         else:
             finite = kernels.batchnorm_forward_eval(x, weight, bias, self.eps, self.running_mean, self.running_var,
                                                     activation, mean, inv_std, y, workspace)
-        finite_checks.check(finite, self._refuse, x)
+        if finite is not True:  # a bool True (the CPU's answer) needs nothing more
+            finite_checks.check(finite, self._refuse, x)
         self.counter, self._forward_finite = counter, finite
         self._forward_input, self._forward_y = x, y
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
