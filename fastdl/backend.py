@@ -26,13 +26,15 @@ CACHE_LINE = 64
 
 
 class Backend:
-    """A kernel set plus the array module it works on. ``name``, ``kernels``, ``xp``, ``array_type``."""
+    """A kernel set plus the array module it works on. ``name``, ``kernels``, ``xp``, ``array_type``;
+    ``device_flags``: its kernels leave finiteness flags on the device (fastdl/finite_checks.py)."""
 
-    def __init__(self, name, kernels, xp):
+    def __init__(self, name, kernels, xp, device_flags=False):
         self.name = name
         self.kernels = kernels
         self.xp = xp
         self.array_type = xp.ndarray
+        self.device_flags = device_flags
 
     def empty(self, shape, dtype):
         """An uninitialized array; on the host its data starts on a 64-byte cache line, so the CPU kernels may
@@ -106,7 +108,7 @@ def _load_gpu():
         raise RuntimeError("the 'gpu' backend needs an NVIDIA GPU, but CUDA reports 0 devices")
     from .kernels import cuda
 
-    return Backend("gpu", cuda, cupy)
+    return Backend("gpu", cuda, cupy, device_flags=True)
 
 
 def _load_emulator():
@@ -118,7 +120,7 @@ def _load_emulator():
         raise RuntimeError(f"the 'cuda-emulator' backend needs g++: {error}") from error
     from .kernels import cuda
 
-    return Backend("cuda-emulator", cuda, np)
+    return Backend("cuda-emulator", cuda, np, device_flags=True)
 
 
 _active = contextvars.ContextVar("fastdl_backend", default=None)

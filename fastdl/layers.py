@@ -84,8 +84,9 @@ class Module:
     training = True
 
     def __call__(self, x: Array) -> Array:
-        # another library's tensor (PyTorch, JAX) is read in place through DLPack where its device allows
-        return self.forward(_checks.from_dlpack(x, self, "x"))
+        if type(x) is not np.ndarray:  # another library's tensor (PyTorch, JAX) is read in place through DLPack
+            x = _checks.from_dlpack(x, self, "x")
+        return self.forward(x)
 
     def forward(self, x: Array) -> Array:
         raise NotImplementedError
@@ -556,20 +557,27 @@ class Sequential(Module):
         return self.layers
 
     def forward(self, x):
-        # the layers' GPU finiteness flags are read once, at the end (fastdl/finite_checks.py)
+        if not get_backend().device_flags:  # every flag is a bool its layer has tested already
+            return self._forward_layers(x, None)
+        # the layers' device finiteness flags are read once, at the end (fastdl/finite_checks.py)
         with finite_checks.deferred() as checks:
-            for index, layer in enumerate(self.layers):
-                try:
-                    x = layer(x)
-                except Exception:  # the layers before it ran: put back what they changed, then report the refusal
-                    for done in reversed(self.layers[:index]):
-                        done.undo_forward()
-                    checks.resolve()  # but NaN or Inf an earlier layer found on the device comes first
-                    raise
+            x = self._forward_layers(x, checks)
             try:
                 checks.resolve()
             except Exception:
                 self.undo_forward()
+                raise
+        return x
+
+    def _forward_layers(self, x, checks):
+        for index, layer in enumerate(self.layers):
+            try:
+                x = layer(x)
+            except Exception:  # the layers before it ran: put back what they changed, then report the refusal
+                for done in reversed(self.layers[:index]):
+                    done.undo_forward()
+                if checks is not None:
+                    checks.resolve()  # but NaN or Inf an earlier layer found on the device comes first
                 raise
         return x
 
