@@ -23,6 +23,7 @@ from . import interop
 from . import losses
 from . import optim
 from . import testing
+from . import tune
 from .activations import ActivationSpec
 from .backend import asarray
 from .callbacks import CSVLogger

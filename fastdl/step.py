@@ -60,6 +60,7 @@ class CallArguments(NamedTuple):
     status: np.ndarray
     values: tuple
     output: np.ndarray
+    names: tuple = ()  # the generated step's parameter names after CALL_PARAMETERS, one per value
 
 
 def _first_line(error):
@@ -146,6 +147,27 @@ class CompiledStep:
     @property
     def compiled(self):
         return self._kernel is not None
+
+    # -- what fastdl.tune reads to run this step for many members at once ---------------------------------------
+    @property
+    def fused_update(self):
+        """The update kernel the compiled step runs itself (one of FUSABLE_UPDATES), or None."""
+        return self._fused
+
+    @property
+    def counted_layers(self):
+        """(index, layer) of the layers whose random counters advance each step."""
+        return self._counted
+
+    @property
+    def tracking_layers(self):
+        """(index, layer) of the batch norms that update running statistics."""
+        return self._tracking
+
+    def serial_arguments(self, batch):
+        """The generated step for ``batch`` rows with every kernel serial, and the values it is called with (a
+        CallArguments), or LAYER_PATH; its update's hyperparameter rows are written for the optimizer's next step."""
+        return self._emit(batch, serial=True)
 
     def _unsupported(self):
         if get_backend().name != "cpu":
@@ -327,7 +349,7 @@ class CompiledStep:
         # factors: -1 (no running update, nor a count) for the layers that do not track statistics; hyper: the
         # clipping threshold, skip_nonfinite and the accumulation flags (see _compiled_path)
         return CallArguments(emission.source(), np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(6), np.zeros(2),
-                             tuple(emission.values), output)
+                             tuple(emission.values), output, tuple(emission.names))
 
 
 def kernel_ran(error):
@@ -336,13 +358,19 @@ def kernel_ran(error):
 
 
 def _load(source):
-    """Import the generated module from the cache folder (written atomically), compiled once per machine."""
+    """The generated module's ``training_step``, compiled once per machine (see ``load_generated``)."""
+    return load_generated(source).training_step
+
+
+def load_generated(source):
+    """Import the generated module from the cache folder (written atomically), compiled once per machine; its
+    cached functions load a damaged disk-cache entry as a miss."""
     from .kernels.cpu.cache_guard import source_digest
 
     key = hashlib.sha256((source + source_digest() + numba.__version__).encode()).hexdigest()[:16]
     name = f"fastdl_step_{key}"
     if name in sys.modules:
-        return sys.modules[name].training_step
+        return sys.modules[name]
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
@@ -356,4 +384,5 @@ def _load(source):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sys.modules[name] = module
-    return cache_repair.guard(module.training_step)
+    cache_repair.guard_modules([module])
+    return module
