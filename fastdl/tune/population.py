@@ -183,12 +183,13 @@ class Population:
         if rows == 0:
             raise ValueError(f"Population.step: {where} has no rows (shape {tuple(x.shape)})")
         leading = x.shape[:-1]
-        bad = ~np.isfinite(x).reshape(leading + (-1,)).all(axis=-1) if not shared else None
         if shared and not np.isfinite(x).all():
             raise ValueError(f"Population.step: x contains NaN or Inf (shape {tuple(x.shape)})")
-        if bad is not None and bad.any():
-            raise ValueError(f"Population.step: xs[{int(np.argmax(bad))}] contains NaN or Inf (shape "
-                             f"{tuple(x.shape)})")
+        if not shared:
+            finite = np.isfinite(x).reshape(self.size, -1).all(axis=1)
+            if not finite.all():
+                raise ValueError(f"Population.step: xs[{int(np.argmin(finite))}] contains NaN or Inf (shape "
+                                 f"{tuple(x.shape)})")
         width = self._steps[0]._output_width()
         if LOSS_KERNELS[self.loss] == "cross_entropy":
             _checks.backend_array(y, "Population.step", "y")

@@ -29,7 +29,9 @@ MAX_VIEW_DIMENSIONS = 3  # the step's arrays are at most 2-d today; one more for
 
 
 def _root(array):
-    while isinstance(array.base, np.ndarray):
+    """The outermost array of the same dtype that ``array`` views (aligned buffers are typed views of raw bytes: the
+    typed view is the root)."""
+    while isinstance(array.base, np.ndarray) and array.base.dtype == array.dtype and array.base.flags.c_contiguous:
         array = array.base
     return array
 
@@ -66,8 +68,6 @@ class MemberRoots:
         if not array.flags.c_contiguous:
             raise ValueError(f"Population: {where} is not C-contiguous; the population cannot stack it")
         root = _root(array)
-        if not root.flags.c_contiguous or root.dtype != array.dtype:
-            raise ValueError(f"Population: {where} views a buffer of another layout; the population cannot stack it")
         index = self._index.get(id(root))
         if index is None:
             index = self._index[id(root)] = len(self.roots)

@@ -1,0 +1,209 @@
+"""fastdl.tune: a Population's member k must end exactly where training model k alone with compile_step ends.
+
+The population runs each member's own compiled step (every kernel serial) inside one parallel loop, so the
+comparisons are for bit equality: parameters, gradients, moments, running statistics, counters, step counts. The
+tests share two model structures so the suite compiles few population steps.
+"""
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import losses, optim
+from fastdl.tune import Population, expand_grid, grid_search
+
+from test_compiled_step import assert_same_state, snapshot
+
+FEATURES, CLASSES = 8, 3
+
+
+@pytest.fixture(autouse=True)
+def cpu_backend():
+    with fastdl.use_backend("cpu"):
+        yield
+
+
+def mlp(seed, width=16, momentum=0.1, batch_norm=False):
+    """The two structures the tests use: Dense-ReLU x2 -> Dense, or Dense -> BatchNorm-ReLU -> Dropout -> Dense."""
+    if batch_norm:
+        return fastdl.Sequential(fastdl.Dense(FEATURES, width, seed=seed),
+                                 fastdl.BatchNorm(width, activation="relu", momentum=momentum, seed=seed + 1),
+                                 fastdl.Dropout(0.2, seed=seed + 2), fastdl.Dense(width, CLASSES, seed=seed + 3))
+    return fastdl.Sequential(fastdl.Dense(FEATURES, width, activation="relu", seed=seed),
+                             fastdl.Dense(width, width, activation="relu", seed=seed + 1),
+                             fastdl.Dense(width, CLASSES, seed=seed + 2))
+
+
+# per member: its optimizer's hyperparameters (learning rate, decay, clipping all differ)
+SETTINGS = [dict(lr=1e-2, weight_decay=0.0), dict(lr=3e-3, weight_decay=1e-2, max_grad_norm=0.5),
+            dict(lr=3e-2, weight_decay=1e-3, betas=(0.8, 0.99))]
+
+
+def members(batch_norm=False, algorithm=optim.AdamW):
+    models = [mlp(10 * k, momentum=None if batch_norm and k == 1 else 0.1, batch_norm=batch_norm)
+              for k in range(len(SETTINGS))]
+    return models, [algorithm(model.parameters(), **settings) for model, settings in zip(models, SETTINGS)]
+
+
+def batch(seed, rows=12, members=None):
+    rng = np.random.default_rng(seed)
+    shape = (rows,) if members is None else (members, rows)
+    return rng.standard_normal(shape + (FEATURES,)).astype(np.float32), rng.integers(0, CLASSES, shape)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["mlp", "batchnorm-dropout"])
+def test_each_member_ends_bit_identical_to_training_alone(batch_norm):
+    models, optimizers = members(batch_norm)
+    alone_models, alone_optimizers = members(batch_norm)
+    steps = [fastdl.compile_step(m, losses.softmax_cross_entropy, o) for m, o in zip(alone_models, alone_optimizers)]
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    for seed in range(3):  # one batch for all members
+        x, y = batch(seed)
+        population_losses = population.step(x, y)
+        np.testing.assert_array_equal(population_losses, [step(x, y) for step in steps])
+    for seed in range(3, 5):  # each member its own batch, of another size
+        xs, ys = batch(seed, rows=7, members=len(models))
+        population_losses = population.step(xs, ys)
+        np.testing.assert_array_equal(population_losses, [step(xs[k], ys[k]) for k, step in enumerate(steps)])
+    np.testing.assert_array_equal(population.outputs[2], steps[2].outputs)
+    for k in range(len(models)):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]),
+                          snapshot(alone_models[k], alone_optimizers[k]))
+
+
+def test_fit_matches_fastdl_fit_per_member_with_early_stopping():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((90, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, 90)
+    x_val, y_val = rng.standard_normal((30, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, 30)
+    models, optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    history = population.fit((x, y), (x_val, y_val), epochs=6, batch_size=16, early_stopping=2, seed=5,
+                             progress=False)
+    for k in range(len(models)):
+        alone = mlp(10 * k)
+        alone_optimizer = optim.AdamW(alone.parameters(), **SETTINGS[k])
+        alone_history = fastdl.fit(alone, losses.softmax_cross_entropy, alone_optimizer, (x, y), (x_val, y_val),
+                                   epochs=6, batch_size=16, early_stopping=fastdl.EarlyStopping(2), seed=5,
+                                   progress=False)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert history.members[k][key] == alone_history[key], (k, key)
+        assert history.members[k].stopped_early == alone_history.stopped_early
+        assert history.members[k].best_epoch == alone_history.best_epoch
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]),
+                          snapshot(alone, alone_optimizer))
+    scores = [max(h["val_accuracy"]) for h in history.members]
+    assert history.best_member == int(np.argmax(scores)) and history.best_score == max(scores)
+
+
+def test_a_diverging_member_stops_unchanged_and_the_others_train_on():
+    models, optimizers = members()
+    models[1].layers[2].weight.data[...] = np.inf  # its outputs are not finite on the first step
+    before = snapshot(models[1], optimizers[1])
+    alone_models, alone_optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    x, y = batch(0)
+    population_losses = population.step(x, y)
+    assert np.isnan(population_losses[1]) and np.isfinite(population_losses[[0, 2]]).all()
+    assert population.diverged.tolist() == [False, True, False] and population.active.tolist() == [True, False, True]
+    population.step(*batch(1))
+    assert_same_state(snapshot(population.models[1], population.optimizers[1]), before)
+    step = fastdl.compile_step(alone_models[2], losses.softmax_cross_entropy, alone_optimizers[2])
+    step(x, y), step(*batch(1))
+    assert_same_state(snapshot(population.models[2], population.optimizers[2]),
+                      snapshot(alone_models[2], alone_optimizers[2]))
+
+
+def test_reload_takes_a_member_changed_directly():
+    models, optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    population.step(*batch(0))
+    population.models[0].layers[2].bias.data[...] = 0.5
+    population.reload()
+    population.step(*batch(1))
+    alone_models, alone_optimizers = members()
+    step = fastdl.compile_step(alone_models[0], losses.softmax_cross_entropy, alone_optimizers[0])
+    step(*batch(0))
+    alone_models[0].layers[2].bias.data[...] = 0.5
+    step(*batch(1))
+    assert_same_state(snapshot(population.models[0], population.optimizers[0]),
+                      snapshot(alone_models[0], alone_optimizers[0]))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("xs of the wrong member count", "one batch per member"),
+    ("NaN in one member's batch", r"xs\[1\] contains NaN"),
+    ("labels out of range", "labels must lie in"),
+    ("labels of the wrong shape", "integer labels of shape"),
+    ("float64 x", "float32"),
+])
+def test_bad_batches_are_refused_before_any_member_trains(case, message):
+    models, optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    before = [snapshot(m, o) for m, o in zip(models, optimizers)]
+    xs, ys = batch(0, members=3)
+    if case == "xs of the wrong member count":
+        xs, ys = xs[:2], ys[:2]
+    elif case == "NaN in one member's batch":
+        xs[1, 3, 2] = np.nan
+    elif case == "labels out of range":
+        ys[2, 0] = CLASSES
+    elif case == "labels of the wrong shape":
+        ys = ys[:, :5]
+    else:
+        xs = xs.astype(np.float64)
+    with pytest.raises((ValueError, TypeError), match=message):
+        population.step(xs, ys)
+    for k in range(3):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]), before[k])
+
+
+def test_members_that_differ_in_structure_are_refused_naming_the_member():
+    models = [mlp(0), mlp(1), mlp(2, width=12)]
+    optimizers = [optim.Adam(m.parameters()) for m in models]
+    with pytest.raises(ValueError, match="member 2"):
+        Population(models, losses.softmax_cross_entropy, optimizers).step(*batch(0))
+    mixed = [optim.Adam(models[0].parameters()), optim.SGD(models[1].parameters(), lr=0.1)]
+    with pytest.raises(ValueError, match="member 1's optimizer is SGD"):
+        Population(models[:2], losses.softmax_cross_entropy, mixed)
+    with pytest.raises(ValueError, match="one element-wise kernel"):
+        Population(models[:1], losses.softmax_cross_entropy, [optim.LAMB(models[0].parameters())])
+
+
+def test_expand_grid_takes_a_dict_or_a_list_of_dicts():
+    assert expand_grid({"lr": [1, 2], "width": [3]}) == [{"lr": 1, "width": 3}, {"lr": 2, "width": 3}]
+    assert expand_grid([{"lr": [1]}, {"lr": [2], "decay": [0, 1]}]) == [
+        {"lr": 1}, {"lr": 2, "decay": 0}, {"lr": 2, "decay": 1}]
+    with pytest.raises(ValueError, match="empty"):
+        expand_grid({"lr": []})
+    with pytest.raises(TypeError, match="list of values"):
+        expand_grid({"lr": 0.1})
+
+
+def test_grid_search_trains_each_setting_as_it_would_train_alone():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((64, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, 64)
+    val = rng.standard_normal((32, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, 32)
+    grid = {"lr": [1e-2, 3e-2], "weight_decay": [0.0, 1e-2], "width": [16, 12]}
+
+    def build_model(params):
+        return mlp(3, width=params["width"])
+
+    def build_optimizer(model, params):
+        return optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+
+    result = grid_search(build_model, build_optimizer, grid, (x, y), val, epochs=3, batch_size=16, seed=4,
+                         progress=False)
+    assert len(result.rows) == 8 and len({row["population"] for row in result.rows}) == 2  # one per width
+    last_scores = []
+    for row in result.rows:
+        model = build_model(row["params"])
+        history = fastdl.fit(model, losses.softmax_cross_entropy, build_optimizer(model, row["params"]), (x, y), val,
+                             epochs=3, batch_size=16, seed=4, progress=False)
+        assert row["score"] == max(history["val_accuracy"])
+        assert row["best_epoch"] == 1 + int(np.argmax(history["val_accuracy"]))
+        last_scores.append(history["val_accuracy"][-1])
+    best = max(range(8), key=lambda index: (result.rows[index]["score"], -index))  # the first of equal scores
+    assert result.best_index == best and result.best_params == result.rows[best]["params"]
+    # the best setting's model as it ended (no early stopping here: after its last epoch)
+    assert fastdl.evaluate(result.best_model, *val)["accuracy"] == last_scores[best]
+    assert "val_accuracy" in result.table() and "*" in result.table()
