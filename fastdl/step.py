@@ -106,11 +106,12 @@ def _flatten(model):
 class CompiledStep:
     """A training step for one model, loss and optimizer; see ``compile_step``."""
 
-    def __init__(self, model, loss, optimizer, quiet=False, accumulation_steps=1):
+    def __init__(self, model, loss, optimizer, quiet=False, accumulation_steps=1, rank_local=False):
         if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, (int, np.integer)) \
                 or accumulation_steps < 1:
             raise ValueError(f"compile_step: accumulation_steps must be a positive integer, got {accumulation_steps!r}")
         self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.rank_local = rank_local  # trains on this rank alone, in a distributed job too (fastdl.tune's members)
         self.accumulation_steps = int(accumulation_steps)
         self.accumulated_batches = self.accumulated_samples = 0  # since the last update
         self.updated = False  # whether the latest call updated the parameters
@@ -174,7 +175,7 @@ class CompiledStep:
             return f"the '{get_backend().name}' backend has no compiled step (only 'cpu')"
         from . import distributed
 
-        if distributed.world_size() > 1:
+        if distributed.world_size() > 1 and not self.rank_local:
             return "in a distributed job the gradients' all-reduce must run between backward and update"
         from .kernels.cpu import blas
 

@@ -286,3 +286,46 @@ def test_the_per_buffer_caches_forget_a_dead_buffer_whose_address_a_new_one_take
         collisions += id(new) == old_id
         assert cache.get(new) is None
     assert collisions  # the situation did arise: CPython reuses the freed object's memory
+
+
+GRID_SEARCH = """
+import numpy as np
+import fastdl
+
+def grid_data():
+    rng = np.random.default_rng(7)
+    return ((rng.standard_normal((48, 6)).astype(np.float32), rng.integers(0, 3, 48)),
+            (rng.standard_normal((24, 6)).astype(np.float32), rng.integers(0, 3, 24)))
+
+def build_model(params):
+    return fastdl.Sequential(fastdl.Dense(6, params["width"], activation="relu", seed=1),
+                             fastdl.Dense(params["width"], 3, seed=2))
+
+def build_optimizer(model, params):
+    return fastdl.optim.Adam(model.parameters(), lr=params["lr"])
+
+def search(distributed):
+    train, val = grid_data()
+    return fastdl.tune.grid_search(build_model, build_optimizer, {"width": [8, 5], "lr": [1e-2, 3e-2]}, train, val,
+                                   epochs=3, batch_size=16, seed=3, progress=False, distributed=distributed)
+
+def summary(result):
+    rows = [(row["params"], row["score"], row["best_epoch"], row["epochs"]) for row in result.rows]
+    weights = [float(p.data.astype(np.float64).sum()).hex() for p in result.best_model.parameters()]
+    return repr((rows, result.best_index, weights))
+"""
+
+
+def test_grid_search_deals_the_populations_out_over_the_ranks(tmp_path):
+    namespace = {}
+    exec(GRID_SEARCH, namespace)  # the single-process reference (it also compiles what the ranks load)
+    with fastdl.use_backend("cpu"):
+        expected = namespace["summary"](namespace["search"](False))
+    result = run_ranks(tmp_path, GRID_SEARCH + """
+from fastdl import distributed as dist
+dist.init()
+print("rank", dist.rank(), summary(search(True)), flush=True)
+""")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
+    assert lines == [f"rank 0 {expected}", f"rank 1 {expected}"]

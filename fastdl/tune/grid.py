@@ -37,7 +37,7 @@ def expand_grid(grid) -> list[dict]:
 
 def structure_key(model, loss, optimizer):
     """What members of one population must share: the generated step's source and the sizes it binds."""
-    step = CompiledStep(model, loss, optimizer, quiet=True)
+    step = CompiledStep(model, loss, optimizer, quiet=True, rank_local=True)
     if step.reason is not None:
         raise ValueError(f"grid_search: this setting cannot run as a compiled step: {step.reason}")
     arguments = step.serial_arguments(2)

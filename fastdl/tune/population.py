@@ -69,7 +69,7 @@ class Population:
         self._models, self._optimizers, self.loss = models, optimizers, loss
         self._steps = []
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
-            step = CompiledStep(model, loss, optimizer, quiet=True)
+            step = CompiledStep(model, loss, optimizer, quiet=True, rank_local=True)
             if step.reason is not None:
                 raise ValueError(f"Population: member {member} cannot run as a compiled step: {step.reason}")
             if step.fused_update is None:
