@@ -1,7 +1,8 @@
 """Every script in examples/ runs as a user would run it (a new process, in an empty folder) and prints what it
 promises. Examples that need an optional package skip without it. They run on the numpy backend here (the same
 code as on the default cpu backend, without a cold CI compiling their activations and training steps: about a
-minute of Numba), except the hand-written loop, whose kernels the rest of the suite compiles anyway."""
+minute of Numba), except the hand-written loop and the grid search (populations run on the cpu backend only),
+whose kernels the rest of the suite compiles anyway."""
 
 import os
 
@@ -21,6 +22,7 @@ EXPECTED = {
     "regression.py": ((), [], "numpy", "validation MSE of the restored model"),
     "pytorch_round_trip.py": (("torch", "safetensors"), [], "numpy", "round trip exact: True"),
     "onnx_export.py": (("onnx", "onnxruntime"), [], "numpy", "onnxruntime accuracy"),
+    "grid_search.py": ((), ["4"], "cpu", "test accuracy of the best model"),  # populations need the cpu backend
 }
 
 
