@@ -297,12 +297,13 @@ def grid_data():
     return ((rng.standard_normal((48, 6)).astype(np.float32), rng.integers(0, 3, 48)),
             (rng.standard_normal((24, 6)).astype(np.float32), rng.integers(0, 3, 24)))
 
-def build_model(params):
+def build_model(params):  # the structure tests/test_tune.py trains (the ranks load its compiled step)
     return fastdl.Sequential(fastdl.Dense(6, params["width"], activation="relu", seed=1),
-                             fastdl.Dense(params["width"], 3, seed=2))
+                             fastdl.Dense(params["width"], params["width"], activation="relu", seed=2),
+                             fastdl.Dense(params["width"], 3, seed=3))
 
 def build_optimizer(model, params):
-    return fastdl.optim.Adam(model.parameters(), lr=params["lr"])
+    return fastdl.optim.AdamW(model.parameters(), lr=params["lr"])
 
 def search(distributed):
     train, val = grid_data()
