@@ -165,6 +165,10 @@ def test_members_that_differ_in_structure_are_refused_naming_the_member():
     mixed = [optim.Adam(models[0].parameters()), optim.SGD(models[1].parameters(), lr=0.1)]
     with pytest.raises(ValueError, match="member 1's optimizer is SGD"):
         Population(models[:2], losses.softmax_cross_entropy, mixed)
+    shared = mlp(0)
+    with pytest.raises(ValueError, match="members 0 and 1 share a parameter"):
+        Population([shared, shared], losses.softmax_cross_entropy,
+                   [optim.Adam(shared.parameters()), optim.Adam(shared.parameters())])
     with pytest.raises(ValueError, match="one element-wise kernel"):
         Population(models[:1], losses.softmax_cross_entropy, [optim.LAMB(models[0].parameters())])
 

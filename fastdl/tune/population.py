@@ -41,7 +41,7 @@ class Population:
     statistics) in stacked buffers. ``population.models`` and ``population.optimizers`` write it back to the
     members first, so they are ordinary fastdl models and optimizers, current as of the last step. Hyperparameters
     set on a member's optimizer (``optimizers[k].lr = ...``) take effect at the next step; after changing a
-    member's weights or state directly, call ``population.reload()``.
+    member's weights or state (through ``population.models``), call ``population.reload()``.
 
     A member whose forward produces NaN or Inf (a learning rate too large) is left as it was before that step and
     marked ``diverged``; it stops training, the others go on. ``population.active`` says which members still train;
@@ -66,6 +66,13 @@ class Population:
             if type(optimizer) is not type(optimizers[0]):
                 raise ValueError(f"Population: member {member}'s optimizer is {type(optimizer).__name__}, member 0's "
                                  f"{type(optimizers[0]).__name__}; the members share one algorithm")
+        owners = {}
+        for member, model in enumerate(models):  # each member's state must be its own: it is stacked row by row
+            for parameter in model.parameters():
+                other = owners.setdefault(id(parameter), member)
+                if other != member:
+                    raise ValueError(f"Population: members {other} and {member} share a parameter; give each member "
+                                     "its own model")
         self._models, self._optimizers, self.loss = models, optimizers, loss
         self._steps = []
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
