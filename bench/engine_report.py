@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 
@@ -25,6 +24,7 @@ import numpy as np
 
 import fastdl
 from fastdl.bench import cases
+from fastdl.bench.runner import cpu_model
 from fastdl.bench.timing import interleaved_rounds, medians, paired
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -124,12 +124,6 @@ def measure_one():
     return {"blas": fastdl.blas_info(), "versions": versions, "mlp": mlp_rows(), "gemm": gemm_rows()}
 
 
-def _cpu_model():
-    with open("/proc/cpuinfo") as cpuinfo:
-        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                    platform.processor())
-
-
 def format_markdown(report):
     lines = [f"# CPU engine report, {report['date']}", "",
              f"{report['cpu']}, {os.cpu_count()} cores. `python bench/engine_report.py`: medians over "
@@ -186,7 +180,7 @@ def main(argv=None):
                        env={**os.environ, "FASTDL_BLAS": provider})
         runs.append(json.loads(out.read_text()))
         out.unlink()
-    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": _cpu_model(),
+    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),
               "providers": runs}
     (RESULTS / "cpu-engine.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "cpu-engine.md").write_text(format_markdown(report))

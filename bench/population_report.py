@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import fastdl
 from fastdl import losses, optim
 from fastdl.bench.ceilings import cpu_ceilings
+from fastdl.bench.runner import cpu_model
 from fastdl.bench.timing import interleaved_rounds, medians, paired
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -222,7 +222,7 @@ def main(argv=None):
     arguments = parser.parse_args(argv)
     fastdl.set_backend("cpu")
     rounds, grid_rounds = (3, 1) if arguments.quick else (9, 3)
-    report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+    report = {"date": datetime.date.today().isoformat(), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
               "threads": fastdl.get_num_threads()[1], "blas": fastdl.blas_info().get("provider"),
               "ceilings": cpu_ceilings(quick=True), "rounds": rounds, "grid_rounds": grid_rounds}
     report["population"], report["per_round"] = population_rows(rounds, 0.3 if not arguments.quick else 0.1)

@@ -52,7 +52,8 @@ def _torch_device(backend):
     return "cpu"
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
     try:
         with open("/proc/cpuinfo") as file:
             for line in file:
@@ -74,7 +75,7 @@ def _jax_available():
 def machine_description(backends):
     import numba
 
-    info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": _cpu_model(),
+    info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_model(),
             "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "threads (BLAS, Numba)": list(fastdl.get_num_threads())}
     blas = fastdl.blas_info()
