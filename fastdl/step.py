@@ -165,6 +165,11 @@ class CompiledStep:
         """(index, layer) of the batch norms that update running statistics."""
         return self._tracking
 
+    @property
+    def output_width(self):
+        """The model's output width (what the targets are checked against)."""
+        return self._output_width()
+
     def serial_arguments(self, batch):
         """The generated step for ``batch`` rows with every kernel serial, and the values it is called with (a
         CallArguments), or LAYER_PATH; its update's hyperparameter rows are written for the optimizer's next step."""

@@ -211,3 +211,18 @@ def test_grid_search_trains_each_setting_as_it_would_train_alone():
     # the best setting's model as it ended (no early stopping here: after its last epoch)
     assert fastdl.evaluate(result.best_model, *val)["accuracy"] == last_scores[best]
     assert "val_accuracy" in result.table() and "*" in result.table()
+
+
+def test_fit_refuses_bad_training_or_validation_data_before_an_epoch():
+    models, optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    before = [snapshot(m, o) for m, o in zip(models, optimizers)]
+    x, y = batch(0, rows=20)
+    bad_x = x.copy()
+    bad_x[4, 1] = np.inf
+    with pytest.raises(ValueError, match="Population.fit: x contains NaN or Inf"):
+        population.fit((bad_x, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="Population.fit: labels must lie in"):
+        population.fit((x, y), (x, y + CLASSES), epochs=1, progress=False)
+    for k in range(3):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]), before[k])

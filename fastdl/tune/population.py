@@ -175,51 +175,54 @@ class Population:
             module = self._kernels[source] = load_generated(source)
         return module.population_step_shared if shared else module.population_step_each
 
-    def _check_batch(self, x, y):
+    def _check_batch(self, x, y, caller="Population.step"):
         """(x, y, shared) checked: x (batch, features) shared by all members or (members, batch, features)."""
         shared = getattr(x, "ndim", None) == 2
         where = "x" if shared else "xs"
         if not shared:
-            _checks.array(x, "Population.step", where, ndim=3, dtype=self.dtype, last_dim=self.in_features)
+            _checks.array(x, caller, where, ndim=3, dtype=self.dtype, last_dim=self.in_features)
             if x.shape[0] != self.size:
-                raise ValueError(f"Population.step: xs must have one batch per member, shape ({self.size}, batch, "
+                raise ValueError(f"{caller}: xs must have one batch per member, shape ({self.size}, batch, "
                                  f"{self.in_features}), got {tuple(x.shape)}")
         else:
-            _checks.array(x, "Population.step", where, ndim=2, dtype=self.dtype, last_dim=self.in_features)
+            _checks.array(x, caller, where, ndim=2, dtype=self.dtype, last_dim=self.in_features)
         rows = x.shape[-2]
         if rows == 0:
-            raise ValueError(f"Population.step: {where} has no rows (shape {tuple(x.shape)})")
+            raise ValueError(f"{caller}: {where} has no rows (shape {tuple(x.shape)})")
         leading = x.shape[:-1]
         if shared and not np.isfinite(x).all():
-            raise ValueError(f"Population.step: x contains NaN or Inf (shape {tuple(x.shape)})")
+            raise ValueError(f"{caller}: x contains NaN or Inf (shape {tuple(x.shape)})")
         if not shared:
             finite = np.isfinite(x).reshape(self.size, -1).all(axis=1)
             if not finite.all():
-                raise ValueError(f"Population.step: xs[{int(np.argmin(finite))}] contains NaN or Inf (shape "
+                raise ValueError(f"{caller}: xs[{int(np.argmin(finite))}] contains NaN or Inf (shape "
                                  f"{tuple(x.shape)})")
-        width = self._steps[0]._output_width()
+        width = self._steps[0].output_width
         if LOSS_KERNELS[self.loss] == "cross_entropy":
-            _checks.backend_array(y, "Population.step", "y")
+            _checks.backend_array(y, caller, "y")
             if y.shape != leading or y.dtype.kind not in "iu":
-                raise ValueError(f"Population.step: y must be integer labels of shape {leading} for x of shape "
+                raise ValueError(f"{caller}: y must be integer labels of shape {leading} for x of shape "
                                  f"{tuple(x.shape)}, got {y.dtype} {tuple(y.shape)}")
             if y.size and (y.min() < 0 or y.max() >= width):
-                raise ValueError(f"Population.step: labels must lie in [0, {width}), got values in "
+                raise ValueError(f"{caller}: labels must lie in [0, {width}), got values in "
                                  f"[{int(y.min())}, {int(y.max())}]")
             y = y.astype(np.int64, copy=False)
         else:
-            _checks.array(y, "Population.step", "y", dtype=self.dtype)
+            _checks.array(y, caller, "y", dtype=self.dtype)
             if y.shape != leading + (width,):
-                raise ValueError(f"Population.step: y must have the outputs' shape {leading + (width,)}, got "
+                raise ValueError(f"{caller}: y must have the outputs' shape {leading + (width,)}, got "
                                  f"{tuple(y.shape)}")
             if not np.isfinite(y).all():
-                raise ValueError(f"Population.step: y contains NaN or Inf (shape {tuple(y.shape)})")
+                raise ValueError(f"{caller}: y contains NaN or Inf (shape {tuple(y.shape)})")
         return np.ascontiguousarray(x), np.ascontiguousarray(y), shared
 
     def step(self, x, y):
         """Train every active member on (x, y), or member k on (xs[k], ys[k]); returns the K losses (float64,
         NaN where a member did not train)."""
-        x, y, shared = self._check_batch(x, y)
+        return self._run(*self._check_batch(x, y))
+
+    def _run(self, x, y, shared):
+        """``step`` on a checked batch (``fit`` checks its data once, not every batch)."""
         arguments = self._arguments_for(x.shape[-2])
         active = self.active
         counters, factors, status = arguments.counters, arguments.factors, arguments.status
@@ -276,6 +279,9 @@ class Population:
         x, y = train
         if len(x) == 0:
             raise ValueError(f"Population.fit: train's x has no rows (shape {tuple(x.shape)})")
+        x, y, _ = self._check_batch(x, y, "Population.fit")  # every batch is drawn from checked data
+        if val is not None:
+            self._check_batch(val[0], val[1], "Population.fit")
         if val is not None and len(val[0]) == 0:
             raise ValueError(f"Population.fit: val's x has no rows (shape {tuple(val[0].shape)})")
         if early_stopping is not None and val is None:
@@ -293,7 +299,7 @@ class Population:
             training = self.active.copy()
             total, correct, seen = np.zeros(self.size), np.zeros(self.size), 0
             for xb, yb in _epoch_batches(x, y, batch_size, seed, epoch, self.size if member_batches else None):
-                losses = self.step(xb, yb)
+                losses = self._run(xb, yb, not member_batches)
                 total += np.where(np.isnan(losses), 0.0, losses) * xb.shape[-2]
                 if classification:
                     correct += (self.outputs.argmax(axis=2) == yb).sum(axis=1)
