@@ -36,6 +36,7 @@ from .backend import to_numpy
 from .backend import use_backend
 from .layers import APL
 from .layers import Activation
+from .layers import BFloat16Notice
 from .layers import Dense
 from .layers import Module
 from .layers import Parameter

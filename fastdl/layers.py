@@ -139,6 +139,17 @@ class Module:
     def eval(self):
         return self.train(False)
 
+
+    def set_compute_dtype(self, compute_dtype: str) -> Module:
+        """Every ``Dense`` inside multiplies in ``compute_dtype``: "bfloat16" (GEMM operands rounded to bfloat16,
+        float32 accumulation; parameters, gradients and the optimizer's state stay float32) or "float32"; returns
+        the module. Checked for every layer before any changes."""
+        dense_layers = [module for module in self.modules() if isinstance(module, Dense)]
+        for layer in dense_layers:
+            _check_compute_dtype(compute_dtype, layer)
+        for layer in dense_layers:
+            layer.compute_dtype = compute_dtype
+        return self
     def zero_grad(self):
         for parameter in self.parameters():
             parameter.grad[...] = 0
@@ -284,6 +295,36 @@ class _RandomCounter:
 
 
 DROPOUT_STREAM = 0x5851F42D4C957F2D  # xor-ed into a Dense layer's seed for its dropout mask
+COMPUTE_DTYPES = ("float32", "bfloat16")
+IDENTITY = ActivationSpec("identity")  # a bfloat16 backward's products: dZ is formed (and rounded) before them
+
+
+class BFloat16Notice(UserWarning):
+    """bfloat16 compute runs with bfloat16's numerics but through the float32 GEMM, so it is not faster."""
+
+
+def _check_compute_dtype(compute_dtype, layer):
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"{_checks.label(layer)}: compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                         f"{compute_dtype!r}")
+    if compute_dtype == "bfloat16" and np.dtype(layer.dtype) != np.float32:
+        raise ValueError(f"{_checks.label(layer)}: compute_dtype='bfloat16' needs float32 parameters, the layer's "
+                         f"are {np.dtype(layer.dtype).name}")
+    if compute_dtype == "bfloat16":
+        _notice_bfloat16()
+
+
+_noticed = []
+
+
+def _notice_bfloat16():
+    if not _noticed:  # once per process
+        _noticed.append(True)
+        import warnings
+
+        warnings.warn("fastdl: bfloat16 compute rounds the GEMM operands to bfloat16 and multiplies them with the "
+                      "float32 GEMM (no bfloat16 GEMM provider yet): bfloat16's numerics, not its speed",
+                      BFloat16Notice, stacklevel=4)
 
 
 class Dense(_RandomCounter, Module):
@@ -302,6 +343,10 @@ class Dense(_RandomCounter, Module):
             ``Dropout(p, seed=layer.dropout_seed)`` placed after the layer would draw, so both spellings train
             identically; it is stored as bytes.
         dtype: "float32" or "float64".
+        compute_dtype: "float32", or "bfloat16": the GEMMs take x, the weight and the backward's dZ rounded to
+            the nearest bfloat16 (ties to even) and accumulate in float32, as a bfloat16 GEMM does (PyTorch's
+            autocast); the bias, the activation and every gradient's other arithmetic stay float32, as do the
+            parameters, gradients and the optimizer's state. ``Module.set_compute_dtype`` switches a whole model.
 
     >>> layer = Dense(4, 3, activation="relu", seed=0)
     >>> y = layer(np.ones((2, 4), dtype=np.float32))
@@ -309,13 +354,15 @@ class Dense(_RandomCounter, Module):
 
     def __init__(self, in_features: int, out_features: int, activation: str | Activation = "identity",
                  bias: bool = True, init: str | Callable | None = None, seed: int | None = None,
-                 dtype: DType = "float32", dropout: float = 0.0):
+                 dtype: DType = "float32", dropout: float = 0.0, compute_dtype: str = "float32"):
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"Dense: dropout must lie in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
         self.in_features = _checks.positive_int(in_features, "Dense", "in_features")
         self.out_features = _checks.positive_int(out_features, "Dense", "out_features")
         self.dtype = _checks.float_dtype(dtype, "Dense")
+        _check_compute_dtype(compute_dtype, self)
+        self.compute_dtype = compute_dtype
         self.activation = resolve(activation)
         if init is None:
             init = "kaiming_uniform" if self.activation.relu_like else "xavier_uniform"
@@ -341,7 +388,8 @@ class Dense(_RandomCounter, Module):
     @property
     def name(self):
         dropout = f", dropout={self.dropout}" if self.dropout else ""
-        return f"Dense({self.in_features}->{self.out_features}, {self.activation.name}{dropout})"
+        compute = ", bfloat16" if self.compute_dtype == "bfloat16" else ""
+        return f"Dense({self.in_features}->{self.out_features}, {self.activation.name}{dropout}{compute})"
 
     def forward(self, x):
         backend = _checks.array(x, self, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features)
@@ -352,21 +400,29 @@ class Dense(_RandomCounter, Module):
         activation = self.activation.for_kernels(self.dtype, self.training, self.seed, counter)
         bias = self.bias_arrays()[0]
         self._forward_dropout = self.training and self.dropout > 0
+        input_, weight = x, self.weight.data
+        if self.compute_dtype == "bfloat16":  # the GEMM's operands rounded (NaN and Inf stay what they are)
+            input_, weight = self._workspace("x_bfloat16", x.shape, self.dtype), self._workspace(
+                "weight_bfloat16", weight.shape, self.dtype)
+            backend.kernels.round_bfloat16(x, input_)
+            backend.kernels.round_bfloat16(self.weight.data, weight)
         if self._forward_dropout:
             # y is the dropped output; the activation's output a is kept for the backward (sigmoid' uses it)
             a = self._workspace("a", y.shape, self.dtype)
             z = z if self.activation.needs_preactivation else a
             mask = self._workspace("mask", y.shape, np.uint8)
-            finite = backend.kernels.dense_dropout_forward(x, self.weight.data, bias, activation, self.dropout,
+            finite = backend.kernels.dense_dropout_forward(input_, weight, bias, activation, self.dropout,
                                                            self.dropout_seed, z, a, mask, y)
             self._forward_a = a
         else:
-            finite = backend.kernels.dense_forward(x, self.weight.data, bias, activation, z, y)
+            finite = backend.kernels.dense_forward(input_, weight, bias, activation, z, y)
             self._forward_a = y
         if finite is not True:  # a bool True (the CPU's answer) needs nothing more
             finite_checks.check(finite, self._refuse, x, backend)
         self.counter = counter
         self._forward_input, self._forward_z, self._forward_y = x, z, y
+        self._forward_operands = (input_, weight)  # what the backward's products take
+        self._forward_compute = self.compute_dtype
         self._forward_training = self._forward_counted = self.training
         return y
 
@@ -385,6 +441,9 @@ class Dense(_RandomCounter, Module):
         activation = self.activation.for_kernels(self.dtype, self._forward_training, self.seed, self.counter)
         grad_bias = self.bias_arrays()[1]
         kernels = get_backend().kernels
+        if self._forward_compute == "bfloat16":
+            self._backward_bfloat16(kernels, grad_out, activation, grad_z, grad_bias, grad_x, accumulate)
+            return grad_x
         if self._forward_dropout:
             kernels.dense_dropout_backward(x, self.weight.data, grad_out, self._forward_z, self._forward_a,
                                            self._buffers["mask"], self.dropout, activation, grad_z, self.weight.grad,
@@ -394,10 +453,27 @@ class Dense(_RandomCounter, Module):
                                    self.weight.grad, grad_bias, grad_x, accumulate)
         return grad_x
 
+    def _backward_bfloat16(self, kernels, grad_out, activation, grad_z, grad_bias, grad_x, accumulate):
+        """dZ as in float32 (dropout's mask, then the activation's derivative), rounded to bfloat16; then the
+        products, dX = dZ @ W.T and dW = x.T @ dZ, on the rounded operands, through the identity's backward (which
+        also sums the bias gradient, from the rounded dZ)."""
+        grad = grad_out
+        if self._forward_dropout:
+            grad = self._workspace("grad_a", grad_out.shape, self.dtype)
+            kernels.dropout_backward(grad_out, self._buffers["mask"], self.dropout, grad)
+        kernels.activation_backward(grad, self._forward_z, self._forward_a, activation, grad_z)
+        rounded = self._workspace("grad_z_bfloat16", grad_z.shape, self.dtype)
+        kernels.round_bfloat16(grad_z, rounded)
+        input_, weight = self._forward_operands
+        identity = IDENTITY.for_kernels(self.dtype, False, self.seed, self.counter)
+        kernels.dense_backward(input_, weight, rounded, rounded, rounded, identity, grad_z, self.weight.grad,
+                               grad_bias, grad_x, accumulate)
+
     def __repr__(self):
         dropout = f", dropout={self.dropout}" if self.dropout else ""
+        compute = f", compute_dtype={self.compute_dtype!r}" if self.compute_dtype != "float32" else ""
         return (f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, "
-                f"bias={self.bias is not None}{dropout})")
+                f"bias={self.bias is not None}{dropout}{compute})")
 
 
 class Activation(_RandomCounter, Module):

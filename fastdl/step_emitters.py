@@ -17,7 +17,7 @@ from .kernels.cpu import normalization as bn_kernels
 from .kernels.cpu import optim as optim_kernels
 from .kernels.cpu.activations import any_activation_for
 from .kernels.ops import ELEMENTWISE_UPDATES
-from .layers import Activation, Dense
+from .layers import IDENTITY, Activation, Dense
 from .normalization import BatchNorm, Dropout
 from .optim.clip import CLIP_EPS
 
@@ -95,28 +95,61 @@ def emit_dense(emission, k, layer, h, width, serial):
                   scale=dtype.type(1.0 / (1.0 - layer.dropout)))
     variant = _variant(parallel)
     common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z"
+    bfloat16 = layer.compute_dtype == "bfloat16"
+    source, weight = h, f"{p}weight"
+    if bfloat16:  # the GEMMs' operands rounded first, as Dense.forward does
+        emission.bind(p, x_bfloat16=np.empty((batch, width), dtype), weight_bfloat16=np.empty_like(layer.weight.data))
+        emission.forward += [f"dense.round_bfloat16_{variant}({h}.reshape(-1), {p}x_bfloat16.reshape(-1))",
+                             f"dense.round_bfloat16_{variant}({p}weight.reshape(-1), {p}weight_bfloat16.reshape(-1))"]
+        source, weight = f"{p}x_bfloat16", f"{p}weight_bfloat16"
     if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass
         emission.bind(p, p=float(layer.dropout), dropout_seed=np.uint64(layer.dropout_seed), a=a)
-        emission.forward += [f"finite = dense.dropout_forward_{variant}({h}, {p}weight, {common}, {p}p, {p}scale, "
-                             f"{p}dropout_seed, {p}mask, {p}a, {p}y, {p}any_activation, {p}parts)"]
+        emission.forward += [f"finite = dense.dropout_forward_{variant}({source}, {weight}, {common}, {p}p, "
+                             f"{p}scale, {p}dropout_seed, {p}mask, {p}a, {p}y, {p}any_activation, {p}parts)"]
         activation_output = f"{p}a"
     else:
-        emission.forward += [f"finite = dense.forward_{variant}({h}, {p}weight, {common}, {p}y, {p}any_activation, "
-                             f"{p}parts)"]
+        emission.forward += [f"finite = dense.forward_{variant}({source}, {weight}, {common}, {p}y, "
+                             f"{p}any_activation, {p}parts)"]
         activation_output = f"{p}y"
     if k == 0:  # x is scanned only when its product with the first weights is not finite (x is read once)
         emission.forward += ["if not finite and not all_finite_kernel(x.reshape(-1)):",
                              f"    status[0] = {BAD_INPUT}", "    return math.nan"]
     # the first layer computes no input gradient: grad_z stands in for the unused grad_x
     grad_x, input_grad = (f"{p}grad_x", "True") if k > 0 else (f"{p}grad_z", "False")
-    lines = [f"dense.backward_{variant}({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, "
-             f"{p}mask, {p}scale, {p}code, {p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, "
-             f"{p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}any_activation, {p}parts)"]
+    if bfloat16:
+        lines = _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x, input_grad)
+    else:
+        lines = [f"dense.backward_{variant}({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, "
+                 f"{p}mask, {p}scale, {p}code, {p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, "
+                 f"{p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}any_activation, {p}parts)"]
     if k > 0:
         lines += [f"g = {p}grad_x"]
     emission.prepend_backward(lines)
     emission.parallel.append(parallel)
     return f"{p}y", y, layer.out_features
+
+
+def _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x, input_grad):
+    """Dense._backward_bfloat16's kernels: dZ (dropout's mask, the activation's derivative), rounded, then the
+    identity's backward on the rounded operands."""
+    out = (emission.batch, layer.out_features)
+    identity_code, identity_params = IDENTITY.kernel_args(emission.dtype, False)
+    emission.bind(p, grad_a=np.empty(out if layer.dropout else (0, 0), emission.dtype),
+                  grad_z_bfloat16=np.empty(out, emission.dtype), identity_code=identity_code,
+                  identity_params=identity_params, identity_any=any_activation_for(identity_code))
+    lines, grad = [], "g"
+    if layer.dropout:
+        lines += [f"dropout.dropout_backward_kernel(g.reshape(-1), {p}mask.reshape(-1), {p}scale, "
+                  f"{p}grad_a.reshape(-1))"]
+        grad = f"{p}grad_a"
+    return lines + [
+        f"activation_grad_rows({grad}, {p}z, {activation_output}, {p}code, {p}params, {p}seed, counters[{k}], "
+        f"{p}grad_z, {p}params[:0], False, {p}any_activation)",
+        f"dense.round_bfloat16_{variant}({p}grad_z.reshape(-1), {p}grad_z_bfloat16.reshape(-1))",
+        f"dense.backward_{variant}({p}x_bfloat16, {p}weight_bfloat16, {p}grad_z_bfloat16, {p}grad_z_bfloat16, "
+        f"{p}grad_z_bfloat16, False, {p}mask, {p}scale, {p}identity_code, {p}identity_params, {p}seed, "
+        f"counters[{k}], {p}grad_z, {p}grad_weight, {p}grad_bias, {grad_x}, {input_grad}, accumulate, "
+        f"{p}identity_any, {p}parts)"]
 
 
 def emit_batchnorm(emission, k, layer, h, width, serial):

@@ -1,4 +1,5 @@
-"""bfloat16 storage for optimizer moments, as uint16 bit patterns (numpy has no bfloat16 type).
+"""bfloat16 arithmetic in numpy: storage for optimizer moments, as uint16 bit patterns (numpy has no bfloat16
+type), and the rounding of a Dense layer's GEMM operands in bfloat16 compute (``round_nearest``).
 
 A bfloat16 is the top half of a float32: same exponent range, 8 bits of mantissa. Widening is exact (the low
 16 bits become 0). Narrowing rounds STOCHASTICALLY: the low 16 bits plus a uniform random 16-bit number carry
@@ -22,6 +23,7 @@ EXPONENT = np.uint32(0x7F800000)
 MANTISSA = np.uint32(0x007FFFFF)
 QUIET = np.uint32(0x40)  # a mantissa bit of the kept half: a truncated NaN stays a NaN
 SIXTEEN = np.uint32(16)
+HIGH_HALF = np.uint32(0xFFFF0000)
 ROUNDING_SEED = 0x62663136  # "bf16": the seed of the rounding draws of every optimizer
 KEY_SEED_MULTIPLIER = 0x9E3779B9
 KEY_STEP_MULTIPLIER = 0x85EBCA6B
@@ -42,6 +44,19 @@ def round_stochastic(values, random16):
     nan_bit = np.where((bits & MANTISSA) != 0, QUIET, np.uint32(0))
     rounded = np.where(special, (bits >> SIXTEEN) | nan_bit, (bits + random16.astype(np.uint32)) >> SIXTEEN)
     return rounded.astype(np.uint16)
+
+
+def round_nearest(values):
+    """float32 ``values`` rounded to the nearest bfloat16 (ties to even), kept as float32 (the low 16 bits 0): how
+    a Dense layer computing in bfloat16 narrows its GEMM operands. A product of two such values is exact in
+    float32, so a float32 GEMM over them equals a bfloat16 GEMM accumulating in float32 (to summation order). Inf
+    stays Inf, NaN stays NaN; finite values past the largest bfloat16 round to Inf, as IEEE rounding does."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    special = (bits & EXPONENT) == EXPONENT
+    nan_bit = np.where((bits & MANTISSA) != 0, QUIET << SIXTEEN, np.uint32(0))
+    halfway = np.uint32(0x7FFF) + ((bits >> SIXTEEN) & np.uint32(1))  # ties to even: the kept half's last bit
+    rounded = np.where(special, (bits & HIGH_HALF) | nan_bit, (bits + halfway) & HIGH_HALF)
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 def key_offset(seed, counter):

@@ -68,6 +68,9 @@ _SPECS = {
                              "mask_out:out y_out:out",
     "dense_dropout_backward": f"x:in weight:in grad_y:in z:in a:in mask:in p:scalar {ACTIVATION} grad_z_work:work "
                               "grad_weight:inout grad_bias:inout grad_x:out accumulate:scalar",
+    # a float32 array rounded to bfloat16 values (ties to even), kept as float32: a Dense layer's GEMM operands in
+    # bfloat16 compute
+    "round_bfloat16": "x:in y_out:out",
     # dropout (``dropout.py``)
     "dropout_forward": "x:in p:scalar seed:scalar counter:scalar mask_out:out y_out:out",
     "dropout_backward": "grad_y:in mask:in p:scalar grad_x:out",

@@ -1,4 +1,5 @@
-"""bfloat16 bits (uint16) <-> float32 per element in Numba: the arithmetic of ``fastdl.kernels.bfloat16``."""
+"""bfloat16 per element in Numba, the arithmetic of ``fastdl.kernels.bfloat16``: bits (uint16) <-> float32 for the
+optimizers' moments, and rounding to the nearest bfloat16 value for a Dense layer's GEMM operands."""
 
 import numpy as np
 from numba import njit
@@ -11,6 +12,8 @@ QUIET = np.uint32(0x40)
 SIXTEEN = np.uint32(16)
 FIFTEEN = np.uint32(15)
 LOW_16 = np.uint32(0xFFFF)
+HIGH_HALF = np.uint32(0xFFFF0000)
+HALFWAY = np.uint32(0x7FFF)
 HASH_1 = np.uint32(0x21F0AAAD)
 HASH_2 = np.uint32(0xD35A2D97)
 
@@ -42,3 +45,14 @@ def narrow(value, random16):
     carry = np.uint32(0) if special else np.uint32(random16)
     nan = QUIET if special and bits & MANTISSA != 0 else np.uint32(0)
     return np.uint16(((bits + carry) >> SIXTEEN) | nan)
+
+
+@njit(inline="always")
+def round_nearest(value):
+    """float32 ``value`` rounded to the nearest bfloat16 (ties to even), as float32; Inf kept, NaN kept a NaN."""
+    bits = np.uint32(_bits_from_float(value))
+    special = bits & EXPONENT == EXPONENT
+    nan = np.uint32(QUIET << SIXTEEN) if special and bits & MANTISSA != 0 else np.uint32(0)
+    # selects, not branches, so the loop stays vectorized
+    carry = np.uint32(0) if special else np.uint32(HALFWAY + ((bits >> SIXTEEN) & np.uint32(1)))
+    return _float_from_bits(np.int32(((bits + carry) & HIGH_HALF) | nan))

@@ -23,6 +23,7 @@ from numba import prange
 
 from . import blas
 from .activations import activate_in_place, any_activation_for, grad, grad_in_place
+from .bfloat16 import round_nearest
 from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns, gemm_rows
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .reductions import row_nonfinite
@@ -255,6 +256,22 @@ backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backw
 
 
 _NO_MASK = np.empty((0, 0), np.uint8)
+
+# bfloat16 compute: the layer rounds its GEMM operands with this pass, then runs the float32 kernels on them
+PARALLEL_MIN_ROUNDED = 1 << 18  # elements; below, waking the pool costs more than the pass
+
+
+def _round_bfloat16(x, y_out):
+    for i in prange(x.shape[0]):
+        y_out[i] = round_nearest(x[i])
+
+
+round_bfloat16_parallel, round_bfloat16_serial = parallel_and_serial(_round_bfloat16, "round_bfloat16")
+
+
+def round_bfloat16(x, y_out):
+    x, y_out = _contiguous(x).reshape(-1), y_out.reshape(-1)
+    (round_bfloat16_parallel if x.shape[0] >= PARALLEL_MIN_ROUNDED else round_bfloat16_serial)(x, y_out)
 
 
 def parts_for(rows, fan_in, fan_out):

@@ -34,6 +34,14 @@ __device__ __forceinline__ unsigned short fastdl_float_to_bfloat16(float value, 
     return (unsigned short)((bits + random16) >> 16);
 }
 
+// Rounding to the nearest bfloat16 (ties to even), kept as a float: a Dense layer's GEMM operands in bfloat16
+// compute (kernels/bfloat16.py round_nearest). Inf stays Inf, NaN stays a NaN.
+__device__ __forceinline__ float fastdl_round_to_bfloat16(float value) {
+    unsigned int bits = __float_as_uint(value);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return __uint_as_float((bits & 0xFFFF0000u) | ((bits & 0x007FFFFFu) ? 0x00400000u : 0u));
+    return __uint_as_float((bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u);
+}
+
 // Sum of one value per thread over a block of FASTDL_BLOCK threads (a definition from kernels/cuda/sources.py), in
 // a fixed order; valid in thread 0.
 #ifndef FASTDL_BLOCK

@@ -135,3 +135,10 @@ def all_finite(x):
     return device_flag(_nonfinite_count(x), 0.0)
 
 
+def round_bfloat16(x, y_out):
+    if x.dtype != np.float32:
+        raise TypeError(f"round_bfloat16: x must be float32, got {x.dtype}")
+    n = x.size
+    _launch("round_bfloat16", x, blocks(n), (THREADS,), (x.reshape(-1), y_out.reshape(-1), np.int64(n)))
+
+

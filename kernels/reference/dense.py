@@ -6,6 +6,7 @@ of size 0 mean "no bias"; ``grad_x=None`` skips the input gradient.
 
 import numpy as np
 
+from ..bfloat16 import round_nearest
 from . import activations
 from .dropout import dropout_backward, dropout_forward
 
@@ -57,6 +58,10 @@ def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, activation, grad_z_
     grad_a = np.empty_like(grad_y)
     dropout_backward(grad_y, mask, p, grad_a)
     dense_backward(x, weight, grad_a, z, a, activation, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
+
+
+def round_bfloat16(x, y_out):
+    y_out[...] = round_nearest(x).reshape(y_out.shape)
 
 
 def accumulate_into(grad, value, accumulate):
