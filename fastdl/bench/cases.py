@@ -66,11 +66,21 @@ def _random(shape, dtype=np.float32, seed=0):
 TORCH_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "gelu": "gelu"}
 
 
-def dense_case(activation, shape, backward, quick, dropout=0.0):
+def _autocast(device, compute):
+    """PyTorch's counterpart of fastdl's bfloat16 compute: autocast (a no-op context for float32)."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device, dtype=torch.bfloat16) if compute == "bfloat16" else contextlib.nullcontext()
+
+
+def dense_case(activation, shape, backward, quick, dropout=0.0, compute="float32"):
+    """A Dense layer's forward (or forward and backward); with ``compute="bfloat16"`` against PyTorch's autocast."""
     batch, fan_in, fan_out = shape
 
     def build():
-        layer = fastdl.Dense(fan_in, fan_out, activation=activation, seed=0, dropout=dropout)
+        layer = fastdl.Dense(fan_in, fan_out, activation=activation, seed=0, dropout=dropout, compute_dtype=compute)
         x, grad = _random((batch, fan_in)), _random((batch, fan_out), seed=1)
         if backward:
             return _synchronized(lambda: (layer(x), layer.backward(grad)))
@@ -88,16 +98,19 @@ def dense_case(activation, shape, backward, quick, dropout=0.0):
         after = (lambda t: torch.nn.functional.dropout(t, dropout)) if dropout else (lambda t: t)
 
         def forward():
-            with torch.no_grad():
+            with torch.no_grad(), _autocast(device, compute):
                 after(act(linear(x)))
 
         def forward_backward():
             linear.zero_grad(set_to_none=False)
             x.grad = None
-            after(act(linear(x))).backward(grad)
+            with _autocast(device, compute):
+                y = after(act(linear(x)))
+            y.backward(grad.to(y.dtype))
         return _torch_synchronized(forward_backward if backward else forward, device)
 
-    op = f"dense {'fwd+bwd' if backward else 'fwd'} ({activation}{f', dropout {dropout}' if dropout else ''})"
+    extras = (f", dropout {dropout}" if dropout else "") + (", bfloat16" if compute == "bfloat16" else "")
+    op = f"dense {'fwd+bwd' if backward else 'fwd'} ({activation}{extras})"
     flops = 2 * batch * fan_in * fan_out * (3 if backward else 1)
     return Case(op, "x".join(map(str, shape)), GEMM, flops, build, build_torch, quick)
 
@@ -262,14 +275,15 @@ def _mlp_layers(sizes, batchnorm):
     return fastdl.Sequential(*layers)
 
 
-def mlp_step_case(sizes, batch, batchnorm, quick, path="compile_step"):
+def mlp_step_case(sizes, batch, batchnorm, quick, path="compile_step", compute="float32"):
     """One training step (forward, softmax cross-entropy, backward, Adam) of an MLP, through ``compile_step`` or
-    the layer path a user writes by hand (``model(x)``, the loss, ``model.backward``, ``optimizer.step()``)."""
+    the layer path a user writes by hand (``model(x)``, the loss, ``model.backward``, ``optimizer.step()``); with
+    ``compute="bfloat16"`` the Dense layers compute in bfloat16, against PyTorch's autocast."""
     if path not in STEP_PATHS:
         raise ValueError(f"mlp_step_case: path must be one of {STEP_PATHS}, got {path!r}")
 
     def build():
-        model = _mlp_layers(sizes, batchnorm)
+        model = _mlp_layers(sizes, batchnorm).set_compute_dtype(compute)
         optimizer = optim.Adam(model.parameters())
         x = _random((batch, sizes[0]))
         labels = fastdl.asarray(np.random.default_rng(1).integers(0, sizes[-1], batch))
@@ -299,16 +313,19 @@ def mlp_step_case(sizes, batch, batchnorm, quick, path="compile_step"):
 
         def step():
             optimizer.zero_grad(set_to_none=False)
-            torch.nn.functional.cross_entropy(model(x), labels).backward()
+            with _autocast(device, compute):
+                loss = torch.nn.functional.cross_entropy(model(x), labels)
+            loss.backward()
             optimizer.step()
         return _torch_synchronized(step, device)
 
     pairs = list(zip(sizes[:-1], sizes[1:]))
     # forward, dW and dX GEMMs per layer; the first layer needs no dX
     flops = sum(2 * batch * a * b * 3 for a, b in pairs) - 2 * batch * sizes[0] * sizes[1]
-    kind = "Dense+BN+ReLU" if batchnorm else "Dense+ReLU"
+    kind = ("Dense+BN+ReLU" if batchnorm else "Dense+ReLU") + (", bfloat16" if compute == "bfloat16" else "")
+    build_jax = (lambda: jax_mlp_step(sizes, batch, batchnorm)) if compute == "float32" else None
     return Case(f"MLP train step ({kind}, Adam), {path}", f"{'-'.join(map(str, sizes))}, batch {batch}", GEMM, flops,
-                build, build_torch, quick, build_jax=lambda: jax_mlp_step(sizes, batch, batchnorm))
+                build, build_torch, quick, build_jax=build_jax)
 
 
 def jax_mlp_step(sizes, batch, batchnorm):
@@ -380,6 +397,12 @@ def all_cases():
                   mlp_step_case([784, 1024, 1024, 10], 256, False, quick=False, path=path),
                   mlp_step_case([64, 64, 64, 10], 32, True, quick=True, path=path),
                   mlp_step_case([784, 1024, 1024, 10], 256, True, quick=True, path=path)]
+    # bfloat16 compute against PyTorch's autocast (the full suite)
+    cases.append(dense_case("relu", (256, 1024, 1024), True, quick=False, compute="bfloat16"))
+    for path in STEP_PATHS:
+        for batchnorm in (False, True):
+            cases.append(mlp_step_case([784, 1024, 1024, 10], 256, batchnorm, quick=False, path=path,
+                                       compute="bfloat16"))
     return cases
 
 
