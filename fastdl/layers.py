@@ -296,7 +296,6 @@ class _RandomCounter:
 
 DROPOUT_STREAM = 0x5851F42D4C957F2D  # xor-ed into a Dense layer's seed for its dropout mask
 COMPUTE_DTYPES = ("float32", "bfloat16")
-IDENTITY = ActivationSpec("identity")  # a bfloat16 backward's products: dZ is formed (and rounded) before them
 
 
 class BFloat16Notice(UserWarning):
@@ -414,6 +413,10 @@ class Dense(_RandomCounter, Module):
             finite = backend.kernels.dense_dropout_forward(input_, weight, bias, activation, self.dropout,
                                                            self.dropout_seed, z, a, mask, y)
             self._forward_a = a
+        elif self.compute_dtype == "bfloat16":
+            finite = backend.kernels.dense_forward_bfloat16(input_, weight, bias, activation, z, y,
+                                                            *self._bfloat16_bits(x.shape[0]))
+            self._forward_a = y
         else:
             finite = backend.kernels.dense_forward(input_, weight, bias, activation, z, y)
             self._forward_a = y
@@ -455,8 +458,8 @@ class Dense(_RandomCounter, Module):
 
     def _backward_bfloat16(self, kernels, grad_out, activation, grad_z, grad_bias, grad_x, accumulate):
         """dZ as in float32 (dropout's mask, then the activation's derivative), rounded to bfloat16; then the
-        products, dX = dZ @ W.T and dW = x.T @ dZ, on the rounded operands, through the identity's backward (which
-        also sums the bias gradient, from the rounded dZ)."""
+        products, dX = dZ @ W.T and dW = x.T @ dZ, on the rounded operands, and the bias gradient from the rounded
+        dZ (``dense_backward_bfloat16``)."""
         grad = grad_out
         if self._forward_dropout:
             grad = self._workspace("grad_a", grad_out.shape, self.dtype)
@@ -465,9 +468,14 @@ class Dense(_RandomCounter, Module):
         rounded = self._workspace("grad_z_bfloat16", grad_z.shape, self.dtype)
         kernels.round_bfloat16(grad_z, rounded)
         input_, weight = self._forward_operands
-        identity = IDENTITY.for_kernels(self.dtype, False, self.seed, self.counter)
-        kernels.dense_backward(input_, weight, rounded, rounded, rounded, identity, grad_z, self.weight.grad,
-                               grad_bias, grad_x, accumulate)
+        kernels.dense_backward_bfloat16(input_, weight, rounded, grad_z, self.weight.grad, grad_bias, grad_x,
+                                        accumulate, *self._bfloat16_bits(grad_z.shape[0]),
+                                        self._workspace("grad_bits", grad_z.shape, np.uint16))
+
+    def _bfloat16_bits(self, batch):
+        """The bfloat16 bit patterns of x and the weight, where the backend multiplies them as bfloat16."""
+        return (self._workspace("x_bits", (batch, self.in_features), np.uint16),
+                self._workspace("weight_bits", (self.in_features, self.out_features), np.uint16))
 
     def __repr__(self):
         dropout = f", dropout={self.dropout}" if self.dropout else ""

@@ -17,9 +17,13 @@ from .kernels.cpu import normalization as bn_kernels
 from .kernels.cpu import optim as optim_kernels
 from .kernels.cpu.activations import any_activation_for
 from .kernels.ops import ELEMENTWISE_UPDATES
-from .layers import IDENTITY, Activation, Dense
+from .activations import ActivationSpec
+from .kernels.cpu import bfloat16_gemm
+from .layers import Activation, Dense
 from .normalization import BatchNorm, Dropout
 from .optim.clip import CLIP_EPS
+
+IDENTITY = ActivationSpec("identity")  # a bfloat16 backward's products without a bfloat16 GEMM: dZ is formed first
 
 # what the compiled step writes into status[0]
 DONE, SKIPPED, BAD_INPUT, BAD_TARGET, NONFINITE_OUTPUT, NONFINITE_BATCHNORM = 1, 0, -1, -2, -3, -4
@@ -96,9 +100,14 @@ def emit_dense(emission, k, layer, h, width, serial):
     variant = _variant(parallel)
     common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}z, {p}save_z"
     bfloat16 = layer.compute_dtype == "bfloat16"
+    # the cpu backend's dense_forward/backward_bfloat16 make the same choice from the same shapes
+    bfloat16_gemm_used = bfloat16 and bfloat16_gemm.used_for(batch, layer.in_features, layer.out_features)
     source, weight = h, f"{p}weight"
     if bfloat16:  # the GEMMs' operands rounded first, as Dense.forward does
-        emission.bind(p, x_bfloat16=np.empty((batch, width), dtype), weight_bfloat16=np.empty_like(layer.weight.data))
+        emission.bind(p, x_bfloat16=np.empty((batch, width), dtype), weight_bfloat16=np.empty_like(layer.weight.data),
+                      x_bits=np.empty((batch, width), np.uint16),
+                      weight_bits=np.empty(layer.weight.data.shape, np.uint16),
+                      grad_bits=np.empty(out, np.uint16))
         emission.forward += [f"dense.round_bfloat16_{variant}({h}.reshape(-1), {p}x_bfloat16.reshape(-1))",
                              f"dense.round_bfloat16_{variant}({p}weight.reshape(-1), {p}weight_bfloat16.reshape(-1))"]
         source, weight = f"{p}x_bfloat16", f"{p}weight_bfloat16"
@@ -107,6 +116,10 @@ def emit_dense(emission, k, layer, h, width, serial):
         emission.forward += [f"finite = dense.dropout_forward_{variant}({source}, {weight}, {common}, {p}p, "
                              f"{p}scale, {p}dropout_seed, {p}mask, {p}a, {p}y, {p}any_activation, {p}parts)"]
         activation_output = f"{p}a"
+    elif bfloat16_gemm_used:  # Dense.forward's dense_forward_bfloat16 on the cpu backend
+        emission.forward += [f"finite = dense.forward_bfloat16_{variant}({source}, {weight}, {common}, {p}y, "
+                             f"{p}any_activation, {p}parts, {p}x_bits, {p}weight_bits)"]
+        activation_output = f"{p}y"
     else:
         emission.forward += [f"finite = dense.forward_{variant}({source}, {weight}, {common}, {p}y, "
                              f"{p}any_activation, {p}parts)"]
@@ -117,7 +130,8 @@ def emit_dense(emission, k, layer, h, width, serial):
     # the first layer computes no input gradient: grad_z stands in for the unused grad_x
     grad_x, input_grad = (f"{p}grad_x", "True") if k > 0 else (f"{p}grad_z", "False")
     if bfloat16:
-        lines = _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x, input_grad)
+        lines = _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x, input_grad,
+                                   bfloat16_gemm_used)
     else:
         lines = [f"dense.backward_{variant}({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, "
                  f"{p}mask, {p}scale, {p}code, {p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, "
@@ -129,9 +143,10 @@ def emit_dense(emission, k, layer, h, width, serial):
     return f"{p}y", y, layer.out_features
 
 
-def _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x, input_grad):
+def _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x, input_grad, bfloat16_gemm_used):
     """Dense._backward_bfloat16's kernels: dZ (dropout's mask, the activation's derivative), rounded, then the
-    identity's backward on the rounded operands."""
+    products on the rounded operands (the cpu backend's dense_backward_bfloat16: oneDNN's bfloat16 GEMMs, or the
+    identity's float32 backward)."""
     out = (emission.batch, layer.out_features)
     identity_code, identity_params = IDENTITY.kernel_args(emission.dtype, False)
     emission.bind(p, grad_a=np.empty(out if layer.dropout else (0, 0), emission.dtype),
@@ -142,10 +157,16 @@ def _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x
         lines += [f"dropout.dropout_backward_kernel(g.reshape(-1), {p}mask.reshape(-1), {p}scale, "
                   f"{p}grad_a.reshape(-1))"]
         grad = f"{p}grad_a"
-    return lines + [
+    lines += [
         f"activation_grad_rows({grad}, {p}z, {activation_output}, {p}code, {p}params, {p}seed, counters[{k}], "
         f"{p}grad_z, {p}params[:0], False, {p}any_activation)",
-        f"dense.round_bfloat16_{variant}({p}grad_z.reshape(-1), {p}grad_z_bfloat16.reshape(-1))",
+        f"dense.round_bfloat16_{variant}({p}grad_z.reshape(-1), {p}grad_z_bfloat16.reshape(-1))"]
+    if bfloat16_gemm_used:  # the cpu backend's dense_backward_bfloat16
+        return lines + [
+            f"dense.backward_bfloat16_{variant}({p}x_bfloat16, {p}weight_bfloat16, {p}grad_z_bfloat16, "
+            f"{p}grad_weight, {p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}parts, {p}x_bits, "
+            f"{p}weight_bits, {p}grad_bits)"]
+    return lines + [
         f"dense.backward_{variant}({p}x_bfloat16, {p}weight_bfloat16, {p}grad_z_bfloat16, {p}grad_z_bfloat16, "
         f"{p}grad_z_bfloat16, False, {p}mask, {p}scale, {p}identity_code, {p}identity_params, {p}seed, "
         f"counters[{k}], {p}grad_z, {p}grad_weight, {p}grad_bias, {grad_x}, {input_grad}, accumulate, "

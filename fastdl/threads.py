@@ -46,14 +46,16 @@ def get_num_threads():
 def blas_info():
     """What runs fastdl's CPU GEMMs and how it is threaded: a dict with ``provider`` (``"mkl"``, ``"openblas"`` or
     None), ``library`` (its path), ``version``, ``threading`` (its threading runtime), ``threads``, ``numba_threads``,
-    ``numba_threading_layer`` and ``parallel_gemm`` (whether the layers split their GEMMs over Numba's pool).
+    ``numba_threading_layer``, ``parallel_gemm`` (whether the layers split their GEMMs over Numba's pool),
+    ``bfloat16_gemm`` (``"onednn"`` or None: what multiplies Dense layers computing in bfloat16) and
+    ``bfloat16_gemm_library``.
 
     Choose the provider with the environment variable ``FASTDL_BLAS`` (``auto``, ``mkl``, ``openblas``) before
     the first import of fastdl's CPU kernels.
     """
-    from .kernels.cpu import blas_provider
+    from .kernels.cpu import bfloat16_gemm, blas_provider
 
-    info = blas_provider.info()
+    info = {**blas_provider.info(), **bfloat16_gemm.info()}
     info["numba_threads"] = numba.get_num_threads()
     try:
         info["numba_threading_layer"] = numba.threading_layer()

@@ -5,6 +5,7 @@ float32 GEMM over them differs from it only by float32 accumulation); against pl
 bfloat16's. compile_step and populations must match the layer path bit for bit.
 """
 
+import os
 import subprocess
 import sys
 
@@ -78,10 +79,11 @@ def test_dense_forward_and_backward_in_bfloat16_on_every_backend(backend):
 
 
 def bfloat16_model(dropout=0.2):
-    model = fastdl.Sequential(fastdl.Dense(12, 24, activation="gelu", seed=1),
-                              fastdl.BatchNorm(24, activation="relu", seed=2),
-                              fastdl.Dense(24, 16, activation="rrelu", seed=3, dropout=dropout),
-                              fastdl.Dense(16, 5, seed=4))
+    """Products large enough for a bfloat16 GEMM provider (64x96x128) and one too small (64x96x5)."""
+    model = fastdl.Sequential(fastdl.Dense(96, 128, activation="gelu", seed=1),
+                              fastdl.BatchNorm(128, activation="relu", seed=2),
+                              fastdl.Dense(128, 96, activation="rrelu", seed=3, dropout=dropout),
+                              fastdl.Dense(96, 5, seed=4))
     return model.set_compute_dtype("bfloat16")
 
 
@@ -93,7 +95,7 @@ def test_compile_step_in_bfloat16_is_bit_identical_to_the_layer_path():
         assert step.compiled
         rng = np.random.default_rng(3)
         for _ in range(3):
-            x, y = rng.standard_normal((20, 12)).astype(np.float32), rng.integers(0, 5, 20)
+            x, y = rng.standard_normal((64, 96)).astype(np.float32), rng.integers(0, 5, 64)
             compiled_loss = step(x, y)
             value, grad = losses.softmax_cross_entropy(models[1](x), y)
             models[1].backward(grad, input_grad=False)
@@ -165,3 +167,42 @@ def test_one_notice_per_process_says_it_is_not_faster():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("1 BFloat16Notice") and "not its speed" in result.stdout
+
+
+FALLBACK_JOB = """
+import warnings, numpy as np, fastdl
+warnings.simplefilter("ignore")
+fastdl.set_backend("cpu")
+print("bfloat16 gemm", fastdl.blas_info()["bfloat16_gemm"])
+rng = np.random.default_rng(0)
+model = fastdl.Sequential(fastdl.Dense(96, 128, activation="relu", seed=1),
+                          fastdl.Dense(128, 5, seed=2)).set_compute_dtype("bfloat16")
+twin = fastdl.Sequential(fastdl.Dense(96, 128, activation="relu", seed=1),
+                         fastdl.Dense(128, 5, seed=2)).set_compute_dtype("bfloat16")
+x, y = rng.standard_normal((64, 96)).astype(np.float32), rng.integers(0, 5, 64)
+value, grad = fastdl.losses.softmax_cross_entropy(twin(x), y)
+twin.backward(grad, input_grad=False)
+optimizer = fastdl.optim.SGD(model.parameters(), lr=0.0)
+step = fastdl.compile_step(model, fastdl.losses.softmax_cross_entropy, optimizer)
+print("compiled equals layer path", step(x, y) == float(value) and all(
+    np.array_equal(a.grad, b.grad) for a, b in zip(model.parameters(), twin.parameters())))
+np.save("grads.npy", np.concatenate([p.grad.ravel() for p in twin.parameters()]))
+"""
+
+
+def test_with_and_without_a_bfloat16_gemm_the_products_agree(tmp_path):
+    """FASTDL_BFLOAT16_GEMM=off multiplies the rounded operands with the float32 GEMM: the same exact products,
+    summed in another order; compile_step stays bit-identical to the layer path either way."""
+    grads = {}
+    for choice in ("off", "auto"):
+        folder = tmp_path / choice
+        folder.mkdir()
+        env = {**os.environ, "FASTDL_BFLOAT16_GEMM": choice}
+        result = subprocess.run([sys.executable, "-c", FALLBACK_JOB], capture_output=True, text=True, timeout=600,
+                                cwd=folder, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "compiled equals layer path True" in result.stdout
+        if choice == "off":
+            assert "bfloat16 gemm None" in result.stdout
+        grads[choice] = np.load(folder / "grads.npy")
+    np.testing.assert_allclose(grads["auto"], grads["off"], rtol=1e-4, atol=1e-5)

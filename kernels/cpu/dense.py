@@ -23,7 +23,12 @@ from numba import prange
 
 from . import blas
 from .activations import activate_in_place, any_activation_for, grad, grad_in_place
+from . import bfloat16_gemm
 from .bfloat16 import round_nearest
+from .bfloat16_gemm import NO as NO_TRANSPOSE, TRANSPOSE, gemm_bf16
+from .vector_math import _bits_from_float
+from ..ops import ActivationArgs
+from ..reference.activations import IDENTITY, NUM_PARAMS
 from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns, gemm_rows
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .reductions import row_nonfinite
@@ -257,7 +262,7 @@ backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backw
 
 _NO_MASK = np.empty((0, 0), np.uint8)
 
-# bfloat16 compute: the layer rounds its GEMM operands with this pass, then runs the float32 kernels on them
+# bfloat16 compute: the layer rounds its GEMM operands with this pass, then runs the bfloat16 kernels below on them
 PARALLEL_MIN_ROUNDED = 1 << 18  # elements; below, waking the pool costs more than the pass
 
 
@@ -272,6 +277,102 @@ round_bfloat16_parallel, round_bfloat16_serial = parallel_and_serial(_round_bflo
 def round_bfloat16(x, y_out):
     x, y_out = _contiguous(x).reshape(-1), y_out.reshape(-1)
     (round_bfloat16_parallel if x.shape[0] >= PARALLEL_MIN_ROUNDED else round_bfloat16_serial)(x, y_out)
+
+
+@njit(inline="always")
+def _top_halves(values, bits_out):
+    """The bfloat16 bits of float32 values that hold bfloat16 values (rounded already): their top halves, exactly."""
+    flat, bits = values.reshape(-1), bits_out.reshape(-1)
+    for i in range(flat.shape[0]):
+        bits[i] = np.uint16(np.uint32(_bits_from_float(flat[i])) >> np.uint32(16))
+
+
+def _forward_bfloat16(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts,
+                      x_bits, weight_bits):
+    """y = act(x @ W + b) with x and W holding bfloat16 values: one bfloat16 GEMM (oneDNN, on the shared OpenMP
+    pool), then the epilogue on blocks of rows. Returns whether x @ W is finite."""
+    rows, inner = x.shape
+    columns = weight.shape[1]
+    _top_halves(x, x_bits)
+    _top_halves(weight, weight_bits)
+    if gemm_bf16(NO_TRANSPOSE, NO_TRANSPOSE, rows, columns, inner, x_bits, inner, weight_bits, columns, 0.0, y_out,
+                 columns) != 0:
+        raise RuntimeError("oneDNN's bfloat16 GEMM refused its arguments")
+    nonfinite = 0
+    for part in prange(parts):
+        first, last = _row_block(rows, part, parts)
+        found = False
+        for i in range(first, last):
+            found |= row_nonfinite(y_out[i])
+            _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
+                               any_activation)
+        nonfinite += found
+    return nonfinite == 0
+
+
+def _backward_bfloat16(x, weight, grad_z, grad_weight, grad_bias, grad_x, input_grad, accumulate, parts, x_bits,
+                       weight_bits, grad_bits):
+    """The products of a bfloat16 backward, dZ already formed and rounded: dX = dZ @ W.T and dW (+)= x.T @ dZ as
+    bfloat16 GEMMs, db (+)= column sums of dZ, row by row. The operands' bits are taken again here (a pass over x
+    and W, small next to the products): a forward with dropout multiplied in float32 and left none."""
+    rows, columns = grad_z.shape
+    inner = weight.shape[0]
+    _top_halves(x, x_bits)
+    _top_halves(weight, weight_bits)
+    _top_halves(grad_z, grad_bits)
+    if input_grad and gemm_bf16(NO_TRANSPOSE, TRANSPOSE, rows, inner, columns, grad_bits, columns, weight_bits,
+                                columns, 0.0, grad_x, inner) != 0:
+        raise RuntimeError("oneDNN's bfloat16 GEMM refused its arguments")
+    if gemm_bf16(TRANSPOSE, NO_TRANSPOSE, inner, columns, rows, x_bits, inner, grad_bits, columns,
+                 1.0 if accumulate else 0.0, grad_weight, columns) != 0:
+        raise RuntimeError("oneDNN's bfloat16 GEMM refused its arguments")
+    if grad_bias.shape[0] == 0:
+        return
+    for part in prange(parts):
+        first, last = _row_block(columns, part, parts)
+        if not accumulate:
+            for j in range(first, last):
+                grad_bias[j] = 0
+        for i in range(rows):
+            grad_z_row = grad_z[i]
+            for j in range(first, last):
+                grad_bias[j] += grad_z_row[j]
+
+
+_IDENTITY_ARGS = ActivationArgs(IDENTITY, np.zeros(NUM_PARAMS, np.float32), 0, 0)  # bfloat16 compute is float32
+
+if bfloat16_gemm.AVAILABLE:
+    forward_bfloat16_parallel, forward_bfloat16_serial = parallel_and_serial(_forward_bfloat16,
+                                                                             "dense_forward_bfloat16", NO_FUSION)
+    backward_bfloat16_parallel, backward_bfloat16_serial = parallel_and_serial(_backward_bfloat16,
+                                                                               "dense_backward_bfloat16", NO_FUSION)
+
+
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, weight_bits):
+    """dense_forward on operands the layer rounded to bfloat16: through oneDNN's bfloat16 GEMM when it is installed
+    and the product large enough (``bfloat16_gemm.py``), else the float32 kernels (the same products, summed in
+    another order)."""
+    if not bfloat16_gemm.used_for(x.shape[0], weight.shape[0], weight.shape[1]):
+        return dense_forward(x, weight, bias, activation, z_out, y_out)
+    code, params, seed, counter = activation
+    parts = _parts(x, weight)
+    return (forward_bfloat16_parallel if parts > 1 else forward_bfloat16_serial)(
+        _contiguous(x), weight, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
+        y_out, any_activation_for(code), parts, x_bits, weight_bits)
+
+
+def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
+                            weight_bits, grad_bits):
+    """The products of a bfloat16 backward on rounded operands (dZ formed and rounded by the layer): oneDNN's
+    bfloat16 GEMMs when installed, else the identity's float32 backward."""
+    if not bfloat16_gemm.used_for(x.shape[0], weight.shape[0], weight.shape[1]):
+        return dense_backward(x, weight, grad_z, grad_z, grad_z, _IDENTITY_ARGS, grad_z_work, grad_weight, grad_bias,
+                              grad_x, accumulate)
+    parts = _parts(x, weight)
+    input_grad = grad_x is not None
+    (backward_bfloat16_parallel if parts > 1 else backward_bfloat16_serial)(
+        _contiguous(x), weight, grad_z, grad_weight, grad_bias, grad_x if input_grad else grad_z, input_grad,
+        bool(accumulate), parts, x_bits, weight_bits, grad_bits)
 
 
 def parts_for(rows, fan_in, fan_out):

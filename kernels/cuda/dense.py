@@ -5,7 +5,8 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 
 import numpy as np
 
-from ..reference.activations import SOFTMAX
+from ..ops import ActivationArgs
+from ..reference.activations import IDENTITY, NUM_PARAMS, SOFTMAX
 from .flags import device_flag
 from .launch import (NULL, THREADS, array_module, blocks, device_total, launch, matmul, optional, row_chunks,
                      row_threads, workspace)
@@ -133,6 +134,17 @@ def _nonfinite_count(x):
 
 def all_finite(x):
     return device_flag(_nonfinite_count(x), 0.0)
+
+
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, weight_bits):
+    # cuBLAS multiplies the rounded operands in float32 (its bfloat16 GEMM is not wired yet): the same products
+    return dense_forward(x, weight, bias, activation, z_out, y_out)
+
+
+def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
+                            weight_bits, grad_bits):
+    identity = ActivationArgs(IDENTITY, np.zeros(NUM_PARAMS, grad_z.dtype), 0, 0)
+    dense_backward(x, weight, grad_z, grad_z, grad_z, identity, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
 
 
 def round_bfloat16(x, y_out):

@@ -7,6 +7,7 @@ of size 0 mean "no bias"; ``grad_x=None`` skips the input gradient.
 import numpy as np
 
 from ..bfloat16 import round_nearest
+from ..ops import ActivationArgs
 from . import activations
 from .dropout import dropout_backward, dropout_forward
 
@@ -62,6 +63,16 @@ def dense_dropout_backward(x, weight, grad_y, z, a, mask, p, activation, grad_z_
 
 def round_bfloat16(x, y_out):
     y_out[...] = round_nearest(x).reshape(y_out.shape)
+
+
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, weight_bits):
+    return dense_forward(x, weight, bias, activation, z_out, y_out)  # the operands hold bfloat16 values already
+
+
+def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
+                            weight_bits, grad_bits):
+    identity = ActivationArgs(activations.IDENTITY, np.zeros(activations.NUM_PARAMS, grad_z.dtype), 0, 0)
+    dense_backward(x, weight, grad_z, grad_z, grad_z, identity, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
 
 
 def accumulate_into(grad, value, accumulate):
