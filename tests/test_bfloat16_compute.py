@@ -158,15 +158,21 @@ def test_a_200_step_loss_curve_of_the_large_mlp_stays_within_2_percent_of_float3
     np.testing.assert_allclose(curves["bfloat16"], curves["float32"], rtol=0.02)
 
 
-def test_one_notice_per_process_says_it_is_not_faster():
-    code = ("import warnings, fastdl; warnings.simplefilter('always')\n"
+def test_one_notice_per_process_says_it_is_not_faster_without_a_bfloat16_gemm():
+    code = ("import warnings, fastdl; warnings.simplefilter('always'); fastdl.set_backend('cpu')\n"
             "with warnings.catch_warnings(record=True) as seen:\n"
             "    fastdl.Dense(3, 2, compute_dtype='bfloat16'); fastdl.Sequential(fastdl.Dense(2, 2)).set_compute_dtype("
             "'bfloat16')\n"
-            "print(len(seen), seen[0].category.__name__, str(seen[0].message))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("1 BFloat16Notice") and "not its speed" in result.stdout
+            "print(len(seen), *[f'{w.category.__name__} {w.message}' for w in seen])")
+    with_gemm = fastdl.blas_info()["bfloat16_gemm"] is not None
+    for choice in ("off", "auto"):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "FASTDL_BFLOAT16_GEMM": choice})
+        assert result.returncode == 0, result.stderr
+        if choice == "off" or not with_gemm:
+            assert result.stdout.startswith("1 BFloat16Notice") and "not its speed" in result.stdout
+        else:
+            assert result.stdout.startswith("0"), result.stdout
 
 
 FALLBACK_JOB = """
