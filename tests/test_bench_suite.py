@@ -59,8 +59,9 @@ def test_every_mlp_step_has_a_layer_path_row_beside_its_compile_step_row():
     steps = [case for case in cases.all_cases() if case.op.startswith("MLP train step")]
     by_path = {path: {(case.op.rsplit(", ", 1)[0], case.size) for case in steps if case.op.endswith(path)}
                for path in cases.STEP_PATHS}
-    assert by_path["compile_step"] == by_path["layer path"] and len(by_path["compile_step"]) == 5
-    assert all(case.build_jax is not None for case in steps)
+    assert by_path["compile_step"] == by_path["layer path"] and len(by_path["compile_step"]) == 7
+    # JAX is a peer in float32; its CPU backend has no bfloat16 path worth comparing against
+    assert all((case.build_jax is None) == ("bfloat16" in case.op) for case in steps)
     with pytest.raises(ValueError, match="path must be one of"):
         cases.mlp_step_case([4, 2], 2, False, quick=True, path="eager")
 

@@ -169,11 +169,11 @@ class Population:
         arguments.hyper[:, 4] = 1.0  # the compiled step updates
         arguments.hyper[:, 5] = 1.0  # grad_scale
 
-    def _kernel(self, source, shared):
+    def _kernel(self, source):
         module = self._kernels.get(source)
         if module is None:
             module = self._kernels[source] = load_generated(source)
-        return module.population_step_shared if shared else module.population_step_each
+        return module.population_step
 
     def _check_batch(self, x, y, caller="Population.step"):
         """(x, y, shared) checked: x (batch, features) shared by all members or (members, batch, features)."""
@@ -241,9 +241,12 @@ class Population:
         status[:, 0] = DONE
         losses = self._losses
         losses[:] = math.nan
-        kernel = self._kernel(arguments.source, shared)
+        kernel = self._kernel(arguments.source)
         self._dirty, self._last_arguments = True, arguments
-        kernel(x, y, counters, factors, arguments.hyper, status, active, losses, *arguments.values)
+        if shared:  # a member axis of length 1, read by every member
+            x, y = x[None], y[None]
+        kernel(x, y, np.int64(not shared), counters, factors, arguments.hyper, status, active, losses,
+               *arguments.values)
         codes = status[:, 0].astype(np.int64)
         ran = active & ((codes == DONE) | (codes == SKIPPED))
         self._counters[ran] += np.uint64(1)

@@ -144,6 +144,10 @@ def _scalars_differ(values):
     return any(type(value) is not type(first) or value != first for value in values[1:])
 
 
+def _same_types(values):
+    return all(type(value) is type(values[0]) for value in values)
+
+
 def build(member_arguments, roots):
     """The population step over members whose ``compile_step`` gave ``member_arguments`` (CallArguments, one per
     member, same source), stacking their arrays into ``roots`` (StackedRoots)."""
@@ -165,10 +169,13 @@ def build(member_arguments, roots):
                     raise ValueError(f"Population: member {member}'s {name!r} has shape {value.shape} where member "
                                      f"0's has {placed[0].shape}; members must match in structure and sizes")
             layout.append(("array", placed[0]))
-        elif _scalars_differ(values):
-            layout.append(("scalars", np.array(values, dtype=np.asarray(values[0]).dtype)))
-        else:
+        elif values[0] is None or not _same_types(values):  # None selects code at compile time: a constant
+            if _scalars_differ(values):
+                raise ValueError(f"Population: members differ in {name!r} ({values[0]!r} and others); members must "
+                                 "match in structure")
             layout.append(("scalar", values[0]))
+        else:  # stacked even when equal: the source, and so the compiled code, does not depend on the values
+            layout.append(("scalars", np.array(values, dtype=np.asarray(values[0]).dtype)))
     outputs = [located[member].locate(arguments.output, "the output") for member, arguments in
                enumerate(member_arguments)]
     stacked_roots = roots.stack(located)
@@ -193,22 +200,22 @@ def build(member_arguments, roots):
             values.append(value)
             call.append(f"c{position}")
     root_names = [f"R{index}" for index in range(len(stacked_roots))]
-    signature = ", ".join(["x", "y", "counters", "factors", "hyper", "status", "active", "losses", "views"]
+    signature = ", ".join(["x", "y", "each", "counters", "factors", "hyper", "status", "active", "losses", "views"]
                           + root_names + parameters)
     member_call = ", ".join(["counters[m]", "factors[m]", "hyper[m]", "status[m]"] + call)
-    functions = []
-    for name, x, y in (("population_step_shared", "x", "y"), ("population_step_each", "x[m]", "y[m]")):
-        functions.append(f'''
+    # one function for both kinds of batch (one compilation): x and y carry a leading member axis, of length 1 when
+    # every member takes the same batch (each = 0)
+    functions = [f'''
 
 @njit(parallel=True, cache=True)
-def {name}({signature}):
+def population_step({signature}):
     # the member steps' GEMMs run on their own thread: set once here, outside the loop (see kernels/cpu/blas.py)
     previous = blas_single_threaded()
     for m in prange(active.shape[0]):
         if active[m]:
-            losses[m] = training_step({x}, {y}, {member_call})
+            losses[m] = training_step(x[m * each], y[m * each], {member_call})
     blas_threads_restore(previous)
-''')
+''']
     population_source = (source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
                          "blas_single_threaded, blas_threads_restore\n" + "".join(functions))
     first = member_arguments[0]
