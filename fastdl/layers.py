@@ -139,7 +139,6 @@ class Module:
     def eval(self):
         return self.train(False)
 
-
     def set_compute_dtype(self, compute_dtype: str) -> Module:
         """Every ``Dense`` inside multiplies in ``compute_dtype``: "bfloat16" (GEMM operands rounded to bfloat16,
         float32 accumulation; parameters, gradients and the optimizer's state stay float32) or "float32"; returns
@@ -150,6 +149,7 @@ class Module:
         for layer in dense_layers:
             layer.compute_dtype = compute_dtype
         return self
+
     def zero_grad(self):
         for parameter in self.parameters():
             parameter.grad[...] = 0

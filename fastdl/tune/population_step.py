@@ -5,7 +5,7 @@ values it binds differ (weights, moments, seeds, learning rates). This module st
 and writes one more function around the member step::
 
     for m in prange(K):
-        losses[m] = training_step(x, y, counters[m], ..., R3[m, views[7, 0]:views[7, 1]].reshape(...), ...)
+        losses[m] = training_step(x[m * each], y[m * each], counters[m], ..., R3[m, a:b].reshape(...), ...)
 
 so member m runs exactly the kernels, in exactly the order, of its own ``compile_step`` with every kernel serial:
 it ends bit-identical to training alone (tested). The parallelism is across members, one member per thread at a
@@ -14,8 +14,9 @@ time, where each member alone would be too small to split.
 Stacking keeps the arrays' aliasing: a Dense weight is a view into its optimizer's flat buffer, and the step's
 ``z`` is its ``y`` when the activation needs no pre-activation. So each member's arrays are traced to the buffers
 they view (their "roots"), each root is stacked over the members (row k = member k's root), and each array is
-rebuilt in the loop as the same window of its root's row (``views``: start, stop, shape). Offsets and shapes are
-arguments, not source text, so models that differ only in widths share one compiled function.
+rebuilt in the loop as the same window of its root's row (``views``: start, stop, shape). Offsets, shapes and the
+members' numbers (seeds, dropout rates: stacked too) are arguments, not source text, so models that differ only in
+widths or values share one compiled function.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ Small products run the serial kernels, on the calling thread alone: waking a poo
 
 The identity and ReLU are computed inline; every other activation goes through ``activations.py``'s row
 functions, which a kernel compiles in only when called with ``any_activation=True`` (see there).
+
+bfloat16 compute: the layer rounds x and W (and the backward's dZ) to bfloat16 values with ``round_bfloat16``; the
+``*_bfloat16`` kernels then multiply their bit patterns with oneDNN's bfloat16 GEMM (``bfloat16_gemm.py``), one
+call over the whole product on the shared OpenMP pool, and run the epilogue or the bias sums in blocks as above.
+Without oneDNN, or for small products, they are the float32 kernels on the rounded values.
 """
 
 import numpy as np
@@ -185,6 +190,18 @@ def _row_block(rows, part, parts):
     return rows * part // parts, rows * (part + 1) // parts
 
 
+@njit(inline="always")
+def _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out, save_z, any_activation):
+    """Bias, saved pre-activation and activation on rows first..last of the product in y_out; returns whether a
+    row of the product was not finite (each row is tested as the epilogue reads it)."""
+    found = False
+    for i in range(first, last):
+        found |= row_nonfinite(y_out[i])
+        _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
+                           any_activation)
+    return found
+
+
 def _forward(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts):
     """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part. Returns whether x @ W is finite
     (each product row is tested as the epilogue reads it: NaN or Inf in x always shows there)."""
@@ -193,12 +210,8 @@ def _forward(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out,
     for part in prange(parts):
         first, last = _row_block(x.shape[0], part, parts)
         gemm_rows(x, weight, y_out, first, last, False)
-        found = False
-        for i in range(first, last):
-            found |= row_nonfinite(y_out[i])
-            _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
-                               any_activation)
-        nonfinite += found
+        nonfinite += _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out, save_z,
+                                    any_activation)
     blas_threads_restore(previous)
     return nonfinite == 0
 
@@ -223,6 +236,18 @@ def _dropout_forward(x, weight, bias, code, params, seed, counter, z_out, save_z
     return nonfinite == 0
 
 
+@njit(inline="always")
+def _bias_sums(grad_z, grad_bias, first, last, accumulate):
+    """grad_bias[first:last] (+)= the column sums of dZ, row by row in order (the same sums for any block split)."""
+    if not accumulate:
+        for j in range(first, last):
+            grad_bias[j] = 0
+    for i in range(grad_z.shape[0]):
+        grad_z_row = grad_z[i]
+        for j in range(first, last):
+            grad_bias[j] += grad_z_row[j]
+
+
 def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed, counter, grad_z, grad_weight,
               grad_bias, grad_x, input_grad, accumulate, any_activation, parts):
     """dZ = (dY [* mask * scale]) * act'(z); dX = dZ @ W.T; dW (+)= x.T @ dZ; db (+)= column sums of dZ."""
@@ -244,13 +269,7 @@ def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed,
         first, last = _row_block(columns, part, parts)
         gemm_at_b_columns(x, grad_z, grad_weight, first, last, 1.0 if accumulate else 0.0)
         if has_bias:
-            if not accumulate:
-                for j in range(first, last):
-                    grad_bias[j] = 0
-            for i in range(rows):
-                grad_z_row = grad_z[i]
-                for j in range(first, last):
-                    grad_bias[j] += grad_z_row[j]
+            _bias_sums(grad_z, grad_bias, first, last, accumulate)
     blas_threads_restore(previous)
 
 
@@ -301,12 +320,8 @@ def _forward_bfloat16(x, weight, bias, code, params, seed, counter, z_out, save_
     nonfinite = 0
     for part in prange(parts):
         first, last = _row_block(rows, part, parts)
-        found = False
-        for i in range(first, last):
-            found |= row_nonfinite(y_out[i])
-            _bias_activate_row(i, y_out, bias, code, params[0], params[1], seed, counter, z_out, save_z, y_out, False,
-                               any_activation)
-        nonfinite += found
+        nonfinite += _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out, save_z,
+                                    any_activation)
     return nonfinite == 0
 
 
@@ -330,13 +345,7 @@ def _backward_bfloat16(x, weight, grad_z, grad_weight, grad_bias, grad_x, input_
         return
     for part in prange(parts):
         first, last = _row_block(columns, part, parts)
-        if not accumulate:
-            for j in range(first, last):
-                grad_bias[j] = 0
-        for i in range(rows):
-            grad_z_row = grad_z[i]
-            for j in range(first, last):
-                grad_bias[j] += grad_z_row[j]
+        _bias_sums(grad_z, grad_bias, first, last, accumulate)
 
 
 _IDENTITY_ARGS = ActivationArgs(IDENTITY, np.zeros(NUM_PARAMS, np.float32), 0, 0)  # bfloat16 compute is float32
