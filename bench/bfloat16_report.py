@@ -27,7 +27,7 @@ from fastdl.bench.timing import interleaved_rounds, medians
 from fastdl.kernels import bfloat16
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-GEMM_SHAPES = [(256, 1024, 1024), (256, 784, 1024), (2048, 2048, 2048), (32, 64, 64)]
+GEMM_SHAPES = [(256, 1024, 1024), (256, 784, 1024), (2048, 2048, 2048), (64, 256, 256), (32, 128, 128), (32, 64, 64)]
 
 
 def gemm_rows(rounds):

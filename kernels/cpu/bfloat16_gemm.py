@@ -4,8 +4,8 @@
 Found in the ``onednn-cpu-gomp`` wheel (``pip install ".[onednn]"``: 39 MB, x86-64 Linux), whose library runs its
 threads on GNU OpenMP, the ``libgomp`` of Numba's OpenMP threading layer, so the two share one pool (called from
 inside fastdl's parallel loop, oneDNN's own parallel region is nested and runs on the calling thread). oneDNN picks
-the CPU's bfloat16 instructions (AVX-512 BF16, AMX) itself; on the 2-core AMD EPYC here it multiplies
-256x1024x1024 at twice the float32 GEMM's rate (bench/results/cpu-bfloat16.md). Without it, bfloat16 compute
+the CPU's bfloat16 instructions (AVX-512 BF16, AMX) itself (its rates against the float32 GEMM:
+bench/results/cpu-bfloat16.md). Without it, bfloat16 compute
 multiplies the rounded operands with the float32 GEMM: the same products (a product of two bfloat16 values is exact
 in float32) and float32 sums, in another order.
 
@@ -25,8 +25,8 @@ import numpy as np
 from numba import njit, types
 
 CHOICES = ("auto", "off")
-# Smaller products run faster through the float32 GEMM (32x64x64: half oneDNN's bfloat16 rate; equal at 32x128x128,
-# 1.8x at 64x256x256 in bench/results/cpu-bfloat16.md)
+# Smaller products run faster through the float32 GEMM: oneDNN's fixed cost per call outweighs its bfloat16 rate
+# there (the measured crossover: this commit's message and bench/results/cpu-bfloat16.md)
 MIN_MULTIPLY_ADDS = 1 << 19
 NO, TRANSPOSE = np.int8(ord("N")), np.int8(ord("T"))
 
