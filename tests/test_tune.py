@@ -113,6 +113,21 @@ def test_a_diverging_member_stops_unchanged_and_the_others_train_on():
                       snapshot(alone_models[2], alone_optimizers[2]))
 
 
+def test_an_optimizer_option_changed_between_steps_takes_effect_as_alone():
+    models, optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    alone_models, alone_optimizers = members()
+    steps = [fastdl.compile_step(m, losses.softmax_cross_entropy, o) for m, o in zip(alone_models, alone_optimizers)]
+    population.step(*batch(0))
+    [step(*batch(0)) for step in steps]
+    population.optimizers[0].max_grad_norm = alone_optimizers[0].max_grad_norm = 1e-3  # clipping starts
+    population.optimizers[1].max_grad_norm = alone_optimizers[1].max_grad_norm = None  # and stops
+    np.testing.assert_array_equal(population.step(*batch(1)), [step(*batch(1)) for step in steps])
+    for k in range(2):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]),
+                          snapshot(alone_models[k], alone_optimizers[k]))
+
+
 def test_reload_takes_a_member_changed_directly():
     models, optimizers = members()
     population = Population(models, losses.softmax_cross_entropy, optimizers)

@@ -161,10 +161,8 @@ class Population:
         return arguments
 
     def _configure(self, arguments):
-        """The per-member flags compile_step writes each call that do not change from step to step."""
-        for member, optimizer in enumerate(self._optimizers):
-            arguments.hyper[member, 0] = optimizer.max_grad_norm or 0.0
-            arguments.hyper[member, 1] = float(optimizer.skip_nonfinite)
+        """The flags compile_step writes each call that never change in a population (the clipping and skipping
+        columns are written every step: they are the members' optimizers' options, which may change)."""
         arguments.hyper[:, 2:4] = 0.0  # no accumulation
         arguments.hyper[:, 4] = 1.0  # the compiled step updates
         arguments.hyper[:, 5] = 1.0  # grad_scale
@@ -238,6 +236,9 @@ class Population:
                 else:
                     factors[member, index] = layer.momentum
         self._write_update_rows(arguments.arrays["update_hyper"])
+        clipping = np.array([optimizer.max_grad_norm or 0.0 for optimizer in self._optimizers])
+        skipping = np.array([optimizer.skip_nonfinite for optimizer in self._optimizers], bool)
+        arguments.hyper[:, 0], arguments.hyper[:, 1] = clipping, skipping
         status[:, 0] = DONE
         losses = self._losses
         losses[:] = math.nan
@@ -252,9 +253,7 @@ class Population:
         self._counters[ran] += np.uint64(1)
         self._optimizer_steps[active & (codes == DONE)] += 1
         self._skipped_steps[active & (codes == SKIPPED)] += 1
-        measured = [member for member in np.flatnonzero(ran)
-                    if self._optimizers[member].max_grad_norm is not None or self._optimizers[member].skip_nonfinite]
-        for member in measured:
+        for member in np.flatnonzero(ran & ((clipping > 0) | skipping)):  # the step measured the gradient norm
             self._last_grad_norms[member] = float(status[member, 1])
         failed = active & ((codes == NONFINITE_OUTPUT) | (codes == NONFINITE_BATCHNORM))
         if failed.any():
@@ -279,14 +278,10 @@ class Population:
         at once. One progress line per epoch covers the population; ``history.best_member`` is the member with the
         best validation score (accuracy for classification, else the lowest loss).
         """
-        x, y = train
-        if len(x) == 0:
-            raise ValueError(f"Population.fit: train's x has no rows (shape {tuple(x.shape)})")
-        x, y, _ = self._check_batch(x, y, "Population.fit")  # every batch is drawn from checked data
+        # every batch is drawn from checked data (an empty x is refused here too)
+        x, y, _ = self._check_batch(*train, "Population.fit")
         if val is not None:
-            self._check_batch(val[0], val[1], "Population.fit")
-        if val is not None and len(val[0]) == 0:
-            raise ValueError(f"Population.fit: val's x has no rows (shape {tuple(val[0].shape)})")
+            self._check_batch(*val, "Population.fit")
         if early_stopping is not None and val is None:
             raise ValueError("Population.fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
         stoppers = [_copy_stopper(early_stopping) for _ in range(self.size)] if early_stopping is not None else None
