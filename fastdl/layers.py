@@ -476,7 +476,8 @@ class Dense(_RandomCounter, Module):
         input_, weight = self._forward_operands
         kernels.dense_backward_bfloat16(input_, weight, rounded, grad_z, self.weight.grad, grad_bias, grad_x,
                                         accumulate, *self._bfloat16_bits(grad_z.shape[0]),
-                                        self._workspace("grad_bits", grad_z.shape, np.uint16))
+                                        self._workspace("grad_bits", grad_z.shape, np.uint16),
+                                        not self._forward_dropout)
 
     def _bfloat16_bits(self, batch):
         """The bfloat16 bit patterns of x and the weight, where the backend multiplies them as bfloat16."""

@@ -165,7 +165,7 @@ def _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x
         return lines + [
             f"dense.backward_bfloat16_{variant}({p}x_bfloat16, {p}weight_bfloat16, {p}grad_z_bfloat16, "
             f"{p}grad_weight, {p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}parts, {p}x_bits, "
-            f"{p}weight_bits, {p}grad_bits)"]
+            f"{p}weight_bits, {p}grad_bits, {not layer.dropout})"]
     return lines + [
         f"dense.backward_{variant}({p}x_bfloat16, {p}weight_bfloat16, {p}grad_z_bfloat16, {p}grad_z_bfloat16, "
         f"{p}grad_z_bfloat16, False, {p}mask, {p}scale, {p}identity_code, {p}identity_params, {p}seed, "

@@ -72,12 +72,14 @@ _SPECS = {
     # bfloat16 compute
     "round_bfloat16": "x:in y_out:out",
     # a Dense layer's products in bfloat16 compute, on operands it rounded (x, weight; the backward's grad_z formed and
-    # rounded): a bfloat16 GEMM where the backend has one (the bits: its operands' bfloat16 patterns, uint16), else
-    # the float32 kernels (the same exact products, float32 sums)
-    "dense_forward_bfloat16": f"x:in weight:in bias:in {ACTIVATION} z_out:out y_out:out x_bits:work "
-                              "weight_bits:work",
+    # rounded): a bfloat16 GEMM where the backend has one (the bits: its operands' bfloat16 patterns, uint16, which
+    # the forward leaves for the backward; ``forward_bits`` False when a forward with dropout wrote none), else the
+    # float32 kernels (the same exact products, float32 sums)
+    "dense_forward_bfloat16": f"x:in weight:in bias:in {ACTIVATION} z_out:out y_out:out x_bits:out "
+                              "weight_bits:out",
     "dense_backward_bfloat16": "x:in weight:in grad_z:in grad_z_work:work grad_weight:inout grad_bias:inout "
-                               "grad_x:out accumulate:scalar x_bits:work weight_bits:work grad_bits:work",
+                               "grad_x:out accumulate:scalar x_bits:inout weight_bits:inout grad_bits:work "
+                               "forward_bits:scalar",
     # dropout (``dropout.py``)
     "dropout_forward": "x:in p:scalar seed:scalar counter:scalar mask_out:out y_out:out",
     "dropout_backward": "grad_y:in mask:in p:scalar grad_x:out",

@@ -326,14 +326,15 @@ def _forward_bfloat16(x, weight, bias, code, params, seed, counter, z_out, save_
 
 
 def _backward_bfloat16(x, weight, grad_z, grad_weight, grad_bias, grad_x, input_grad, accumulate, parts, x_bits,
-                       weight_bits, grad_bits):
+                       weight_bits, grad_bits, forward_bits):
     """The products of a bfloat16 backward, dZ already formed and rounded: dX = dZ @ W.T and dW (+)= x.T @ dZ as
-    bfloat16 GEMMs, db (+)= column sums of dZ, row by row. The operands' bits are taken again here (a pass over x
-    and W, small next to the products): a forward with dropout multiplied in float32 and left none."""
+    bfloat16 GEMMs on the operands' bits (the forward's, or taken here after a forward with dropout, which
+    multiplied in float32 and left none), db (+)= column sums of dZ, row by row."""
     rows, columns = grad_z.shape
     inner = weight.shape[0]
-    _top_halves(x, x_bits)
-    _top_halves(weight, weight_bits)
+    if not forward_bits:
+        _top_halves(x, x_bits)
+        _top_halves(weight, weight_bits)
     _top_halves(grad_z, grad_bits)
     if input_grad and gemm_bf16(NO_TRANSPOSE, TRANSPOSE, rows, inner, columns, grad_bits, columns, weight_bits,
                                 columns, 0.0, grad_x, inner) != 0:
@@ -371,7 +372,7 @@ def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, we
 
 
 def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
-                            weight_bits, grad_bits):
+                            weight_bits, grad_bits, forward_bits):
     """The products of a bfloat16 backward on rounded operands (dZ formed and rounded by the layer): oneDNN's
     bfloat16 GEMMs when installed, else the identity's float32 backward."""
     if not bfloat16_gemm.used_for(x.shape[0], weight.shape[0], weight.shape[1]):
@@ -381,7 +382,7 @@ def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bi
     input_grad = grad_x is not None
     (backward_bfloat16_parallel if parts > 1 else backward_bfloat16_serial)(
         _contiguous(x), weight, grad_z, grad_weight, grad_bias, grad_x if input_grad else grad_z, input_grad,
-        bool(accumulate), parts, x_bits, weight_bits, grad_bits)
+        bool(accumulate), parts, x_bits, weight_bits, grad_bits, bool(forward_bits))
 
 
 def parts_for(rows, fan_in, fan_out):

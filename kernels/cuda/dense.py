@@ -142,7 +142,7 @@ def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, we
 
 
 def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
-                            weight_bits, grad_bits):
+                            weight_bits, grad_bits, forward_bits):
     identity = ActivationArgs(IDENTITY, np.zeros(NUM_PARAMS, grad_z.dtype), 0, 0)
     dense_backward(x, weight, grad_z, grad_z, grad_z, identity, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
 
