@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _checks
 from . import finite_checks
+from . import threads
 from . import init as initializers
 from ._typing import Array, DType
 from .activations import ActivationSpec, resolve
@@ -397,10 +398,19 @@ class Dense(_RandomCounter, Module):
         return f"Dense({self.in_features}->{self.out_features}, {self.activation.name}{dropout}{compute})"
 
     def forward(self, x):
+        binding = self.__dict__.get("_binding")
+        if binding is not None and binding.accepts(self, x):  # the checks below passed for this x already
+            return self._forward_bound(binding, x)
         backend = _checks.array(x, self, "x", ndim=2, dtype=self.dtype, last_dim=self.in_features)
         batch = x.shape[0]
         y = self._workspace("y", (batch, self.out_features), self.dtype)
         z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
+        if self.compute_dtype == "float32" and not (self.training and self.dropout > 0):
+            if not x.flags.c_contiguous:
+                x = backend.xp.ascontiguousarray(x)
+            binding = self._binding = _DenseBinding(self, backend, x, z, y)
+            return self._forward_bound(binding, x)
+        self._binding = None
         counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
         activation = self.activation.for_kernels(self.dtype, self.training, self.seed, counter)
         bias = self.bias_arrays()[0]
@@ -419,12 +429,9 @@ class Dense(_RandomCounter, Module):
             finite = backend.kernels.dense_dropout_forward(input_, weight, bias, activation, self.dropout,
                                                            self.dropout_seed, z, a, mask, y)
             self._forward_a = a
-        elif self.compute_dtype == "bfloat16":
+        else:  # bfloat16
             finite = backend.kernels.dense_forward_bfloat16(input_, weight, bias, activation, z, y,
                                                             *self._bfloat16_bits(x.shape[0]))
-            self._forward_a = y
-        else:
-            finite = backend.kernels.dense_forward(input_, weight, bias, activation, z, y)
             self._forward_a = y
         if finite is not True:  # a bool True (the CPU's answer) needs nothing more
             finite_checks.check(finite, self._refuse, x, backend)
@@ -433,6 +440,22 @@ class Dense(_RandomCounter, Module):
         self._forward_operands = (input_, weight)  # what the backward's products take
         self._forward_compute = self.compute_dtype
         self._forward_training = self._forward_counted = self.training
+        self._forward_bound_to = None
+        return y
+
+    def _forward_bound(self, binding, x):
+        """The float32 forward without dropout through the layer's bound kernel (see _DenseBinding)."""
+        counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
+        finite = binding.forward(x, counter)
+        if finite is not True:  # a bool True (the CPU's answer) needs nothing more
+            finite_checks.check(finite, self._refuse, x, binding.backend)
+        self.counter = counter
+        y = binding.y
+        self._forward_input, self._forward_z, self._forward_y, self._forward_a = x, binding.z, y, y
+        self._forward_operands = (x, binding.weight)
+        self._forward_compute, self._forward_dropout = "float32", False
+        self._forward_training = self._forward_counted = self.training
+        self._forward_bound_to = binding
         return y
 
     def _refuse(self, x, backend):
@@ -444,6 +467,10 @@ class Dense(_RandomCounter, Module):
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
         x = self._saved(self)
+        binding = self._forward_bound_to
+        if binding is not None and binding.accepts_grad(self, grad_out):
+            binding.backward(x, grad_out, self.counter, input_grad, bool(accumulate))
+            return binding.grad_x if input_grad else None
         grad_out = self._check_grad_out(grad_out, self, self._forward_y.shape, self.dtype)
         grad_z = self._workspace("grad_z", grad_out.shape, self.dtype)
         grad_x = self._workspace("grad_x", x.shape, self.dtype) if input_grad else None
@@ -489,6 +516,47 @@ class Dense(_RandomCounter, Module):
         compute = f", compute_dtype={self.compute_dtype!r}" if self.compute_dtype != "float32" else ""
         return (f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, "
                 f"bias={self.bias is not None}{dropout}{compute})")
+
+
+class _DenseBinding:
+    """A Dense layer's float32 forward and backward without dropout, bound (the backend's ``bind_dense_forward`` and
+    ``bind_dense_backward``) for one batch shape: on a small model the layer path's per-call Python cost as much as
+    its kernels. The layer keeps it while everything it was bound to stays what it was: the backend, the input's
+    type, shape and dtype, the mode, the weight, bias and gradient arrays (an optimizer moves them into its flat
+    buffers), the activation, seed and compute settings, the thread count (``fastdl.set_num_threads``)."""
+
+    __slots__ = ("backend", "array_type", "shape", "dtype", "training", "weight", "bias", "grad_weight", "grad_bias",
+                 "activation", "seed", "generation", "z", "y", "grad_x", "forward", "backward")
+
+    def __init__(self, layer, backend, x, z, y):
+        self.backend, self.array_type, self.shape, self.dtype = backend, type(x), x.shape, x.dtype
+        self.training, self.activation, self.seed = layer.training, layer.activation, layer.seed
+        self.weight, self.grad_weight = layer.weight.data, layer.weight.grad
+        self.bias, self.grad_bias = layer.bias_arrays()
+        self.generation = threads.generation
+        self.z, self.y = z, y
+        self.grad_x = layer._workspace("grad_x", x.shape, layer.dtype)
+        code, params = layer.activation.kernel_args(layer.dtype, layer.training)
+        kernels = backend.kernels
+        self.forward = kernels.bind_dense_forward(self.weight, self.bias, code, params, layer.seed, z, y)
+        self.backward = kernels.bind_dense_backward(self.weight, z, y, code, params, layer.seed,
+                                                    layer._workspace("grad_z", y.shape, layer.dtype),
+                                                    self.grad_weight, self.grad_bias, self.grad_x)
+
+    def accepts(self, layer, x):
+        return (type(x) is self.array_type and x.shape == self.shape and x.dtype == self.dtype
+                and x.flags.c_contiguous and layer.training is self.training and layer.weight._data is self.weight
+                and layer.weight._grad is self.grad_weight and layer.bias_arrays()[0] is self.bias
+                and layer.activation is self.activation and layer.seed == self.seed
+                and layer.compute_dtype == "float32" and not (self.training and layer.dropout > 0)
+                and threads.generation == self.generation and get_backend() is self.backend)
+
+    def accepts_grad(self, layer, grad_out):
+        """Whether the backward of the forward this binding ran can take ``grad_out`` as it is."""
+        return (type(grad_out) is self.array_type and grad_out.shape == self.y.shape and grad_out.dtype == self.dtype
+                and grad_out.flags.c_contiguous and layer.weight._data is self.weight
+                and layer.weight._grad is self.grad_weight and layer.bias_arrays()[1] is self.grad_bias
+                and get_backend() is self.backend)
 
 
 class Activation(_RandomCounter, Module):

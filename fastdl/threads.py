@@ -14,6 +14,10 @@ def _provider():
     return blas_provider.PROVIDER
 
 
+# bumped by every set_num_threads: kernels bound to a thread count (a Dense layer's) are bound again
+generation = 0
+
+
 def set_num_threads(count):
     """Use ``count`` threads for Numba's parallel kernels and for the BLAS provider's GEMMs.
 
@@ -26,7 +30,9 @@ def set_num_threads(count):
             f"set_num_threads: {count} threads asked, but Numba was started with at most "
             f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)"
         )
+    global generation
     numba.set_num_threads(count)
+    generation += 1
     provider = _provider()
     if provider is not None:
         provider.set_threads(count)

@@ -68,6 +68,14 @@ _SPECS = {
                              "mask_out:out y_out:out",
     "dense_dropout_backward": f"x:in weight:in grad_y:in z:in a:in mask:in p:scalar {ACTIVATION} grad_z_work:work "
                               "grad_weight:inout grad_bias:inout grad_x:out accumulate:scalar",
+    # the two dense ops BOUND: everything but the per-call values fixed, returned as a function the layer keeps while
+    # what it was bound to stays the same (its weights, workspaces, activation, batch size); on a small model the
+    # per-call Python of the general ops costs as much as the kernels. bind_dense_forward's function is
+    # forward(x, counter) -> dense_forward's finiteness flag; bind_dense_backward's is
+    # backward(x, grad_y, counter, input_grad, accumulate), dense_backward with grad_x written only when input_grad
+    "bind_dense_forward": "weight:in bias:in code:scalar params:in seed:scalar z_out:out y_out:out",
+    "bind_dense_backward": "weight:in z:in y:in code:scalar params:in seed:scalar grad_z_work:work grad_weight:inout "
+                           "grad_bias:inout grad_x:out",
     # a float32 array rounded to bfloat16 values (ties to even), kept as float32: a Dense layer's GEMM operands in
     # bfloat16 compute
     "round_bfloat16": "x:in y_out:out",
@@ -126,6 +134,24 @@ _SPECS = {
 }
 
 ROLES = ("in", "out", "inout", "work", "scalar", "group")
+
+
+def dense_bindings(dense_forward, dense_backward):
+    """(bind_dense_forward, bind_dense_backward) calling a backend's general dense ops: for backends whose ops cost
+    little next to their kernels (the reference, CUDA), or the cpu backend without a BLAS it can call."""
+
+    def bind_dense_forward(weight, bias, code, params, seed, z_out, y_out):
+        def forward(x, counter):
+            return dense_forward(x, weight, bias, ActivationArgs(code, params, seed, counter), z_out, y_out)
+        return forward
+
+    def bind_dense_backward(weight, z, y, code, params, seed, grad_z_work, grad_weight, grad_bias, grad_x):
+        def backward(x, grad_y, counter, input_grad, accumulate):
+            dense_backward(x, weight, grad_y, z, y, ActivationArgs(code, params, seed, counter), grad_z_work,
+                           grad_weight, grad_bias, grad_x if input_grad else None, accumulate)
+        return backward
+
+    return bind_dense_forward, bind_dense_backward
 
 
 def _parse(spec):

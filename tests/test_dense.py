@@ -83,6 +83,85 @@ def test_non_contiguous_inputs_match_contiguous(backend, dtype):
         assert_close(grad_x, grad_x_c, dtype, gemm=True)
 
 
+def _rrelu_layer(backend):
+    layer = fastdl.Dense(6, 5, activation=fastdl.Activation("rrelu"), dtype="float64", seed=2)
+    layer.bias.data[...] = backend.asarray(np.linspace(-0.5, 0.5, 5))
+    return layer
+
+
+def _change_optimizer(layer, backend):
+    fastdl.optim.SGD(layer.parameters(), lr=0.1)  # moves weights and gradients into its flat buffers
+
+
+def _change_mode(layer, backend):
+    layer.eval()  # RReLU's slope becomes its mean: another activation code
+
+
+def _change_activation(layer, backend):
+    layer.activation = fastdl.ActivationSpec("elu", alpha=0.5)
+
+
+def _change_weights_in_place(layer, backend):
+    layer.weight.data[...] = backend.asarray(np.full((6, 5), 0.25))
+
+
+def _change_threads(layer, backend):
+    fastdl.set_num_threads(fastdl.get_num_threads()[1])
+
+
+CHANGES = {"optimizer": _change_optimizer, "eval": _change_mode, "activation": _change_activation,
+           "weights": _change_weights_in_place, "threads": _change_threads}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_layer_that_ran_follows_changes_to_its_parameters_mode_and_settings(backend, change):
+    """The layer keeps its kernels bound between calls (a small model's step is mostly per-call Python otherwise):
+    whatever changes after a call, the next forward and backward are those of a fresh layer with the new settings."""
+    rng = np.random.default_rng(4)
+    layer = _rrelu_layer(backend)
+    for rows in (7, 7, 3):  # bound at 7 rows, reused, bound again at 3
+        x = backend.asarray(rng.standard_normal((rows, 6)))
+        layer(x)
+        layer.backward(backend.asarray(np.ones((rows, 5))))
+    CHANGES[change](layer, backend)
+    x, grad_out = rng.standard_normal((3, 6)), rng.standard_normal((3, 5))
+    y = fastdl.to_numpy(layer(backend.asarray(x))).copy()
+    grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad_out))).copy()
+    with fastdl.use_backend("numpy"):
+        fresh = fastdl.Dense(6, 5, activation=layer.activation, dtype="float64", seed=2)
+        fresh.weight.data[...], fresh.bias.data[...] = fastdl.to_numpy(layer.weight.data), fastdl.to_numpy(layer.bias.data)
+        fresh.counter = layer.counter - 1 if layer.training else layer.counter  # the same draws of RReLU's slopes
+        fresh.train(layer.training)
+        expected_y = fresh(x).copy()
+        expected_grad_x = fresh.backward(grad_out)
+    assert_close(y, expected_y, np.float64, gemm=True)
+    assert_close(grad_x, expected_grad_x, np.float64, gemm=True)
+    assert_close(fastdl.to_numpy(layer.weight.grad), fresh.weight.grad, np.float64, gemm=True)
+    # with an optimizer built after the first calls, layer.weight.grad is its flat buffer's view: the gradient
+    # above landed where the optimizer reads it
+
+
+def test_an_optimizer_built_between_forward_and_backward_gets_the_gradients(backend):
+    layer = fastdl.Dense(6, 5, activation="tanh", dtype="float64", seed=2)
+    x, grad_out = np.random.default_rng(5).standard_normal((4, 6)), np.ones((4, 5))
+    layer(backend.asarray(x))
+    optimizer = fastdl.optim.SGD(layer.parameters(), lr=1.0)
+    layer.backward(backend.asarray(grad_out))
+    expected = reference_dense(x, fastdl.to_numpy(layer.weight.data), fastdl.to_numpy(layer.bias.data), "tanh",
+                               grad_out)
+    assert_close(optimizer.groups[0].grad[:30].reshape(6, 5), expected[2], np.float64, gemm=True)
+
+
+def test_a_layer_switched_to_dropout_drops_after_running_without(backend):
+    layer = fastdl.Dense(8, 64, activation="relu", seed=0)
+    layer.bias.data[...] = 1.0  # every output positive before dropout
+    x = backend.asarray(np.ones((4, 8), np.float32))
+    layer(x)
+    layer.dropout = 0.5
+    dropped = int((fastdl.to_numpy(layer(x)) == 0).sum())
+    assert 0.3 * 256 < dropped < 0.7 * 256
+
+
 def test_sequential_skips_first_input_gradient_when_not_asked(backend):
     model = fastdl.Sequential(fastdl.Dense(3, 4, activation="relu", seed=0), fastdl.Dense(4, 2, seed=1))
     model(backend.asarray(np.ones((2, 3), np.float32)))
@@ -153,7 +232,7 @@ def test_cpu_kernels_do_not_recompile_on_second_call():
     from fastdl.kernels.cpu import dense, losses
 
     with fastdl.use_backend("cpu"):
-        layer = fastdl.Dense(8, 4, activation="relu", seed=0)
+        layer = fastdl.Dense(8, 4, activation="tanh", seed=0)
         x = np.ones((3, 8), np.float32)
         layer(x)
         layer.backward(np.ones((3, 4), np.float32))
@@ -161,7 +240,9 @@ def test_cpu_kernels_do_not_recompile_on_second_call():
         kernels = (dense.forward_serial, dense.backward_serial, losses.softmax_cross_entropy_kernel)
         counts = [len(k.signatures) for k in kernels]
         assert min(counts) > 0  # these are the kernels the layer ran
-        layer.activation = fastdl.ActivationSpec("elu", alpha=0.5)  # another activation: same compiled kernels
+        # another activation beyond ReLU and the identity (which compile without the others' formulas): the same
+        # compiled kernels
+        layer.activation = fastdl.ActivationSpec("elu", alpha=0.5)
         for _ in range(3):
             layer(x)
             layer.backward(np.ones((3, 4), np.float32))

@@ -32,7 +32,7 @@ from . import bfloat16_gemm
 from .bfloat16 import round_nearest
 from .bfloat16_gemm import NO as NO_TRANSPOSE, TRANSPOSE, gemm_bf16
 from .vector_math import _bits_from_float
-from ..ops import ActivationArgs
+from ..ops import ActivationArgs, dense_bindings
 from ..reference.activations import IDENTITY, NUM_PARAMS
 from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns, gemm_rows
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
@@ -451,6 +451,36 @@ def _backward_call(x, weight, grad_y, z, a, dropout, mask, code, params, seed, c
         grad_x if input_grad else grad_z, input_grad, bool(accumulate), any_activation_for(code), parts)
 
 
+def bind_dense_forward(weight, bias, code, params, seed, z_out, y_out):
+    """``dense_forward`` bound (kernels/ops.py): the kernel variant, the split and the constant arguments chosen once,
+    so a call is the compiled call alone. x must be C-contiguous, of the bound batch size."""
+    if not blas.AVAILABLE:
+        return _bind_general_forward(weight, bias, code, params, seed, z_out, y_out)
+    parts = parts_for(y_out.shape[0], weight.shape[0], weight.shape[1])
+    kernel = forward_parallel if parts > 1 else forward_serial
+    seed, save_z, any_activation = np.uint64(seed), z_out is not y_out, any_activation_for(code)
+
+    def forward(x, counter):
+        return kernel(x, weight, bias, code, params, seed, np.uint64(counter), z_out, save_z, y_out, any_activation,
+                      parts)
+    return forward
+
+
+def bind_dense_backward(weight, z, y, code, params, seed, grad_z_work, grad_weight, grad_bias, grad_x):
+    """``dense_backward`` bound (kernels/ops.py), as ``bind_dense_forward``."""
+    if not blas.AVAILABLE:
+        return _bind_general_backward(weight, z, y, code, params, seed, grad_z_work, grad_weight, grad_bias, grad_x)
+    parts = parts_for(grad_z_work.shape[0], weight.shape[0], weight.shape[1])
+    kernel = backward_parallel if parts > 1 else backward_serial
+    scale, seed, any_activation = grad_z_work.dtype.type(1.0), np.uint64(seed), any_activation_for(code)
+
+    def backward(x, grad_y, counter, input_grad, accumulate):
+        kernel(x, weight, grad_y, z, y, False, _NO_MASK, scale, code, params, seed, np.uint64(counter), grad_z_work,
+               grad_weight, grad_bias, grad_x if input_grad else grad_z_work, input_grad, accumulate, any_activation,
+               parts)
+    return backward
+
+
 # -- without a BLAS callable from compiled code: numpy's matmul, then the serial row kernels -----------------------
 def _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out):
     np.matmul(x, weight, out=y_out)
@@ -492,3 +522,6 @@ def _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumul
         np.matmul(x.T, grad_z_work, out=grad_weight)
     if grad_x is not None:
         np.matmul(grad_z_work, weight.T, out=grad_x)
+
+
+_bind_general_forward, _bind_general_backward = dense_bindings(dense_forward, dense_backward)

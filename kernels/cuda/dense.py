@@ -5,7 +5,7 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 
 import numpy as np
 
-from ..ops import ActivationArgs
+from ..ops import ActivationArgs, dense_bindings
 from ..reference.activations import IDENTITY, NUM_PARAMS, SOFTMAX
 from .flags import device_flag
 from .launch import (NULL, THREADS, array_module, blocks, device_total, launch, matmul, optional, row_chunks,
@@ -154,3 +154,4 @@ def round_bfloat16(x, y_out):
     _launch("round_bfloat16", x, blocks(n), (THREADS,), (x.reshape(-1), y_out.reshape(-1), np.int64(n)))
 
 
+bind_dense_forward, bind_dense_backward = dense_bindings(dense_forward, dense_backward)

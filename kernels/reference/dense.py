@@ -7,7 +7,7 @@ of size 0 mean "no bias"; ``grad_x=None`` skips the input gradient.
 import numpy as np
 
 from ..bfloat16 import round_nearest
-from ..ops import ActivationArgs
+from ..ops import ActivationArgs, dense_bindings
 from . import activations
 from .dropout import dropout_backward, dropout_forward
 
@@ -85,3 +85,6 @@ def accumulate_into(grad, value, accumulate):
 
 def all_finite(x):
     return bool(np.isfinite(x).all())
+
+
+bind_dense_forward, bind_dense_backward = dense_bindings(dense_forward, dense_backward)
