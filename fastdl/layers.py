@@ -458,6 +458,15 @@ class Dense(_RandomCounter, Module):
         self._forward_bound_to = binding
         return y
 
+    def __getstate__(self):
+        """Pickling and ``copy.deepcopy`` leave the bound kernels behind (functions over this layer's arrays); the
+        copy binds its own on its first call."""
+        state = dict(self.__dict__)
+        state.pop("_binding", None)
+        if state.get("_forward_bound_to") is not None:
+            state["_forward_bound_to"] = None
+        return state
+
     def _refuse(self, x, backend):
         """NaN or Inf in x shows in the product the kernel read; x itself is scanned only then (a product that
         overflowed from finite x is returned as it is)."""

@@ -152,6 +152,20 @@ def test_an_optimizer_built_between_forward_and_backward_gets_the_gradients(back
     assert_close(optimizer.groups[0].grad[:30].reshape(6, 5), expected[2], np.float64, gemm=True)
 
 
+def test_a_model_that_ran_can_be_pickled_and_deep_copied(backend):
+    import copy
+    import pickle
+
+    model = fastdl.Sequential(fastdl.Dense(6, 5, activation="tanh", seed=0), fastdl.Dense(5, 2, seed=1))
+    x, grad_out = backend.asarray(np.ones((3, 6), np.float32)), backend.asarray(np.ones((3, 2), np.float32))
+    expected = fastdl.to_numpy(model(x)).copy()
+    for twin in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert_close(fastdl.to_numpy(twin.backward(grad_out)), fastdl.to_numpy(model.backward(grad_out)), np.float32)
+        assert_close(fastdl.to_numpy(twin(x)), expected, np.float32)
+        twin[0].weight.data[...] = 0  # the copy's own arrays: the original is untouched
+        assert_close(fastdl.to_numpy(model(x)), expected, np.float32)
+
+
 def test_a_layer_switched_to_dropout_drops_after_running_without(backend):
     layer = fastdl.Dense(8, 64, activation="relu", seed=0)
     layer.bias.data[...] = 1.0  # every output positive before dropout
