@@ -4,13 +4,14 @@ in bfloat16 against float32 and against PyTorch's autocast, side by side in one 
     python bench/bfloat16_report.py          # writes bench/results/cpu-bfloat16.{md,json}
 
 GEMMs: fastdl's bfloat16 GEMM provider (``fastdl.blas_info()["bfloat16_gemm"]``, oneDNN's
-``dnnl_gemm_bf16bf16f32``) called directly on bfloat16 operands, against numpy's float32 matmul on the same shapes.
+``dnnl_gemm_bf16bf16f32``) called directly on bfloat16 operands, against a fastdl ``Dense`` layer computing in
+bfloat16 with no bias and the identity (its forward: x and the weight rounded to bfloat16, then the provider's GEMM)
+and against numpy's float32 matmul on the same shapes.
 Steps: 784-1024-1024-10 at batch 256 with Adam, with and without batch norm, through ``compile_step`` and the layer
 path; PyTorch eager with fused Adam, in float32 and under ``torch.autocast("cpu", dtype=torch.bfloat16)``. Medians
 of interleaved rounds.
 """
 
-import ctypes
 import datetime
 import json
 import os
@@ -35,11 +36,6 @@ def gemm_rows(rounds):
 
     if not bfloat16_gemm.AVAILABLE:
         return []
-    library = ctypes.CDLL(bfloat16_gemm.LIBRARY)
-    gemm = library.dnnl_gemm_bf16bf16f32
-    integer, pointer = ctypes.c_int64, ctypes.c_void_p
-    gemm.argtypes = [ctypes.c_char, ctypes.c_char, integer, integer, integer, ctypes.c_float, pointer, integer,
-                     pointer, integer, ctypes.c_float, pointer, integer]
     rows = []
     for m, k, n in GEMM_SHAPES:
         rng = np.random.default_rng(0)
@@ -47,8 +43,10 @@ def gemm_rows(rounds):
         a_bits, b_bits = (bfloat16.round_nearest(v).view(np.uint32) >> np.uint32(16) for v in (a, b))
         a_bits, b_bits = a_bits.astype(np.uint16), b_bits.astype(np.uint16)
         out = np.empty((m, n), np.float32)
-        calls = {"bfloat16 (oneDNN)": lambda: gemm(b"N", b"N", m, n, k, 1.0, a_bits.ctypes.data, k, b_bits.ctypes.data,
-                                                    n, 0.0, out.ctypes.data, n),
+        layer = fastdl.Dense(k, n, bias=False, compute_dtype="bfloat16")
+        layer.weight.data[...] = b
+        calls = {"bfloat16 (oneDNN)": lambda: bfloat16_gemm.matmul_bits(a_bits, b_bits, out),
+                 "fastdl Dense (bfloat16)": lambda: layer(a),
                  "float32 (numpy)": lambda: np.matmul(a, b, out=out)}
         times = medians(interleaved_rounds(calls, rounds=rounds, seconds_per_call=0.2))
         rows.append({"shape": f"{m}x{k}x{n}", **{name: 2 * m * n * k / us / 1e3 for name, us in times.items()}})
@@ -78,10 +76,13 @@ def step_rows(rounds):
 def markdown(report):
     lines = [f"# bfloat16 compute on the CPU ({report['date']})", "",
              f"{report['cpu']}; bfloat16 GEMM: {report['bfloat16_gemm']}; float32 GEMM: {report['blas']}.", "",
-             "## GEMM (GFLOP/s)", "", "| shape | bfloat16 (oneDNN) | float32 (numpy) | ratio |", "|---|---|---|---|"]
+             "## GEMM (GFLOP/s)", "",
+             "| shape | bfloat16 (oneDNN's own call) | fastdl Dense, bfloat16 (rounding x and W, then the GEMM) | "
+             "Dense / oneDNN | float32 (numpy) | oneDNN / float32 |", "|---|---|---|---|---|---|"]
     for row in report["gemm"]:
-        lines.append(f"| {row['shape']} | {row['bfloat16 (oneDNN)']:.0f} | {row['float32 (numpy)']:.0f} | "
-                     f"{row['bfloat16 (oneDNN)'] / row['float32 (numpy)']:.2f}x |")
+        lines.append(f"| {row['shape']} | {row['bfloat16 (oneDNN)']:.0f} | {row['fastdl Dense (bfloat16)']:.0f} | "
+                     f"{row['fastdl Dense (bfloat16)'] / row['bfloat16 (oneDNN)']:.2f} | "
+                     f"{row['float32 (numpy)']:.0f} | {row['bfloat16 (oneDNN)'] / row['float32 (numpy)']:.2f}x |")
     lines += ["", "## Training step, batch 256, Adam (ms)", "",
               "| model | path | fastdl float32 | fastdl bfloat16 | PyTorch float32 | PyTorch autocast bfloat16 | "
               "fastdl bf16 vs autocast |", "|---|---|---|---|---|---|---|"]

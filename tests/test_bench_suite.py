@@ -2,6 +2,7 @@
 table, JSON and plot (timings themselves are never asserted here; they live in bench/results)."""
 
 import json
+import warnings
 
 import pytest
 
@@ -28,24 +29,30 @@ def test_quick_suite_is_a_subset_with_every_op_family():
 
 
 def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
-    small = [cases.dense_case("relu", (8, 16, 16), True, quick=True), cases.optimizer_case("Adam", "MLP 64-64-64-10", True)]
+    small = [cases.dense_case("relu", (8, 16, 16), True, quick=True), cases.optimizer_case("Adam", "MLP 64-64-64-10", True),
+             cases.dense_case("relu", (8, 16, 16), False, quick=True, compute="bfloat16")]
     monkeypatch.setattr(cases, "suite", lambda name: small)
     monkeypatch.setitem(runner.SETTINGS, "quick", dict(rounds=2, seconds_per_call=0.001, pause=0.0))
     monkeypatch.setattr(runner.ceilings, "cpu_ceilings", lambda quick: {
         "copy_GBps": 40.0, "triad_GBps": 30.0, "bandwidth_GBps": 40.0, "stream_copy_GBps": 27.0, "gemm_GFLOPs": 100.0,
-        "stream_elements": 1, "gemm_side": 1})
-    assert fastdl_main(["bench", "--backend", "numpy,cpu", "--out", str(tmp_path)]) == 0
+        "stream_elements": 1, "gemm_side": 1, "bfloat16_gemm_GFLOPs": 400.0})
+    with warnings.catch_warnings():  # the bfloat16 case on the numpy backend: "not faster", once per process
+        warnings.simplefilter("ignore", fastdl.BFloat16Notice)
+        assert fastdl_main(["bench", "--backend", "numpy,cpu", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "cpu-numpy-quick.json").read_text())
     rows = report["results"]
-    assert [(r["op"], r["backend"]) for r in rows] == [(small[0].op, "numpy"), (small[0].op, "cpu"),
-                                                       (small[1].op, "numpy"), (small[1].op, "cpu")]
+    assert [(r["op"], r["backend"]) for r in rows] == [(case.op, backend) for case in small
+                                                       for backend in ("numpy", "cpu")]
     for row in rows:
         assert row["rate"] == pytest.approx(
             next(c.work for c in small if c.op == row["op"]) / row["us"] / 1e3)
-        assert row["of_ceiling"] == pytest.approx(row["rate"] / (100.0 if row["unit"] == "GFLOP/s" else 40.0))
+        # GEMM-bound cases against the GEMM of their operands' precision, the others against the bandwidth
+        ceiling = 40.0 if row["unit"] != "GFLOP/s" else 400.0 if "bfloat16" in row["op"] else 100.0
+        assert row["of_ceiling"] == pytest.approx(row["rate"] / ceiling)
     assert all(r["vs_numpy"] > 0 for r in rows if r["backend"] == "cpu")
     table = (tmp_path / "cpu-numpy-quick.md").read_text()
     assert "| dense fwd+bwd (relu) | 8x16x16 | cpu |" in table and "copy 40.0 GB/s" in table
+    assert "400 GFLOP/s (bfloat16 operands" in table
     assert (tmp_path / "cpu-numpy-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
 

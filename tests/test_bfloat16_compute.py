@@ -15,6 +15,7 @@ import pytest
 import fastdl
 from fastdl import losses, optim
 from fastdl.kernels import bfloat16 as reference
+from fastdl.kernels.cpu import bfloat16_gemm
 
 from conftest import assert_close
 from test_compiled_step import assert_same_state, snapshot
@@ -212,3 +213,14 @@ def test_with_and_without_a_bfloat16_gemm_the_products_agree(tmp_path):
             assert "bfloat16 gemm None" in result.stdout
         grads[choice] = np.load(folder / "grads.npy")
     np.testing.assert_allclose(grads["auto"], grads["off"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not bfloat16_gemm.AVAILABLE, reason="no bfloat16 GEMM provider (the onednn extra)")
+def test_the_providers_own_call_multiplies_the_bit_patterns():
+    """``matmul_bits`` (the benchmarks' and the ceiling's direct call) against float64 on the rounded values."""
+    rng = np.random.default_rng(7)
+    a, b = (reference.round_nearest(rng.standard_normal(shape).astype(np.float32)) for shape in ((33, 70), (70, 19)))
+    a_bits, b_bits = ((v.view(np.uint32) >> np.uint32(16)).astype(np.uint16) for v in (a, b))
+    out = np.empty((33, 19), np.float32)
+    bfloat16_gemm.matmul_bits(a_bits, b_bits, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=2e-5, atol=2e-5)

@@ -27,6 +27,7 @@ class Case:
     build_torch: Optional[Callable[[str], Callable[[], object]]] = None
     quick: bool = False
     build_jax: Optional[Callable[[], Callable[[], object]]] = None  # JAX on the CPU, where it is installed
+    compute: str = "float32"  # the GEMMs' operands: "bfloat16" cases are judged by the bfloat16 GEMM's ceiling
 
     @property
     def name(self):
@@ -112,7 +113,7 @@ def dense_case(activation, shape, backward, quick, dropout=0.0, compute="float32
     extras = (f", dropout {dropout}" if dropout else "") + (", bfloat16" if compute == "bfloat16" else "")
     op = f"dense {'fwd+bwd' if backward else 'fwd'} ({activation}{extras})"
     flops = 2 * batch * fan_in * fan_out * (3 if backward else 1)
-    return Case(op, "x".join(map(str, shape)), GEMM, flops, build, build_torch, quick)
+    return Case(op, "x".join(map(str, shape)), GEMM, flops, build, build_torch, quick, compute=compute)
 
 
 # -- softmax cross-entropy ----------------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def mlp_step_case(sizes, batch, batchnorm, quick, path="compile_step", compute="
     kind = ("Dense+BN+ReLU" if batchnorm else "Dense+ReLU") + (", bfloat16" if compute == "bfloat16" else "")
     build_jax = (lambda: jax_mlp_step(sizes, batch, batchnorm)) if compute == "float32" else None
     return Case(f"MLP train step ({kind}, Adam), {path}", f"{'-'.join(map(str, sizes))}, batch {batch}", GEMM, flops,
-                build, build_torch, quick, build_jax=build_jax)
+                build, build_torch, quick, build_jax=build_jax, compute=compute)
 
 
 def jax_mlp_step(sizes, batch, batchnorm):

@@ -4,7 +4,9 @@ Memory bandwidth: a copy (a = b) and a triad (a = b + s c) over arrays far large
 core through Numba's pool. The bytes counted include the write-allocate read of the target (copy: 3 arrays,
 triad: 4), i.e. what the memory bus really carries: STREAM's convention leaves it out and then reports
 two thirds of the bus for a copy, below what an in-place kernel such as Adam reaches (measured here: 34 GB/s
-STREAM copy, 56 GB/s Adam). GEMM: float32 ``np.matmul`` (numpy's BLAS, the one fastdl's dense layers use) on square matrices.
+STREAM copy, 56 GB/s Adam). GEMM: float32 ``np.matmul`` (numpy's BLAS, the one fastdl's dense layers use) on square matrices, and where a
+bfloat16 GEMM provider is installed (``fastdl.blas_info()["bfloat16_gemm"]``) its own call on the same
+matrices rounded to bfloat16: the ceiling of the cases that compute in bfloat16.
 On the GPU: a device-to-device copy, a CuPy triad and cuBLAS through ``cupy.matmul``; there no write-allocate
 read is counted (a GPU's L2 does not fetch a line that is wholly overwritten), so copy counts 2 arrays, triad 3.
 """
@@ -12,6 +14,7 @@ read is counted (a GPU's L2 does not fetch a line that is wholly overwritten), s
 import numpy as np
 from numba import njit, prange
 
+from ..kernels import bfloat16
 from .timing import sample
 
 
@@ -43,7 +46,14 @@ def cpu_ceilings(quick=True):
     x = np.random.default_rng(0).standard_normal((side, side)).astype(np.float32)
     out = np.empty_like(x)
     gemm_us = best(lambda: np.matmul(x, x, out=out), repeats=3)
-    return _summary(n, copy_us, triad_us, side, gemm_us)
+    summary = _summary(n, copy_us, triad_us, side, gemm_us)
+    from ..kernels.cpu import bfloat16_gemm
+
+    if bfloat16_gemm.AVAILABLE:
+        bits = (bfloat16.round_nearest(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        bfloat16_us = best(lambda: bfloat16_gemm.matmul_bits(bits, bits, out), repeats=3)
+        summary["bfloat16_gemm_GFLOPs"] = 2 * side ** 3 / bfloat16_us / 1e3
+    return summary
 
 
 def _summary(n, copy_us, triad_us, side, gemm_us, write_allocate=True):

@@ -173,6 +173,8 @@ def run_suite(suite="quick", backends=None, use_torch=True, progress=sys.stderr,
         for row in run_case(case, usable, use_torch, settings, use_jax):
             ceiling = measured["gpu" if row["backend"] == "gpu" else "cpu"]
             limit = ceiling["bandwidth_GBps"] if row["unit"] == case_module.BANDWIDTH else ceiling["gemm_GFLOPs"]
+            if row["unit"] == case_module.GEMM and case.compute == "bfloat16":  # where the device has a bf16 GEMM
+                limit = ceiling.get("bfloat16_gemm_GFLOPs", limit)
             row["of_ceiling"] = row["rate"] / limit
             rows.append(row)
     return {"suite": suite, "machine": machine_description(usable), "skipped_backends": skipped,
@@ -195,7 +197,9 @@ def format_table(report):
              + (f", GPU {machine['gpu']}" if "gpu" in machine else ""), ""]
     for device, values in report["ceilings"].items():
         lines.append(f"Ceilings ({device}): copy {values['copy_GBps']:.1f} GB/s, triad {values['triad_GBps']:.1f} GB/s "
-                     f"({'bus traffic incl. write-allocate' if values.get('write_allocate', True) else 'read + write'}; STREAM copy {values['stream_copy_GBps']:.1f} GB/s), GEMM {values['gemm_GFLOPs']:.0f} GFLOP/s (float32, {values['gemm_side']}^3)")
+                     f"({'bus traffic incl. write-allocate' if values.get('write_allocate', True) else 'read + write'}; STREAM copy {values['stream_copy_GBps']:.1f} GB/s), GEMM {values['gemm_GFLOPs']:.0f} GFLOP/s (float32, {values['gemm_side']}^3)"
+                     + (f", {values['bfloat16_gemm_GFLOPs']:.0f} GFLOP/s (bfloat16 operands, float32 sums)"
+                        if "bfloat16_gemm_GFLOPs" in values else ""))
     for name, reason in report["skipped_backends"].items():
         lines.append(f"Backend {name} not run: {reason}")
     with_jax = any(row.get("jax_us") for row in report["results"])
@@ -214,7 +218,8 @@ def format_table(report):
             cells += [_fmt_time(row["jax_us"]), f"{row['vs_jax']:.2f}x"] if row.get("jax_us") else ["-", "-"]
         lines.append("| " + " | ".join(cells + [f"{row['first_call_ms']:.0f} ms"]) + " |")
     lines += ["", "% of ceiling: bandwidth-bound ops (bytes the op must read and write) against the larger of copy and "
-              "triad over arrays far beyond the caches (a small, cache-resident op can exceed 100%); GEMM-bound ops against the BLAS GEMM. "
+              "triad over arrays far beyond the caches (a small, cache-resident op can exceed 100%); GEMM-bound ops against the BLAS GEMM "
+              "(those computing in bfloat16 against the bfloat16 GEMM, where one is installed). "
               "x vs numpy / PyTorch: their time over fastdl's, paired within rounds (above 1: fastdl faster)."]
     return "\n".join(lines)
 

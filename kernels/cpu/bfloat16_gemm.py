@@ -64,6 +64,10 @@ _FUNCTION, LIBRARY = _load()
 AVAILABLE = _FUNCTION is not None
 
 if AVAILABLE:
+    _FUNCTION.restype = ctypes.c_int
+    _FUNCTION.argtypes = [ctypes.c_char, ctypes.c_char, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_float,
+                          ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float,
+                          ctypes.c_void_p, ctypes.c_int64]
     llvm.add_symbol("fastdl_dnnl_gemm_bf16bf16f32", ctypes.cast(_FUNCTION, ctypes.c_void_p).value)
     _i8, _i64, _f32, _pointer = types.int8, types.int64, types.float32, types.intp
     _gemm = types.ExternalFunction("fastdl_dnnl_gemm_bf16bf16f32", types.int32(
@@ -78,6 +82,15 @@ def gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     Returns oneDNN's status (0: success)."""
     return _gemm(trans_a, trans_b, m, n, k, np.float32(1.0), a.ctypes.data, lda, b.ctypes.data, ldb,
                  np.float32(beta), c.ctypes.data, ldc)
+
+
+def matmul_bits(a_bits, b_bits, out):
+    """out = a @ b from Python, a and b bfloat16 bit patterns (C-contiguous uint16, (m, k) and (k, n)), out float32
+    (m, n): the provider's own call, for benchmarks and ceilings."""
+    (m, k), n = a_bits.shape, b_bits.shape[1]
+    status = _FUNCTION(b"N", b"N", m, n, k, 1.0, a_bits.ctypes.data, k, b_bits.ctypes.data, n, 0.0, out.ctypes.data, n)
+    if status != 0:
+        raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {status}")
 
 
 def used_for(rows, inner, columns):
