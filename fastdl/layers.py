@@ -406,9 +406,10 @@ class Dense(_RandomCounter, Module):
         y = self._workspace("y", (batch, self.out_features), self.dtype)
         z = self._workspace("z", y.shape, self.dtype) if self.activation.needs_preactivation else y
         if self.compute_dtype == "float32" and not (self.training and self.dropout > 0):
-            if not x.flags.c_contiguous:
+            if not x.flags.c_contiguous:  # a copy: the binding may still fit it (a strided batch each call)
                 x = backend.xp.ascontiguousarray(x)
-            binding = self._binding = _DenseBinding(self, backend, x, z, y)
+            if binding is None or not binding.accepts(self, x):
+                binding = self._binding = _DenseBinding(self, backend, x, z, y)
             return self._forward_bound(binding, x)
         self._binding = None
         counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
