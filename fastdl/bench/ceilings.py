@@ -4,9 +4,9 @@ Memory bandwidth: a copy (a = b) and a triad (a = b + s c) over arrays far large
 core through Numba's pool. The bytes counted include the write-allocate read of the target (copy: 3 arrays,
 triad: 4), i.e. what the memory bus really carries: STREAM's convention leaves it out and then reports
 two thirds of the bus for a copy, below what an in-place kernel such as Adam reaches (measured here: 34 GB/s
-STREAM copy, 56 GB/s Adam). GEMM: float32 ``np.matmul`` (numpy's BLAS, the one fastdl's dense layers use) on square matrices, and where a
-bfloat16 GEMM provider is installed (``fastdl.blas_info()["bfloat16_gemm"]``) its own call on the same
-matrices rounded to bfloat16: the ceiling of the cases that compute in bfloat16.
+STREAM copy, 56 GB/s Adam). GEMM: float32 ``np.matmul`` (numpy's BLAS, the one fastdl's dense layers use) on
+square matrices, and where a bfloat16 GEMM provider is installed (``fastdl.blas_info()["bfloat16_gemm"]``) its
+own call on the same matrices rounded to bfloat16: the ceiling of the cases that compute in bfloat16.
 On the GPU: a device-to-device copy, a CuPy triad and cuBLAS through ``cupy.matmul``; there no write-allocate
 read is counted (a GPU's L2 does not fetch a line that is wholly overwritten), so copy counts 2 arrays, triad 3.
 """
@@ -47,7 +47,7 @@ def cpu_ceilings(quick=True):
     out = np.empty_like(x)
     gemm_us = best(lambda: np.matmul(x, x, out=out), repeats=3)
     summary = _summary(n, copy_us, triad_us, side, gemm_us)
-    from ..kernels.cpu import bfloat16_gemm
+    from ..kernels.cpu import bfloat16_gemm  # the cpu backend's modules: loaded only where CPU ceilings are measured
 
     if bfloat16_gemm.AVAILABLE:
         bits = (bfloat16.round_nearest(x).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
