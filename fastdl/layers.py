@@ -420,8 +420,9 @@ class Dense(_RandomCounter, Module):
         if self.compute_dtype == "bfloat16":  # the GEMM's operands rounded (NaN and Inf stay what they are)
             input_, weight = self._workspace("x_bfloat16", x.shape, self.dtype), self._workspace(
                 "weight_bfloat16", weight.shape, self.dtype)
-            backend.kernels.round_bfloat16(x, input_)
-            backend.kernels.round_bfloat16(self.weight.data, weight)
+            if self._forward_dropout:  # without dropout, the bfloat16 forward rounds them itself
+                backend.kernels.round_bfloat16(x, input_)
+                backend.kernels.round_bfloat16(self.weight.data, weight)
         if self._forward_dropout:
             # y is the dropped output; the activation's output a is kept for the backward (sigmoid' uses it)
             a = self._workspace("a", y.shape, self.dtype)
@@ -430,9 +431,9 @@ class Dense(_RandomCounter, Module):
             finite = backend.kernels.dense_dropout_forward(input_, weight, bias, activation, self.dropout,
                                                            self.dropout_seed, z, a, mask, y)
             self._forward_a = a
-        else:  # bfloat16
-            finite = backend.kernels.dense_forward_bfloat16(input_, weight, bias, activation, z, y,
-                                                            *self._bfloat16_bits(x.shape[0]))
+        else:  # bfloat16: the rounded operands (or their bit patterns) are left for the backward
+            finite = backend.kernels.dense_forward_bfloat16(x, self.weight.data, bias, activation, z, y, input_,
+                                                            weight, *self._bfloat16_bits(x.shape[0]))
             self._forward_a = y
         if finite is not True:  # a bool True (the CPU's answer) needs nothing more
             finite_checks.check(finite, self._refuse, x, backend)

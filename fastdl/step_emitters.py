@@ -103,14 +103,16 @@ def emit_dense(emission, k, layer, h, width, serial):
     # the cpu backend's dense_forward/backward_bfloat16 make the same choice from the same shapes
     bfloat16_gemm_used = bfloat16 and bfloat16_gemm.used_for(batch, layer.in_features, layer.out_features)
     source, weight = h, f"{p}weight"
-    if bfloat16:  # the GEMMs' operands rounded first, as Dense.forward does
+    if bfloat16:  # the GEMMs' operands rounded, as Dense.forward rounds them
         emission.bind(p, x_bfloat16=np.empty((batch, width), dtype), weight_bfloat16=np.empty_like(layer.weight.data),
                       x_bits=np.empty((batch, width), np.uint16),
                       weight_bits=np.empty(layer.weight.data.shape, np.uint16),
                       grad_bits=np.empty(out, np.uint16))
-        emission.forward += [f"dense.round_bfloat16_{variant}({h}.reshape(-1), {p}x_bfloat16.reshape(-1))",
-                             f"dense.round_bfloat16_{variant}({p}weight.reshape(-1), {p}weight_bfloat16.reshape(-1))"]
-        source, weight = f"{p}x_bfloat16", f"{p}weight_bfloat16"
+        if layer.dropout or not bfloat16_gemm_used:  # else the bfloat16 forward rounds them into their bits
+            emission.forward += [
+                f"dense.round_bfloat16_{variant}({h}.reshape(-1), {p}x_bfloat16.reshape(-1))",
+                f"dense.round_bfloat16_{variant}({p}weight.reshape(-1), {p}weight_bfloat16.reshape(-1))"]
+            source, weight = f"{p}x_bfloat16", f"{p}weight_bfloat16"
     if layer.dropout:  # the activation's output a, then y = dropout(a), both in the epilogue's pass
         emission.bind(p, p=float(layer.dropout), dropout_seed=np.uint64(layer.dropout_seed), a=a)
         emission.forward += [f"finite = dense.dropout_forward_{variant}({source}, {weight}, {common}, {p}p, "

@@ -79,12 +79,13 @@ _SPECS = {
     # a float32 array rounded to bfloat16 values (ties to even), kept as float32: a Dense layer's GEMM operands in
     # bfloat16 compute
     "round_bfloat16": "x:in y_out:out",
-    # a Dense layer's products in bfloat16 compute, on operands it rounded (x, weight; the backward's grad_z formed and
-    # rounded): a bfloat16 GEMM where the backend has one (the bits: its operands' bfloat16 patterns, uint16, which
-    # the forward leaves for the backward; ``forward_bits`` False when a forward with dropout wrote none), else the
-    # float32 kernels (the same exact products, float32 sums)
-    "dense_forward_bfloat16": f"x:in weight:in bias:in {ACTIVATION} z_out:out y_out:out x_bits:out "
-                              "weight_bits:out",
+    # a Dense layer's forward in bfloat16 compute (without dropout): x and the weight as float32, rounded here to
+    # bfloat16 (ties to even; rounding is idempotent, so rounded operands may come in too), then the products: a
+    # bfloat16 GEMM where the backend has one, from the operands' bit patterns (uint16: x_bits, weight_bits, left for
+    # the backward), else the float32 kernels on the rounded operands (x_rounded_out, weight_rounded_out, left for
+    # the backward; the same exact products, float32 sums). Each backend writes what its backward reads
+    "dense_forward_bfloat16": f"x:in weight:in bias:in {ACTIVATION} z_out:out y_out:out x_rounded_out:out "
+                              "weight_rounded_out:out x_bits:out weight_bits:out",
     "dense_backward_bfloat16": "x:in weight:in grad_z:in grad_z_work:work grad_weight:inout grad_bias:inout "
                                "grad_x:out accumulate:scalar x_bits:inout weight_bits:inout grad_bits:work "
                                "forward_bits:scalar",

@@ -306,14 +306,23 @@ def _top_halves(values, bits_out):
         bits[i] = np.uint16(np.uint32(_bits_from_float(flat[i])) >> np.uint32(16))
 
 
+@njit(inline="always")
+def _rounded_top_halves(values, bits_out):
+    """The bfloat16 bits of float32 values rounded to the nearest bfloat16 (ties to even), in one pass: for values
+    that hold bfloat16 values already, their top halves."""
+    flat, bits = values.reshape(-1), bits_out.reshape(-1)
+    for i in range(flat.shape[0]):
+        bits[i] = np.uint16(np.uint32(_bits_from_float(round_nearest(flat[i]))) >> np.uint32(16))
+
+
 def _forward_bfloat16(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts,
                       x_bits, weight_bits):
-    """y = act(x @ W + b) with x and W holding bfloat16 values: one bfloat16 GEMM (oneDNN, on the shared OpenMP
-    pool), then the epilogue on blocks of rows. Returns whether x @ W is finite."""
+    """y = act(x @ W + b) with x and W rounded to bfloat16 on the way into their bit patterns: one bfloat16 GEMM
+    (oneDNN, on the shared OpenMP pool), then the epilogue on blocks of rows. Returns whether x @ W is finite."""
     rows, inner = x.shape
     columns = weight.shape[1]
-    _top_halves(x, x_bits)
-    _top_halves(weight, weight_bits)
+    _rounded_top_halves(x, x_bits)
+    _rounded_top_halves(weight, weight_bits)
     if gemm_bf16(NO_TRANSPOSE, NO_TRANSPOSE, rows, columns, inner, x_bits, inner, weight_bits, columns, 0.0, y_out,
                  columns) != 0:
         raise RuntimeError("oneDNN's bfloat16 GEMM refused its arguments")
@@ -358,12 +367,15 @@ if bfloat16_gemm.AVAILABLE:
                                                                                "dense_backward_bfloat16", NO_FUSION)
 
 
-def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, weight_bits):
-    """dense_forward on operands the layer rounded to bfloat16: through oneDNN's bfloat16 GEMM when it is installed
-    and the product large enough (``bfloat16_gemm.py``), else the float32 kernels (the same products, summed in
-    another order)."""
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
+                           weight_bits):
+    """dense_forward on x and W rounded to bfloat16: through oneDNN's bfloat16 GEMM when it is installed and the
+    product large enough (``bfloat16_gemm.py``; the operands go straight into their bit patterns, one pass each),
+    else the float32 kernels on the rounded operands (the same products, summed in another order)."""
     if not bfloat16_gemm.used_for(x.shape[0], weight.shape[0], weight.shape[1]):
-        return dense_forward(x, weight, bias, activation, z_out, y_out)
+        round_bfloat16(x, x_rounded_out)
+        round_bfloat16(weight, weight_rounded_out)
+        return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
     code, params, seed, counter = activation
     parts = _parts(x, weight)
     return (forward_bfloat16_parallel if parts > 1 else forward_bfloat16_serial)(

@@ -136,9 +136,12 @@ def all_finite(x):
     return device_flag(_nonfinite_count(x), 0.0)
 
 
-def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, weight_bits):
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
+                           weight_bits):
     # cuBLAS multiplies the rounded operands in float32 (its bfloat16 GEMM is not wired yet): the same products
-    return dense_forward(x, weight, bias, activation, z_out, y_out)
+    round_bfloat16(x, x_rounded_out)
+    round_bfloat16(weight, weight_rounded_out)
+    return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
 
 
 def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,

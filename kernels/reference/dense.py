@@ -65,8 +65,11 @@ def round_bfloat16(x, y_out):
     y_out[...] = round_nearest(x).reshape(y_out.shape)
 
 
-def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_bits, weight_bits):
-    return dense_forward(x, weight, bias, activation, z_out, y_out)  # the operands hold bfloat16 values already
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
+                           weight_bits):
+    round_bfloat16(x, x_rounded_out)
+    round_bfloat16(weight, weight_rounded_out)
+    return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
 
 
 def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
