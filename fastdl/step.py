@@ -9,10 +9,11 @@ are left exactly as that path leaves them. The module is written to a
 cache folder and compiled with ``cache=True``, so a second process loads it from disk.
 
 Supported: a ``Sequential`` (nested ones are flattened) of ``Dense`` (float32 or bfloat16 compute), ``BatchNorm``,
-``Activation`` and ``Dropout`` layers, with ``softmax_cross_entropy``, ``mse`` or ``binary_cross_entropy_with_logits`` (mean
-reduction), float32 or float64, on the ``cpu`` backend, in training mode. Every optimizer of ``fastdl.optim``
-works; SGD, Adagrad, RMSprop, Adam and AdamW (with ``max_grad_norm``, ``l1``, ``skip_nonfinite``) update
-inside the compiled call, LARS and LAMB (two or three kernels with Python between them) right after it.
+``Activation`` and ``Dropout`` layers, with ``softmax_cross_entropy``, ``mse`` or
+``binary_cross_entropy_with_logits`` (mean reduction), float32 or float64, on the ``cpu`` backend, in training
+mode. Every optimizer of ``fastdl.optim`` works; SGD, Adagrad, RMSprop, Adam and AdamW (with ``max_grad_norm``,
+``l1``, ``skip_nonfinite``) update inside the compiled call, LARS and LAMB (two or three kernels with Python between
+them) right after it.
 Anything else runs the layer-by-layer path, with a one-line ``CompileStepFallback`` warning saying why.
 """
 

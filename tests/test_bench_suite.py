@@ -29,7 +29,8 @@ def test_quick_suite_is_a_subset_with_every_op_family():
 
 
 def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
-    small = [cases.dense_case("relu", (8, 16, 16), True, quick=True), cases.optimizer_case("Adam", "MLP 64-64-64-10", True),
+    small = [cases.dense_case("relu", (8, 16, 16), True, quick=True),
+             cases.optimizer_case("Adam", "MLP 64-64-64-10", True),
              cases.dense_case("relu", (8, 16, 16), False, quick=True, compute="bfloat16")]
     monkeypatch.setattr(cases, "suite", lambda name: small)
     monkeypatch.setitem(runner.SETTINGS, "quick", dict(rounds=2, seconds_per_call=0.001, pause=0.0))

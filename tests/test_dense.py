@@ -129,7 +129,8 @@ def test_a_layer_that_ran_follows_changes_to_its_parameters_mode_and_settings(ba
     grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad_out))).copy()
     with fastdl.use_backend("numpy"):
         fresh = fastdl.Dense(6, 5, activation=layer.activation, dtype="float64", seed=2)
-        fresh.weight.data[...], fresh.bias.data[...] = fastdl.to_numpy(layer.weight.data), fastdl.to_numpy(layer.bias.data)
+        fresh.weight.data[...] = fastdl.to_numpy(layer.weight.data)
+        fresh.bias.data[...] = fastdl.to_numpy(layer.bias.data)
         fresh.counter = layer.counter - 1 if layer.training else layer.counter  # the same draws of RReLU's slopes
         fresh.train(layer.training)
         expected_y = fresh(x).copy()

@@ -15,10 +15,11 @@ Small products run the serial kernels, on the calling thread alone: waking a poo
 The identity and ReLU are computed inline; every other activation goes through ``activations.py``'s row
 functions, which a kernel compiles in only when called with ``any_activation=True`` (see there).
 
-bfloat16 compute: the layer rounds x and W (and the backward's dZ) to bfloat16 values with ``round_bfloat16``; the
-``*_bfloat16`` kernels then multiply their bit patterns with oneDNN's bfloat16 GEMM (``bfloat16_gemm.py``), one
-call over the whole product on the shared OpenMP pool, and run the epilogue or the bias sums in blocks as above.
-Without oneDNN, or for small products, they are the float32 kernels on the rounded values.
+bfloat16 compute: the forward rounds x and W to bfloat16 straight into their bit patterns (the backward's dZ is
+rounded by the layer with ``round_bfloat16``); the ``*_bfloat16`` kernels multiply the bit patterns with oneDNN's
+bfloat16 GEMM (``bfloat16_gemm.py``), one call over the whole product on the shared OpenMP pool, and run the
+epilogue or the bias sums in blocks as above. Without oneDNN, or for small products, they are the float32 kernels
+on the rounded values.
 """
 
 import numpy as np
@@ -32,8 +33,8 @@ from . import bfloat16_gemm
 from .bfloat16 import round_nearest
 from .bfloat16_gemm import NO as NO_TRANSPOSE, TRANSPOSE, gemm_bf16
 from .vector_math import _bits_from_float
-from ..ops import ActivationArgs, dense_bindings
-from ..reference.activations import IDENTITY, NUM_PARAMS
+from ..ops import dense_bindings
+from ..reference.dense import bfloat16_through_float32
 from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns, gemm_rows
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .reductions import row_nonfinite
@@ -281,7 +282,8 @@ backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backw
 
 _NO_MASK = np.empty((0, 0), np.uint8)
 
-# bfloat16 compute: the layer rounds its GEMM operands with this pass, then runs the bfloat16 kernels below on them
+# bfloat16 compute: operands rounded to bfloat16 values, kept as float32 (the backward's dZ; x and W where the
+# float32 kernels multiply them)
 PARALLEL_MIN_ROUNDED = 1 << 18  # elements; below, waking the pool costs more than the pass
 
 
@@ -299,15 +301,7 @@ def round_bfloat16(x, y_out):
 
 
 @njit(inline="always")
-def _top_halves(values, bits_out):
-    """The bfloat16 bits of float32 values that hold bfloat16 values (rounded already): their top halves, exactly."""
-    flat, bits = values.reshape(-1), bits_out.reshape(-1)
-    for i in range(flat.shape[0]):
-        bits[i] = np.uint16(np.uint32(_bits_from_float(flat[i])) >> np.uint32(16))
-
-
-@njit(inline="always")
-def _rounded_top_halves(values, bits_out):
+def _bfloat16_bits(values, bits_out):
     """The bfloat16 bits of float32 values rounded to the nearest bfloat16 (ties to even), in one pass: for values
     that hold bfloat16 values already, their top halves."""
     flat, bits = values.reshape(-1), bits_out.reshape(-1)
@@ -321,8 +315,8 @@ def _forward_bfloat16(x, weight, bias, code, params, seed, counter, z_out, save_
     (oneDNN, on the shared OpenMP pool), then the epilogue on blocks of rows. Returns whether x @ W is finite."""
     rows, inner = x.shape
     columns = weight.shape[1]
-    _rounded_top_halves(x, x_bits)
-    _rounded_top_halves(weight, weight_bits)
+    _bfloat16_bits(x, x_bits)
+    _bfloat16_bits(weight, weight_bits)
     if gemm_bf16(NO_TRANSPOSE, NO_TRANSPOSE, rows, columns, inner, x_bits, inner, weight_bits, columns, 0.0, y_out,
                  columns) != 0:
         raise RuntimeError("oneDNN's bfloat16 GEMM refused its arguments")
@@ -342,9 +336,9 @@ def _backward_bfloat16(x, weight, grad_z, grad_weight, grad_bias, grad_x, input_
     rows, columns = grad_z.shape
     inner = weight.shape[0]
     if not forward_bits:
-        _top_halves(x, x_bits)
-        _top_halves(weight, weight_bits)
-    _top_halves(grad_z, grad_bits)
+        _bfloat16_bits(x, x_bits)
+        _bfloat16_bits(weight, weight_bits)
+    _bfloat16_bits(grad_z, grad_bits)
     if input_grad and gemm_bf16(NO_TRANSPOSE, TRANSPOSE, rows, inner, columns, grad_bits, columns, weight_bits,
                                 columns, 0.0, grad_x, inner) != 0:
         raise RuntimeError("oneDNN's bfloat16 GEMM refused its arguments")
@@ -357,8 +351,6 @@ def _backward_bfloat16(x, weight, grad_z, grad_weight, grad_bias, grad_x, input_
         first, last = _row_block(columns, part, parts)
         _bias_sums(grad_z, grad_bias, first, last, accumulate)
 
-
-_IDENTITY_ARGS = ActivationArgs(IDENTITY, np.zeros(NUM_PARAMS, np.float32), 0, 0)  # bfloat16 compute is float32
 
 if bfloat16_gemm.AVAILABLE:
     forward_bfloat16_parallel, forward_bfloat16_serial = parallel_and_serial(_forward_bfloat16,
@@ -373,9 +365,8 @@ def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_
     product large enough (``bfloat16_gemm.py``; the operands go straight into their bit patterns, one pass each),
     else the float32 kernels on the rounded operands (the same products, summed in another order)."""
     if not bfloat16_gemm.used_for(x.shape[0], weight.shape[0], weight.shape[1]):
-        round_bfloat16(x, x_rounded_out)
-        round_bfloat16(weight, weight_rounded_out)
-        return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
+        return _float32_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out,
+                                         x_bits, weight_bits)
     code, params, seed, counter = activation
     parts = _parts(x, weight)
     return (forward_bfloat16_parallel if parts > 1 else forward_bfloat16_serial)(
@@ -388,8 +379,8 @@ def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bi
     """The products of a bfloat16 backward on rounded operands (dZ formed and rounded by the layer): oneDNN's
     bfloat16 GEMMs when installed, else the identity's float32 backward."""
     if not bfloat16_gemm.used_for(x.shape[0], weight.shape[0], weight.shape[1]):
-        return dense_backward(x, weight, grad_z, grad_z, grad_z, _IDENTITY_ARGS, grad_z_work, grad_weight, grad_bias,
-                              grad_x, accumulate)
+        return _float32_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate,
+                                          x_bits, weight_bits, grad_bits, forward_bits)
     parts = _parts(x, weight)
     input_grad = grad_x is not None
     (backward_bfloat16_parallel if parts > 1 else backward_bfloat16_serial)(
@@ -537,3 +528,6 @@ def _weight_and_input_grads(x, weight, grad_z_work, grad_weight, grad_x, accumul
 
 
 _bind_general_forward, _bind_general_backward = dense_bindings(dense_forward, dense_backward)
+# without oneDNN, or for products too small for it: the float32 kernels on the rounded operands
+_float32_forward_bfloat16, _float32_backward_bfloat16 = bfloat16_through_float32(round_bfloat16, dense_forward,
+                                                                                 dense_backward)

@@ -156,12 +156,12 @@ template <typename T> __device__ void count_nonfinite(const T* x, long long n, d
 FASTDL_ACTIVATION_KERNELS(float, f32)
 FASTDL_ACTIVATION_KERNELS(double, f64)
 
-// Sum of n doubles by one block, in a fixed order (the final step of every loss and count).
 // bfloat16 compute: a Dense layer's GEMM operands rounded in one pass (float32 only)
 extern "C" __global__ void fastdl_round_bfloat16_f32(const float* x, float* y, long long n) {
     FASTDL_GRID_STRIDE(i, n) { y[i] = fastdl_round_to_bfloat16(x[i]); }
 }
 
+// Sum of n doubles by one block, in a fixed order (the final step of every loss and count).
 extern "C" __global__ void fastdl_sum_doubles(const double* values, long long n, double* out) {
     __shared__ double shared[32];
     double total = 0.0;

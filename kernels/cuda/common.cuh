@@ -38,7 +38,9 @@ __device__ __forceinline__ unsigned short fastdl_float_to_bfloat16(float value, 
 // compute (kernels/bfloat16.py round_nearest). Inf stays Inf, NaN stays a NaN.
 __device__ __forceinline__ float fastdl_round_to_bfloat16(float value) {
     unsigned int bits = __float_as_uint(value);
-    if ((bits & 0x7F800000u) == 0x7F800000u) return __uint_as_float((bits & 0xFFFF0000u) | ((bits & 0x007FFFFFu) ? 0x00400000u : 0u));
+    if ((bits & 0x7F800000u) == 0x7F800000u) {  // Inf kept; a NaN keeps a mantissa bit in the kept half
+        return __uint_as_float((bits & 0xFFFF0000u) | ((bits & 0x007FFFFFu) ? 0x00400000u : 0u));
+    }
     return __uint_as_float((bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u);
 }
 

@@ -5,8 +5,9 @@ GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after th
 
 import numpy as np
 
-from ..ops import ActivationArgs, dense_bindings
-from ..reference.activations import IDENTITY, NUM_PARAMS, SOFTMAX
+from ..ops import dense_bindings
+from ..reference.activations import SOFTMAX
+from ..reference.dense import bfloat16_through_float32
 from .flags import device_flag
 from .launch import (NULL, THREADS, array_module, blocks, device_total, launch, matmul, optional, row_chunks,
                      row_threads, workspace)
@@ -136,20 +137,6 @@ def all_finite(x):
     return device_flag(_nonfinite_count(x), 0.0)
 
 
-def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
-                           weight_bits):
-    # cuBLAS multiplies the rounded operands in float32 (its bfloat16 GEMM is not wired yet): the same products
-    round_bfloat16(x, x_rounded_out)
-    round_bfloat16(weight, weight_rounded_out)
-    return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
-
-
-def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
-                            weight_bits, grad_bits, forward_bits):
-    identity = ActivationArgs(IDENTITY, np.zeros(NUM_PARAMS, grad_z.dtype), 0, 0)
-    dense_backward(x, weight, grad_z, grad_z, grad_z, identity, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
-
-
 def round_bfloat16(x, y_out):
     if x.dtype != np.float32:
         raise TypeError(f"round_bfloat16: x must be float32, got {x.dtype}")
@@ -158,3 +145,8 @@ def round_bfloat16(x, y_out):
 
 
 bind_dense_forward, bind_dense_backward = dense_bindings(dense_forward, dense_backward)
+
+
+# cuBLAS multiplies the rounded operands in float32 (its bfloat16 GEMM is not wired yet): the same products
+dense_forward_bfloat16, dense_backward_bfloat16 = bfloat16_through_float32(round_bfloat16, dense_forward,
+                                                                           dense_backward)

@@ -65,17 +65,33 @@ def round_bfloat16(x, y_out):
     y_out[...] = round_nearest(x).reshape(y_out.shape)
 
 
-def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
-                           weight_bits):
-    round_bfloat16(x, x_rounded_out)
-    round_bfloat16(weight, weight_rounded_out)
-    return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
+def bfloat16_through_float32(round_bfloat16, dense_forward, dense_backward):
+    """(dense_forward_bfloat16, dense_backward_bfloat16) of a backend without a bfloat16 GEMM, from its own ops: the
+    operands rounded to bfloat16 (into x_rounded_out and weight_rounded_out, which the backward then takes), then
+    the float32 products (a product of two bfloat16 values is exact in float32; the sums are float32's). The bits
+    arguments are left alone."""
+    identities = {}  # dtype -> the identity's ActivationArgs: the backward's dZ is formed and rounded already
+
+    def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
+                               weight_bits):
+        round_bfloat16(x, x_rounded_out)
+        round_bfloat16(weight, weight_rounded_out)
+        return dense_forward(x_rounded_out, weight_rounded_out, bias, activation, z_out, y_out)
+
+    def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
+                                weight_bits, grad_bits, forward_bits):
+        identity = identities.get(grad_z.dtype)
+        if identity is None:
+            identity = identities[grad_z.dtype] = ActivationArgs(
+                activations.IDENTITY, np.zeros(activations.NUM_PARAMS, grad_z.dtype), 0, 0)
+        dense_backward(x, weight, grad_z, grad_z, grad_z, identity, grad_z_work, grad_weight, grad_bias, grad_x,
+                       accumulate)
+
+    return dense_forward_bfloat16, dense_backward_bfloat16
 
 
-def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
-                            weight_bits, grad_bits, forward_bits):
-    identity = ActivationArgs(activations.IDENTITY, np.zeros(activations.NUM_PARAMS, grad_z.dtype), 0, 0)
-    dense_backward(x, weight, grad_z, grad_z, grad_z, identity, grad_z_work, grad_weight, grad_bias, grad_x, accumulate)
+dense_forward_bfloat16, dense_backward_bfloat16 = bfloat16_through_float32(round_bfloat16, dense_forward,
+                                                                           dense_backward)
 
 
 def accumulate_into(grad, value, accumulate):
