@@ -28,6 +28,15 @@ from ._typing import Array
 REDUCTIONS = ("mean", "sum")
 
 
+def check_loss(loss, owner):
+    """A loss argument must be a function ``loss(outputs, targets) -> (value, gradient)``; a name such as
+    "cross_entropy" is refused here, with the functions to pass, rather than failing at the first batch."""
+    if not callable(loss):
+        raise TypeError(f"{owner}: loss must be a loss function such as fastdl.losses.softmax_cross_entropy, "
+                        f"fastdl.losses.mse or fastdl.losses.binary_cross_entropy_with_logits, got "
+                        f"{type(loss).__name__} {loss!r}")
+
+
 def _reduction_sum(reduction, owner):
     if reduction not in REDUCTIONS:
         raise ValueError(f"{owner}: reduction must be 'mean' or 'sum', got {reduction!r}")

@@ -111,6 +111,7 @@ class CompiledStep:
         if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, (int, np.integer)) \
                 or accumulation_steps < 1:
             raise ValueError(f"compile_step: accumulation_steps must be a positive integer, got {accumulation_steps!r}")
+        fastdl_losses.check_loss(loss, "compile_step")
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.rank_local = rank_local  # trains on this rank alone, in a distributed job too (fastdl.tune's members)
         self.accumulation_steps = int(accumulation_steps)
@@ -188,7 +189,8 @@ class CompiledStep:
         if not blas.AVAILABLE:
             return "no BLAS library (MKL or numpy's own) could be located for calls from compiled code"
         if self.loss not in LOSS_KERNELS:
-            return f"loss {getattr(self.loss, '__name__', self.loss)!r} is not one of {sorted(LOSS_KERNELS.values())}"
+            return (f"loss {getattr(self.loss, '__name__', self.loss)!r} is not one of fastdl.losses' "
+                    f"{', '.join(function.__name__ for function in LOSS_KERNELS)}")
         dtypes = set()
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, (Dense, BatchNorm, Activation, Dropout)):

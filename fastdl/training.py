@@ -120,6 +120,7 @@ def evaluate(model: Module, x: Array, y: Array, loss: Loss = fastdl_losses.softm
     """{"loss": mean loss, "accuracy": fraction correct (softmax cross-entropy only)} in eval mode.
 
     The model's train/eval mode is restored afterwards."""
+    fastdl_losses.check_loss(loss, "evaluate")
     if len(x) == 0:
         raise ValueError(f"evaluate: x has no rows (shape {tuple(x.shape)}); there is nothing to score")
     modes = [module.training for module in model.modules()]
@@ -211,6 +212,7 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
     gradients are averaged over the ranks after each backward (overlapping it), and the records hold the
     global loss and accuracy; only rank 0 shows progress.
     """
+    fastdl_losses.check_loss(loss, "fit")
     x, y = train
     for name, data in (("train", train), ("val", val)):
         if data is not None and len(data[0]) == 0:  # refused before an epoch trains, not when it ends

@@ -313,6 +313,19 @@ def test_unsupported_layer_falls_back_with_one_warning_and_same_results(cpu):
     assert_same_state(states[1], states[0])
 
 
+def test_a_loss_of_the_users_own_falls_back_naming_the_losses_that_compile(cpu):
+    def halved_mse(outputs, targets):
+        value, grad = losses.mse(outputs, targets)
+        return value / 2, grad / 2
+
+    model = tiny(np.float32)
+    with pytest.warns(CompileStepFallback, match=r"loss 'halved_mse' is not one of fastdl.losses' "
+                                                 r"softmax_cross_entropy, mse, binary_cross_entropy_with_logits"):
+        step = compile_step(model, halved_mse, fastdl.optim.SGD(model.parameters(), lr=0.1))
+    x = np.ones((8, 6), np.float32)
+    assert np.isfinite(step(x, np.zeros((8, 3), np.float32)))
+
+
 def test_reference_backend_runs_the_layer_path_without_a_warning():
     with fastdl.use_backend("numpy"):
         model = tiny(np.float32)

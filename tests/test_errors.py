@@ -241,3 +241,27 @@ def test_a_sequential_that_refuses_a_batch_puts_back_what_its_earlier_layers_cha
         model[3].weight.data[...] = before[list(model.state_dict()).index("3.weight")]
     for actual, expected in zip(state(), before, strict=True):
         np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("entry", ["compile_step", "fit", "evaluate", "Population", "grid_search"])
+def test_a_loss_given_by_name_is_a_type_error_naming_the_functions(entry):
+    """A string loss used to pass compile_step's checks (falling back with a message that listed the same name as
+    accepted) and fail at the first batch with "'str' object is not callable"."""
+    model = fastdl.Sequential(fastdl.Dense(4, 3, seed=0))
+    optimizer = fastdl.optim.SGD(model.parameters(), lr=0.1)
+    x, y = np.ones((4, 4), np.float32), np.zeros(4, np.int64)
+    before = snapshot(model[0])
+    calls = {
+        "compile_step": lambda: fastdl.compile_step(model, "cross_entropy", optimizer),
+        "fit": lambda: fastdl.fit(model, "cross_entropy", optimizer, train=(x, y), epochs=1, progress=False),
+        "evaluate": lambda: fastdl.evaluate(model, x, y, loss="cross_entropy"),
+        "Population": lambda: fastdl.tune.Population([model], "cross_entropy", [optimizer]),
+        "grid_search": lambda: fastdl.tune.grid_search(lambda: model, lambda m, **h: optimizer, {"lr": [0.1]},
+                                                       train=(x, y), val=(x, y), loss="cross_entropy"),
+    }
+    with fastdl.use_backend("cpu"), pytest.raises(
+            TypeError, match=rf"{entry}: loss must be a loss function such as fastdl.losses.softmax_cross_entropy, "
+                             r"fastdl.losses.mse or fastdl.losses.binary_cross_entropy_with_logits, got str "
+                             r"'cross_entropy'"):
+        calls[entry]()
+    assert_unchanged(model[0], before)

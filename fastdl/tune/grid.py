@@ -102,6 +102,7 @@ def grid_search(build_model: Callable, build_optimizer: Callable, grid, train, v
     >>> print(result.table()); result.best_model  # doctest: +SKIP
     """
     loss = fastdl_losses.softmax_cross_entropy if loss is None else loss
+    fastdl_losses.check_loss(loss, "grid_search")
     if loss not in LOSS_KERNELS:
         raise ValueError(f"grid_search: loss {getattr(loss, '__name__', loss)!r} is not one of softmax_cross_entropy, "
                          "mse, binary_cross_entropy_with_logits")

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from .. import _checks
+from .. import losses as fastdl_losses
 from ..backend import get_backend
 from ..data import batches
 from ..seeding import default_seed
@@ -59,6 +60,7 @@ class Population:
             raise ValueError(f"Population: got {len(models)} models but {len(optimizers)} optimizers")
         if get_backend().name != "cpu":
             raise ValueError(f"Population: runs on the 'cpu' backend, the active one is '{get_backend().name}'")
+        fastdl_losses.check_loss(loss, "Population")
         if loss not in LOSS_KERNELS:
             raise ValueError(f"Population: loss {getattr(loss, '__name__', loss)!r} is not one of "
                              f"softmax_cross_entropy, mse, binary_cross_entropy_with_logits")
