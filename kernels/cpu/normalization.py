@@ -88,14 +88,17 @@ def _combine_groups(first, first_row, second, second_row, groups, first_total, s
     """first_total = sum of rows first[first_row : first_row + groups] in float64, in row order (the same result
     for any number of threads), and likewise for second; columns start..stop-1 only (threads split the columns).
     Walked row by row: summing each column down the rows instead does not vectorize."""
-    first_total[start:stop] = 0.0
-    second_total[start:stop] = 0.0
+    # slices indexed from 0: over range(start, stop) Numba cannot tell an index is never negative, and its
+    # wraparound test keeps the loop from vectorizing
+    first_sums, second_sums = first_total[start:stop], second_total[start:stop]
+    first_sums[:] = 0.0
+    second_sums[:] = 0.0
     for g in range(groups):
-        first_group = first[first_row + g]
-        second_group = second[second_row + g]
-        for j in range(start, stop):
-            first_total[j] += first_group[j]
-            second_total[j] += second_group[j]
+        first_group = first[first_row + g, start:stop]
+        second_group = second[second_row + g, start:stop]
+        for j in range(first_sums.shape[0]):
+            first_sums[j] += first_group[j]
+            second_sums[j] += second_group[j]
 
 
 @njit(inline="always")
