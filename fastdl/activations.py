@@ -118,7 +118,10 @@ class ActivationSpec:
 
 
 def resolve(activation):
-    """A name, an ``ActivationSpec`` or an ``fastdl.Activation`` layer -> ``ActivationSpec``."""
+    """A name, an ``ActivationSpec`` or an ``fastdl.Activation`` layer -> ``ActivationSpec``; None is the identity
+    (Keras' ``activation=None``: no activation)."""
+    if activation is None:
+        return ActivationSpec("identity")
     if isinstance(activation, ActivationSpec):
         return activation
     spec = getattr(activation, "spec", None)
@@ -126,4 +129,4 @@ def resolve(activation):
         return spec
     if isinstance(activation, str):
         return ActivationSpec(activation.lower())
-    raise TypeError(f"activation must be a name or fastdl.Activation, got {type(activation).__name__}")
+    raise TypeError(f"activation must be a name, None or a fastdl.Activation, got {type(activation).__name__}")

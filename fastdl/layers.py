@@ -338,7 +338,7 @@ class Dense(_RandomCounter, Module):
     Args:
         in_features, out_features: sizes; ``weight`` has shape (in_features, out_features), ``bias`` (out,).
         activation: a name from ``fastdl.activations`` or an ``fastdl.Activation`` (for constants, e.g.
-            ``fastdl.Activation("leaky_relu", alpha=0.2)``).
+            ``fastdl.Activation("leaky_relu", alpha=0.2)``); None is "identity".
         bias: learn a bias (initialized to zero).
         init: initializer name or function; default He (Kaiming) uniform for ReLU-like activations,
             Xavier (Glorot) uniform otherwise.

@@ -180,3 +180,13 @@ def test_relu_and_identity_models_compile_no_other_activation(tmp_path):
                             env=environment, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "1"], result.stdout
+
+
+def test_activation_none_is_the_identity_and_other_types_are_refused(backend):
+    x = backend.asarray(np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
+    plain, identity = fastdl.Dense(4, 3, activation=None, seed=1), fastdl.Dense(4, 3, activation="identity", seed=1)
+    assert plain.activation.name == "identity"
+    np.testing.assert_array_equal(fastdl.to_numpy(plain(x)), fastdl.to_numpy(identity(x)))
+    assert fastdl.BatchNorm(3, activation=None).activation.name == "identity"
+    with pytest.raises(TypeError, match="activation must be a name, None or a fastdl.Activation, got int"):
+        fastdl.Dense(4, 3, activation=1)
