@@ -43,6 +43,8 @@ from .layers import Parameter
 from .layers import PReLU
 from .layers import Sequential
 from .layers import SoftExponential
+from .matmul_precision import get_float32_matmul_precision
+from .matmul_precision import set_float32_matmul_precision
 from .normalization import BatchNorm
 from .normalization import Dropout
 from .normalization import Standardize

@@ -320,16 +320,22 @@ _noticed = []
 
 def _notice_bfloat16():
     from .kernels.cpu import bfloat16_gemm
+    from .kernels.cuda import gemm as cuda_gemm
 
-    if get_backend().name == "cpu" and bfloat16_gemm.AVAILABLE:
+    backend = get_backend().name
+    # the emulator plays a device with bfloat16 tensor cores
+    has_gemm = {"cpu": lambda: bfloat16_gemm.AVAILABLE, "cuda-emulator": lambda: True,
+                "gpu": cuda_gemm.device_has_bfloat16}.get(backend, lambda: False)
+    if has_gemm():
         return
     if not _noticed:  # once per process
         _noticed.append(True)
         import warnings
 
         warnings.warn("fastdl: bfloat16 compute rounds the GEMM operands to bfloat16 and multiplies them with the "
-                      "float32 GEMM (no bfloat16 GEMM here: pip install the 'onednn' extra on x86-64 Linux): "
-                      "bfloat16's numerics, not its speed", BFloat16Notice, stacklevel=4)
+                      "float32 GEMM (no bfloat16 GEMM here: on the CPU, pip install the 'onednn' extra on x86-64 "
+                      "Linux; on a GPU, it needs compute capability 8.0 or newer): bfloat16's numerics, not its "
+                      "speed", BFloat16Notice, stacklevel=4)
 
 
 class Dense(_RandomCounter, Module):

@@ -36,7 +36,7 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     monkeypatch.setitem(runner.SETTINGS, "quick", dict(rounds=2, seconds_per_call=0.001, pause=0.0))
     monkeypatch.setattr(runner.ceilings, "cpu_ceilings", lambda quick: {
         "copy_GBps": 40.0, "triad_GBps": 30.0, "bandwidth_GBps": 40.0, "stream_copy_GBps": 27.0, "gemm_GFLOPs": 100.0,
-        "stream_elements": 1, "gemm_side": 1, "bfloat16_gemm_GFLOPs": 400.0})
+        "stream_elements": 1, "gemm_side": 1, "bfloat16_gemm_GFLOPs": 400.0, "tf32_gemm_GFLOPs": 900.0})
     with warnings.catch_warnings():  # the bfloat16 case on the numpy backend: "not faster", once per process
         warnings.simplefilter("ignore", fastdl.BFloat16Notice)
         assert fastdl_main(["bench", "--backend", "numpy,cpu", "--out", str(tmp_path)]) == 0
@@ -53,7 +53,7 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, monkeypatch, capsys)
     assert all(r["vs_numpy"] > 0 for r in rows if r["backend"] == "cpu")
     table = (tmp_path / "cpu-numpy-quick.md").read_text()
     assert "| dense fwd+bwd (relu) | 8x16x16 | cpu |" in table and "copy 40.0 GB/s" in table
-    assert "400 GFLOP/s (bfloat16 operands" in table
+    assert "400 GFLOP/s (bfloat16 operands" in table and "900 GFLOP/s (TF32" in table
     assert (tmp_path / "cpu-numpy-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
 

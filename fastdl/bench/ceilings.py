@@ -84,4 +84,13 @@ def gpu_ceilings(quick=True):
     x = cupy.random.standard_normal((side, side), dtype=cupy.float32)
     out = cupy.empty_like(x)
     gemm_us = best(synced(lambda: cupy.matmul(x, x, out=out)), repeats=3)
-    return _summary(n, copy_us, triad_us, side, gemm_us, write_allocate=False)
+    summary = _summary(n, copy_us, triad_us, side, gemm_us, write_allocate=False)
+    from ..kernels.cuda import gemm
+
+    if gemm.device_has_bfloat16():  # cuBLAS's GEMMs on tensor cores, the same matrices: bfloat16 and TF32
+        tf32_us = best(synced(lambda: gemm.gemm_ex(x, x, out, compute=gemm.COMPUTE_32F_FAST_TF32)), repeats=3)
+        bits = (x.view(cupy.uint32) >> 16).astype(cupy.uint16)  # truncated: any bfloat16 values do
+        bfloat16_us = best(synced(lambda: gemm.gemm_ex(bits, bits, out)), repeats=3)
+        summary["tf32_gemm_GFLOPs"] = 2 * side ** 3 / tf32_us / 1e3
+        summary["bfloat16_gemm_GFLOPs"] = 2 * side ** 3 / bfloat16_us / 1e3
+    return summary

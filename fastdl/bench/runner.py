@@ -199,7 +199,9 @@ def format_table(report):
         lines.append(f"Ceilings ({device}): copy {values['copy_GBps']:.1f} GB/s, triad {values['triad_GBps']:.1f} GB/s "
                      f"({'bus traffic incl. write-allocate' if values.get('write_allocate', True) else 'read + write'}; STREAM copy {values['stream_copy_GBps']:.1f} GB/s), GEMM {values['gemm_GFLOPs']:.0f} GFLOP/s (float32, {values['gemm_side']}^3)"
                      + (f", {values['bfloat16_gemm_GFLOPs']:.0f} GFLOP/s (bfloat16 operands, float32 sums)"
-                        if "bfloat16_gemm_GFLOPs" in values else ""))
+                        if "bfloat16_gemm_GFLOPs" in values else "")
+                     + (f", {values['tf32_gemm_GFLOPs']:.0f} GFLOP/s (TF32, fastdl.set_float32_matmul_precision"
+                        "('high'))" if "tf32_gemm_GFLOPs" in values else ""))
     for name, reason in report["skipped_backends"].items():
         lines.append(f"Backend {name} not run: {reason}")
     with_jax = any(row.get("jax_us") for row in report["results"])

@@ -161,6 +161,11 @@ extern "C" __global__ void fastdl_round_bfloat16_f32(const float* x, float* y, l
     FASTDL_GRID_STRIDE(i, n) { y[i] = fastdl_round_to_bfloat16(x[i]); }
 }
 
+// ... or straight into the bit patterns cuBLAS's bfloat16 GEMM reads (kernels/cuda/gemm.py)
+extern "C" __global__ void fastdl_bfloat16_bits_f32(const float* x, unsigned short* bits, long long n) {
+    FASTDL_GRID_STRIDE(i, n) { bits[i] = (unsigned short)(__float_as_uint(fastdl_round_to_bfloat16(x[i])) >> 16); }
+}
+
 // Sum of n doubles by one block, in a fixed order (the final step of every loss and count).
 extern "C" __global__ void fastdl_sum_doubles(const double* values, long long n, double* out) {
     __shared__ double shared[32];

@@ -1,19 +1,20 @@
 """Launchers for activations.cu: the dense layer and the activations, with the CPU backend's signatures.
 
-GEMMs go to cuBLAS (``cupy.matmul``; numpy on the emulator), everything after them is one kernel pass.
+GEMMs go to cuBLAS (``gemm.py``; numpy on the emulator), everything after them is one kernel pass.
 """
 
 import numpy as np
 
 from ..ops import dense_bindings
-from ..reference.activations import SOFTMAX
+from ..reference.activations import IDENTITY, NUM_PARAMS, SOFTMAX
 from ..reference.dense import bfloat16_through_float32
 from .flags import device_flag
-from .launch import (NULL, THREADS, array_module, blocks, device_total, launch, matmul, optional, row_chunks,
-                     row_threads, workspace)
+from .gemm import bfloat16_supported, gemm_ex, matmul
+from .launch import NULL, THREADS, array_module, blocks, device_total, launch, optional, row_chunks, row_threads, workspace
 from .sources import COLUMN_BLOCK
 
 SOURCE = "activations.cu"
+IDENTITY_PARAMS = np.zeros(NUM_PARAMS)  # read on the host, as scalars
 ROWS_PER_CHUNK = 64
 
 
@@ -147,6 +148,48 @@ def round_bfloat16(x, y_out):
 bind_dense_forward, bind_dense_backward = dense_bindings(dense_forward, dense_backward)
 
 
-# cuBLAS multiplies the rounded operands in float32 (its bfloat16 GEMM is not wired yet): the same products
-dense_forward_bfloat16, dense_backward_bfloat16 = bfloat16_through_float32(round_bfloat16, dense_forward,
-                                                                           dense_backward)
+def bfloat16_bits(x, bits_out):
+    """The bit patterns (uint16) of float32 x rounded to the nearest bfloat16 (ties to even): cuBLAS's operands."""
+    n = x.size
+    _launch("bfloat16_bits", x, blocks(n), (THREADS,), (x.reshape(-1), bits_out.reshape(-1), np.int64(n)))
+
+
+# GPUs without bfloat16 tensor cores: the rounded operands through the float32 GEMM (the same products)
+_float32_forward_bfloat16, _float32_backward_bfloat16 = bfloat16_through_float32(round_bfloat16, dense_forward,
+                                                                                 dense_backward)
+
+
+def dense_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out, weight_rounded_out, x_bits,
+                           weight_bits):
+    """dense_forward on x and W rounded to bfloat16: their bit patterns through cuBLAS's bfloat16 GEMM (float32
+    sums), then the epilogue pass; the bits are left for the backward. Before compute capability 8.0, the rounded
+    operands through the float32 GEMM."""
+    if not bfloat16_supported(x):
+        return _float32_forward_bfloat16(x, weight, bias, activation, z_out, y_out, x_rounded_out,
+                                         weight_rounded_out, x_bits, weight_bits)
+    code, params, seed, counter = activation
+    bfloat16_bits(x, x_bits)
+    bfloat16_bits(weight, weight_bits)
+    gemm_ex(x_bits, weight_bits, z_out)
+    finite = device_flag(_nonfinite_count(z_out), 0.0)
+    _bias_activation(z_out, bias, y_out, code, params, seed, counter)
+    return finite
+
+
+def dense_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x, accumulate, x_bits,
+                            weight_bits, grad_bits, forward_bits):
+    """The products of a bfloat16 backward, dZ formed and rounded by the layer: dX = dZ @ W.T and dW (+)= x.T @ dZ
+    through cuBLAS's bfloat16 GEMM on the operands' bits (the forward's, or taken here after a forward with
+    dropout), db (+)= the column sums of dZ."""
+    if not bfloat16_supported(x):
+        return _float32_backward_bfloat16(x, weight, grad_z, grad_z_work, grad_weight, grad_bias, grad_x,
+                                          accumulate, x_bits, weight_bits, grad_bits, forward_bits)
+    if not forward_bits:
+        bfloat16_bits(x, x_bits)
+        bfloat16_bits(weight, weight_bits)
+    bfloat16_bits(grad_z, grad_bits)
+    # the identity's backward pass: grad_z_work = dZ and the bias's column sums, as the float32 path computes them
+    _activation_grad(grad_z, grad_z, grad_z, IDENTITY, IDENTITY_PARAMS, 0, 0, grad_z_work, grad_bias, accumulate)
+    gemm_ex(x_bits, grad_bits, grad_weight, transpose_a=True, accumulate=accumulate)
+    if grad_x is not None:
+        gemm_ex(grad_bits, weight_bits, grad_x, transpose_b=True)

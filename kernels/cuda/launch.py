@@ -109,10 +109,3 @@ def total(partials, like):
     return float(first_value(device_total(partials, like)))
 
 
-def matmul(a, b, out, accumulate=False):
-    """out = a @ b, or out += a @ b (the sum goes through a temporary from CuPy's memory pool on the GPU)."""
-    xp = array_module(out)
-    if accumulate:
-        out += a @ b
-    else:
-        xp.matmul(a, b, out=out)
