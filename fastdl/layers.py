@@ -67,6 +67,13 @@ class Parameter:
         """Move into an optimizer's flat buffers (the views already hold the values)."""
         self._data, self._grad, self._flat = data_view, grad_view, flat
 
+    def __setstate__(self, state):
+        # pickle and deepcopy turn views into copies: a parameter of an optimizer's flat buffers becomes a view of
+        # the restored buffers again (here, or by the buffers' own __setstate__ if they are restored after it)
+        self.__dict__.update(state)
+        if self._flat is not None and self._flat.restored:
+            self._flat.rebind(self)
+
     @property
     def shape(self):
         return self._data.shape

@@ -51,12 +51,6 @@ def _finite(loss, owner, inputs):
     return loss
 
 
-def _unchecked(kernel, *args):
-    """The kernel on unchecked values (numpy's warnings about NaN are this module's ValueError instead)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return kernel(*args)
-
-
 def _empty_batch_loss(reduction_sum):
     """The loss of a batch without samples: the sum over nothing, or that sum divided by zero (NaN, as PyTorch)."""
     return 0.0 if reduction_sum else math.nan
@@ -106,8 +100,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
         return _empty_batch_loss(reduction_sum), grad
     logits = backend.xp.ascontiguousarray(logits)
     int_labels = labels.astype(np.int64, copy=False)
-    loss = _unchecked(backend.kernels.softmax_cross_entropy, logits, int_labels, float(label_smoothing), reduction_sum,
-                      grad)
+    loss = backend.kernels.softmax_cross_entropy(logits, int_labels, float(label_smoothing), reduction_sum, grad)
     if not math.isfinite(loss) and labels.size:  # a label out of range, or NaN/Inf in the logits: name the culprit
         _check_labels(labels, logits.shape, owner)
     return _finite(loss, owner, [("logits", logits)]), grad
@@ -138,7 +131,7 @@ def mse(pred: Array, target: Array, reduction: str = "mean", out: Array | None =
     reduction_sum = _reduction_sum(reduction, "mse")
     if pred.size == 0:
         return _empty_batch_loss(reduction_sum), grad
-    loss = _unchecked(backend.kernels.mse, pred, target, reduction_sum, grad)
+    loss = backend.kernels.mse(pred, target, reduction_sum, grad)
     return _finite(loss, "mse", [("pred", pred), ("target", target)]), grad
 
 
@@ -151,5 +144,5 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: s
     reduction_sum = _reduction_sum(reduction, owner)
     if logits.size == 0:
         return _empty_batch_loss(reduction_sum), grad
-    loss = _unchecked(backend.kernels.binary_cross_entropy_with_logits, logits, targets, reduction_sum, grad)
+    loss = backend.kernels.binary_cross_entropy_with_logits(logits, targets, reduction_sum, grad)
     return _finite(loss, owner, [("logits", logits), ("targets", targets)]), grad

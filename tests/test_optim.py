@@ -389,3 +389,57 @@ def test_solves_least_squares(backend, cls, kwargs):
         schedule.step()
     loss, _ = fastdl.losses.mse(layer(x), targets)
     assert float(loss) < 1e-6  # from about 2 at the start
+
+
+@pytest.mark.parametrize("how", ["pickle", "pickle, optimizer first", "deepcopy"])
+def test_a_model_and_optimizer_pickled_or_copied_together_train_on_as_the_originals(backend, how):
+    """Pickle and deepcopy turn the parameters' views of the flat buffers into copies; they must become views of
+    the restored buffers again, or the restored optimizer would update arrays its model never reads (it used to
+    fail: a ParamGroup's values were checked against an optimizer not yet restored)."""
+    import copy
+    import pickle
+
+    def batches(seed):
+        data = np.random.default_rng(seed)
+        return [(backend.asarray(data.standard_normal((16, 4)).astype(np.float32)), backend.asarray(
+            data.integers(0, 3, 16))) for _ in range(3)]
+
+    def train(model, optimizer, data):
+        for x, y in data:
+            _, grad = fastdl.losses.softmax_cross_entropy(model(x), y)
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+
+    model = fastdl.Sequential(fastdl.Dense(4, 8, activation="relu", seed=1), fastdl.BatchNorm(8),
+                              fastdl.Dense(8, 3, seed=2))
+    optimizer = optim.Adam(model.parameters(), lr=0.01, weight_decay=0.1)
+    train(model, optimizer, batches(0))
+    if how == "pickle":
+        restored_model, restored_optimizer = pickle.loads(pickle.dumps((model, optimizer)))
+    elif how == "deepcopy":
+        restored_model, restored_optimizer = copy.deepcopy((model, optimizer))
+    else:
+        restored_optimizer, restored_model = pickle.loads(pickle.dumps((optimizer, model)))
+    assert restored_optimizer.param_groups[0]["weight_decay"] == 0.1 and restored_optimizer.steps == 3
+    for data in batches(1), batches(2):
+        train(model, optimizer, data)
+        train(restored_model, restored_optimizer, data)
+        for original, restored in zip(model.parameters(), restored_model.parameters(), strict=True):
+            np.testing.assert_array_equal(fastdl.to_numpy(restored.data), fastdl.to_numpy(original.data))
+    with pytest.raises(ValueError, match=r"Adam: lr must be in \[0, inf\), got -1.0"):
+        restored_optimizer.param_groups[0]["lr"] = -1  # the restored groups are checked as before
+
+
+def test_a_deep_copied_optimizer_owns_its_own_parameters():
+    import copy
+
+    with fastdl.use_backend("cpu"):
+        model = fastdl.Sequential(fastdl.Dense(4, 3, seed=1))
+        optimizer = optim.SGD(model.parameters(), lr=0.5)
+        twin = copy.deepcopy(optimizer)
+        before = model[0].weight.data.copy()
+        for parameter in twin.param_groups[0]["params"]:
+            parameter.grad[...] = 1.0
+        twin.step()
+        np.testing.assert_array_equal(model[0].weight.data, before)  # the original model is untouched
+        np.testing.assert_array_equal(twin.param_groups[0]["params"][0].data, before - 0.5)

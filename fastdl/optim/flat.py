@@ -74,9 +74,29 @@ class FlatParameters:
 
     def _views(self):
         """(parameter, its view of data, its view of grad) for each parameter, in buffer order."""
-        for parameter, start, stop in zip(self.parameters, self.offsets[:-1], self.offsets[1:]):
-            shape = parameter.shape
+        for parameter, shape, start, stop in zip(self.parameters, self.shapes, self.offsets[:-1], self.offsets[1:]):
             yield parameter, self.data[start:stop].reshape(shape), self.grad[start:stop].reshape(shape)
+
+    @property
+    def restored(self):
+        """False while pickle or deepcopy has created this object but not yet set its state."""
+        return "data" in self.__dict__
+
+    def __setstate__(self, state):
+        # pickle and deepcopy restore the parameters' arrays as copies, not views of these buffers: point every
+        # parameter restored so far back at its views (the others do it themselves, Parameter.__setstate__). The
+        # buffers hold the values: the copies were taken from the very same memory.
+        self.__dict__.update(state)
+        for parameter, data_view, grad_view in self._views():
+            if "_flat" in parameter.__dict__:
+                parameter._bind(data_view, grad_view, self)
+
+    def rebind(self, parameter):
+        """Point one restored parameter at its views of the buffers."""
+        for candidate, data_view, grad_view in self._views():
+            if candidate is parameter:
+                parameter._bind(data_view, grad_view, self)
+                return
 
     @classmethod
     def of(cls, parameters, xp):

@@ -53,6 +53,17 @@ class ParamGroup(dict):
             self[key] = default
         return self[key]
 
+    def __reduce__(self):
+        # pickle and deepcopy: the values come back unchecked (they were checked when set), because the optimizer
+        # that checks them is itself still being restored at that point
+        return _restored_group, (dict(self),), self.__dict__
+
+
+def _restored_group(values):
+    group = ParamGroup.__new__(ParamGroup)
+    dict.update(group, values)
+    return group
+
 
 def _refuse_unordered(params, owner):
     # a set's order changes between runs, and with it the flat buffer's layout: saved states would not load
@@ -360,13 +371,16 @@ class Optimizer:
     def hyper_rows(self, name, step):
         """The float64 table (one row per parameter group) the update kernel ``name`` reads at update ``step``;
         the same array every step, rewritten in place."""
-        rows = [self.group_scalars(group, step) for group in self.param_groups]
-        table = self._hyper_tables.get(name)
+        groups = self.param_groups
+        rows = [self.group_scalars(group, step) for group in groups]
+        table, layout = self._hyper_tables.get(name, (None, None))
         if table is None or table.shape != (len(rows), len(rows[0])):
-            table = self._hyper_tables[name] = np.empty((len(rows), len(rows[0])))
+            table = np.empty((len(rows), len(rows[0])))
+            layout = f"{table.size}d"
+            self._hyper_tables[name] = table, layout
         # packed straight into the array's memory: several times faster than numpy's assignment from tuples, which
         # matters for small models, where the whole update takes a few microseconds
-        struct.pack_into(f"{table.size}d", table, 0, *(value for row in rows for value in row))
+        struct.pack_into(layout, table, 0, *(rows[0] if len(rows) == 1 else [value for row in rows for value in row]))
         return table
 
     def hyperparameters(self):

@@ -4,11 +4,24 @@ Each returns the loss as a Python float and writes d(loss)/d(input) into ``grad_
 selects ``reduction="sum"``; otherwise the mean (over samples for cross-entropy, over elements for MSE/BCE).
 """
 
+import functools
+
 import numpy as np
 
 from .activations import sigmoid, softmax, softplus
 
 
+def _quiet(loss):
+    """NaN or Inf in the inputs becomes fastdl.losses' ValueError naming the input, not numpy's RuntimeWarning (the
+    compiled backends' kernels raise no warnings, so only these pay for the context)."""
+    @functools.wraps(loss)
+    def quiet(*args):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return loss(*args)
+    return quiet
+
+
+@_quiet
 def softmax_cross_entropy(logits, labels, label_smoothing, reduction_sum, grad_out):
     n, classes = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -22,6 +35,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing, reduction_sum, grad_o
     return float(per_sample.sum() * scale)
 
 
+@_quiet
 def mse(pred, target, reduction_sum, grad_out):
     diff = pred - target
     scale = 1.0 if reduction_sum else 1.0 / diff.size
@@ -29,6 +43,7 @@ def mse(pred, target, reduction_sum, grad_out):
     return float((diff * diff).sum() * scale)
 
 
+@_quiet
 def binary_cross_entropy_with_logits(logits, targets, reduction_sum, grad_out):
     # -[t log s(z) + (1 - t) log(1 - s(z))] = softplus(z) - t z
     per_element = softplus(logits) - targets * logits
