@@ -339,17 +339,19 @@ class Population:
     def _write_update_rows(self, update_hyper):
         """Each active member's update hyperparameter rows for its next step, as its optimizer's ``hyper_rows``
         writes them (packed straight into the stacked table: this runs K times per step)."""
-        row_format = f"{update_hyper[0].size}d"
         steps = (self._optimizer_steps + 1).tolist()
-        for member in np.flatnonzero(self.active).tolist():
+        active = np.flatnonzero(self.active).tolist()
+        values = []
+        for member in active:
             optimizer = self._optimizers[member]
-            groups = optimizer.param_groups
-            if len(groups) == 1:
-                struct.pack_into(row_format, update_hyper[member], 0, *optimizer.group_scalars(groups[0],
-                                                                                           steps[member]))
-            else:
-                rows = [optimizer.group_scalars(group, steps[member]) for group in groups]
-                struct.pack_into(row_format, update_hyper[member], 0, *(value for row in rows for value in row))
+            for group in optimizer.param_groups:
+                values += optimizer.group_scalars(group, steps[member])
+        if len(active) == self.size and update_hyper.flags.c_contiguous:  # the whole table in one call
+            struct.pack_into(f"{len(values)}d", update_hyper, 0, *values)
+            return
+        width = update_hyper[0].size
+        for index, member in enumerate(active):
+            struct.pack_into(f"{width}d", update_hyper[member], 0, *values[index * width:(index + 1) * width])
 
     @property
     def outputs(self):
