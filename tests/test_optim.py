@@ -443,3 +443,29 @@ def test_a_deep_copied_optimizer_owns_its_own_parameters():
         twin.step()
         np.testing.assert_array_equal(model[0].weight.data, before)  # the original model is untouched
         np.testing.assert_array_equal(twin.param_groups[0]["params"][0].data, before - 0.5)
+
+
+@pytest.mark.parametrize("algorithm,options", [
+    (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)), (optim.Adagrad, dict(lr=0.1)),
+    (optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)), (optim.Adam, dict(lr=0.01, amsgrad=True)),
+    (optim.AdamW, dict(lr=0.01, moments_dtype="bfloat16")), (optim.LARS, dict(lr=0.1)), (optim.LAMB, dict(lr=0.01)),
+])
+def test_every_optimizer_pickles_with_its_model_and_trains_on_identically(algorithm, options):
+    """LARS kept its per-buffer masks by id(), which a restored optimizer's new buffers do not have (KeyError)."""
+    import pickle
+
+    with fastdl.use_backend("cpu"):
+        data = np.random.default_rng(3)
+        model = fastdl.Sequential(fastdl.Dense(6, 5, activation="tanh", seed=1), fastdl.Dense(5, 2, seed=2))
+        optimizer = algorithm(model.parameters(), **options)
+        pairs = [(model, optimizer)]
+        for step in range(4):
+            x, y = data.standard_normal((8, 6)).astype(np.float32), data.integers(0, 2, 8)
+            for pair_model, pair_optimizer in pairs:
+                _, grad = fastdl.losses.softmax_cross_entropy(pair_model(x), y)
+                pair_model.backward(grad, input_grad=False)
+                pair_optimizer.step()
+            if step == 1:
+                pairs.append(pickle.loads(pickle.dumps((model, optimizer))))
+        for original, restored in zip(model.parameters(), pairs[1][0].parameters(), strict=True):
+            np.testing.assert_array_equal(restored.data, original.data)

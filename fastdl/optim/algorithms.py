@@ -257,9 +257,10 @@ class LARS(Optimizer):
         self.exclude_vectors = bool(exclude_vectors)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient, eps=eps), **options)
-        # per group (by identity: groups can be shared with another optimizer), which tensors get a trust ratio
-        self._adapt = {id(group): np.logical_not(group.is_vector) if self.exclude_vectors
-                       else np.ones(len(group.sizes), bool) for group in self.groups}
+        # per flat buffer, in the order of self.groups, which tensors get a trust ratio (by position, not id():
+        # a pickled or copied optimizer's buffers are new objects)
+        self._adapt = [np.logical_not(group.is_vector) if self.exclude_vectors else np.ones(len(group.sizes), bool)
+                       for group in self.groups]
         self._sums_fresh = False
 
     def check(self, name, value):
@@ -292,7 +293,7 @@ class LARS(Optimizer):
             norms.segment_sums(kernels, group.data, group.grad)
         index = self.groups.index(group)
         hyper = self.hyper_rows("lars", self.steps)
-        kernels.lars_trust_ratios(norms.sums, self._adapt[id(group)], float(grad_scale), hyper,
+        kernels.lars_trust_ratios(norms.sums, self._adapt[index], float(grad_scale), hyper,
                                   self.segment_groups[index], norms.ratios)
         kernels.lars_step(group.data, group.grad, state["momentum_buffer"], norms.ratios, norms.piece_segments,
                           T(grad_scale), hyper, norms.piece_bounds, self.piece_groups[index])
