@@ -371,8 +371,7 @@ class Optimizer:
     def hyper_rows(self, name, step):
         """The float64 table (one row per parameter group) the update kernel ``name`` reads at update ``step``;
         the same array every step, rewritten in place."""
-        groups = self.param_groups
-        rows = [self.group_scalars(group, step) for group in groups]
+        rows = [self.group_scalars(group, step) for group in self.param_groups]
         table, layout = self._hyper_tables.get(name, (None, None))
         if table is None or table.shape != (len(rows), len(rows[0])):
             table = np.empty((len(rows), len(rows[0])))
