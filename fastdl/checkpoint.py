@@ -30,9 +30,26 @@ def _npz(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
+def _check_arguments(function, path, model, optimizer):
+    """The path comes first (``torch.save`` takes the object first: a call written that way is named here)."""
+    from .layers import Module
+    from .optim.optimizer import Optimizer
+
+    if not isinstance(path, (str, os.PathLike)):
+        swapped = " (the path comes first)" if isinstance(path, Module) else ""
+        raise TypeError(f"fastdl.{function}: the call is {function}(path, model, optimizer=None); path must be a "
+                        f"str or os.PathLike, got {type(path).__name__}{swapped}")
+    if not isinstance(model, Module):
+        raise TypeError(f"fastdl.{function}: model must be a fastdl Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"fastdl.{function}: optimizer must be a fastdl optimizer or None, got "
+                        f"{type(optimizer).__name__}")
+
+
 def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None, extra=None) -> str:
     """Write ``model`` (and ``optimizer``, and JSON-serializable ``extra``) to ``path``, a .npz file (the suffix is
     added when missing, as ``numpy.savez`` does); returns the path written. ``load`` finds it by either name."""
+    _check_arguments("save", path, model, optimizer)
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     meta = {"format": FORMAT, "extra": extra, "random": _random_streams(model)}
     if optimizer is not None:
@@ -81,6 +98,7 @@ def _read(path):
 def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None):
     """Restore ``model`` (and ``optimizer``) from ``path`` (or ``path`` + ".npz", what ``save(path)`` wrote);
     returns the ``extra`` saved with it."""
+    _check_arguments("load", path, model, optimizer)
     if not os.path.exists(path) and os.path.exists(_npz(path)):
         path = _npz(path)
     arrays, meta = _read(path)

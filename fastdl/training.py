@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from . import losses as fastdl_losses
 from ._files import atomic_path
 from ._typing import Array, Loss
@@ -115,6 +117,20 @@ def _is_classification(loss):
     return loss is fastdl_losses.softmax_cross_entropy
 
 
+def _check_data(data, name, classification):
+    """fit's (x, y) pairs: as many labels as samples, and for softmax cross-entropy integer class labels."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"fit: {name} must be an (x, y) pair, got {type(data).__name__}")
+    x, y = data
+    if len(x) == 0:
+        raise ValueError(f"fit: {name}'s x has no rows (shape {tuple(x.shape)})")
+    if len(y) != len(x):
+        raise ValueError(f"fit: {name}'s x has {len(x)} samples but its y has {len(y)}")
+    if classification and (np.ndim(y) != 1 or getattr(getattr(y, "dtype", None), "kind", "") not in "iu"):
+        raise ValueError(f"fit: softmax_cross_entropy takes {name}'s y as integer class labels of shape ({len(x)},), "
+                         f"got {getattr(y, 'dtype', type(y).__name__)} {tuple(np.shape(y))}")
+
+
 def evaluate(model: Module, x: Array, y: Array, loss: Loss = fastdl_losses.softmax_cross_entropy,
              batch_size: int = 1024) -> dict:
     """{"loss": mean loss, "accuracy": fraction correct (softmax cross-entropy only)} in eval mode.
@@ -213,10 +229,10 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
     global loss and accuracy; only rank 0 shows progress.
     """
     fastdl_losses.check_loss(loss, "fit")
-    x, y = train
     for name, data in (("train", train), ("val", val)):
-        if data is not None and len(data[0]) == 0:  # refused before an epoch trains, not when it ends
-            raise ValueError(f"fit: {name}'s x has no rows (shape {tuple(data[0].shape)})")
+        if data is not None:  # refused before an epoch trains, not at its first batch or when it ends
+            _check_data(data, name, _is_classification(loss))
+    x, y = train
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
     follows_val_loss = isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)

@@ -90,6 +90,44 @@ def test_fit_refuses_an_empty_dataset_before_training(empty):
         fastdl.evaluate(model, x[:0], y[:0])
 
 
+@pytest.mark.parametrize("damage,error,message", [
+    (lambda x, y: (x, y[:-1]), ValueError, r"fit: val's x has 20 samples but its y has 19"),
+    (lambda x, y: (x, y.astype(np.float32)), ValueError,
+     r"fit: softmax_cross_entropy takes val's y as integer class labels of shape \(20,\), got float32 \(20,\)"),
+    (lambda x, y: (x, np.eye(2, dtype=np.int64)[y]), ValueError, r"integer class labels of shape \(20,\), got int64 "
+                                                              r"\(20, 2\)"),
+    (lambda x, y: (x,), TypeError, r"fit: val must be an \(x, y\) pair, got tuple"),
+])
+def test_fit_checks_its_data_before_training_naming_itself(damage, error, message):
+    """These used to surface at the first batch, named after fit's helpers ("batches: ...", "compile_step: ...")
+    or as a bare unpacking error."""
+    model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = [p.data.copy() for p in model.parameters()]
+    x, y = two_blobs(0, samples=20)
+    with pytest.raises(error, match=message):
+        fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=(x, y), val=damage(x, y), epochs=1,
+                   progress=False)
+    assert optimizer.steps == 0
+    for parameter, old in zip(model.parameters(), before):
+        np.testing.assert_array_equal(parameter.data, old)
+
+
+@pytest.mark.parametrize("call", ["save", "load"])
+def test_checkpoint_functions_name_a_swapped_call(tmp_path, call):
+    """torch.save takes the object first; fastdl.save and load take the path first."""
+    model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0))
+    path = fastdl.save(tmp_path / "model.npz", model)
+    function = getattr(fastdl, call)
+    with pytest.raises(TypeError, match=rf"fastdl.{call}: the call is {call}\(path, model, optimizer=None\); path "
+                                        r"must be a str or os.PathLike, got Sequential \(the path comes first\)"):
+        function(model, path)
+    with pytest.raises(TypeError, match=rf"fastdl.{call}: model must be a fastdl Module, got dict"):
+        function(path, model.state_dict())
+    with pytest.raises(TypeError, match=rf"fastdl.{call}: optimizer must be a fastdl optimizer or None, got dict"):
+        function(path, model, {})
+
+
 def test_evaluate_reports_loss_and_accuracy_in_eval_mode():
     model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0), fastdl.Dropout(0.5, seed=1))
     x, y = two_blobs(0)
