@@ -6,7 +6,8 @@
 #     FULL=1 bash bench/gpu_check.sh     # and the full GPU benchmark suite (about 4 minutes more)
 #
 # Everything lands in $OUT (the device tool's folder; bench/results/gpu-check without one): machine.txt,
-# tests.log, gpu-targets.{md,json}, bn-variants.log, and with FULL=1 the suite's md/json/png (8 files at most).
+# tests.log, gpu-targets.{md,json} (with the Dense layer in float32, TF32 and bfloat16), bn-variants.log, and
+# with FULL=1 the suite's md/json/png (8 files at most).
 set -o pipefail
 export PYTHONPATH="$PWD" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
 ln -sfn ../kernels fastdl/kernels  # the installed layout (fastdl.kernels) without installing

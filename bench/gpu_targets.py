@@ -10,6 +10,8 @@
   ceiling, and forward / forward+backward against ``torch.nn.BatchNorm1d``, at several sizes.
 - Dense forward+backward (ReLU, bias), (4096, 4096) x (4096, 4096) float32: fastdl's layer against the three bare
   GEMMs it needs (z = x W, dW = x^T dz, dx = dz W^T) through the same ``cupy.matmul``, and against PyTorch.
+- The same layer in each GEMM precision (issue 25): float32, TF32 (``fastdl.set_float32_matmul_precision("high")``
+  against PyTorch's) and bfloat16 compute (``compute_dtype="bfloat16"`` against ``torch.autocast``).
 
 Every time is the device-synchronized wall time of a batch of calls divided by its size (what a training loop
 sees, host overheads included); contenders take turns within each round and ratios are paired within rounds.
@@ -22,6 +24,8 @@ import pathlib
 import statistics
 import subprocess
 import time
+
+import numpy as np
 
 import fastdl
 from fastdl import optim
@@ -182,6 +186,64 @@ def dense(cupy, torch, sync):
             "vs_torch": ratio(per_round, "torch", "fastdl")}
 
 
+PRECISION_MODES = ("float32", "tf32", "bfloat16")
+
+
+def dense_precisions(xp, torch, sync, side=DENSE_SIDE, repeat=5):
+    """Dense fwd+bwd (ReLU) at side^3 in each mode of PRECISION_MODES, each against PyTorch in the same mode."""
+    data = np.random.default_rng(3)
+    x = xp.asarray(data.standard_normal((side, side)).astype(np.float32))
+    dy = xp.asarray(data.standard_normal((side, side)).astype(np.float32))
+    rows = []
+    for mode in PRECISION_MODES:
+        layer = fastdl.Dense(side, side, activation="relu", seed=0,
+                             compute_dtype="bfloat16" if mode == "bfloat16" else "float32")
+
+        def fastdl_step(layer=layer):
+            layer(x)
+            layer.backward(dy)
+
+        calls = {"fastdl": fastdl_step}
+        if torch is not None:
+            calls["torch"] = _torch_dense_step(torch, x, dy, mode)
+        precision = "high" if mode == "tf32" else "highest"  # the same name and levels in both libraries
+        fastdl.set_float32_matmul_precision(precision)
+        if torch is not None:
+            torch.set_float32_matmul_precision(precision)
+        try:
+            per_round = rounds(calls, sync, repeat=repeat)
+        finally:
+            fastdl.set_float32_matmul_precision("highest")
+            if torch is not None:
+                torch.set_float32_matmul_precision("highest")
+        us = median(per_round, "fastdl")
+        rows.append({"mode": mode, "side": side, "fastdl_us": us, "TFLOPs": 3 * 2 * side ** 3 / us / 1e6,
+                     "torch_us": median(per_round, "torch") if "torch" in per_round else None,
+                     "vs_torch": ratio(per_round, "torch", "fastdl")})
+    return rows
+
+
+def _torch_dense_step(torch, x, dy, mode):
+    side = x.shape[1]
+    linear = torch.nn.Linear(side, side).cuda()
+    tx = torch.as_tensor(x, device="cuda").clone().requires_grad_(True)
+    tdy = torch.as_tensor(dy, device="cuda")
+    if mode == "bfloat16":
+        tdy = tdy.to(torch.bfloat16)  # autocast's output dtype
+
+    def step():
+        tx.grad = None
+        linear.zero_grad(set_to_none=True)
+        if mode == "bfloat16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = torch.relu(linear(tx))
+        else:
+            out = torch.relu(linear(tx))
+        out.backward(tdy)
+
+    return step
+
+
 def machine(cupy, torch):
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -223,6 +285,12 @@ def table(report):
     lines.append(f"| Dense fwd+bwd (ReLU) | {d['side']}^3 | {d['fastdl_us'] / 1e3:.2f} ms | {d['TFLOPs']:.1f} TFLOP/s | "
                  f"bare GEMMs {d['bare_us'] / 1e3:.2f} ms: fastdl/bare {d['over_bare']:.3f} | {torch_us} | "
                  f"{_x(d['vs_torch'])} | fastdl/bare <= 1.15 |")
+    peers = {"float32": "", "tf32": " (TF32)", "bfloat16": " (autocast)"}
+    for row in report.get("dense_precisions", []):
+        torch_us = "-" if row["torch_us"] is None else f"{row['torch_us'] / 1e3:.2f} ms{peers[row['mode']]}"
+        lines.append(f"| Dense fwd+bwd (ReLU), {row['mode']} | {row['side']}^3 | {row['fastdl_us'] / 1e3:.2f} ms | "
+                     f"{row['TFLOPs']:.1f} TFLOP/s | - | {torch_us} | {_x(row['vs_torch'])} | "
+                     "- |")
     lines += ["", "Times: device-synchronized wall time per call over batches of calls, median of 7 interleaved rounds; "
               "ratios paired within rounds (x vs PyTorch above 1: fastdl faster). Bytes: what the op must read and write."]
     return "\n".join(lines)
@@ -244,6 +312,7 @@ def main(argv=None):
     report["batchnorm"] += [batchnorm(cupy, torch, sync, ceiling, *size, activation="relu")
                             for size in BATCHNORM_RELU_SIZES]
     report["dense"] = dense(cupy, torch, sync)
+    report["dense_precisions"] = dense_precisions(cupy, torch, sync)
     text = table(report)
     print(text)
     out = pathlib.Path(args.out)

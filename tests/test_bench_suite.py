@@ -106,3 +106,33 @@ def test_without_pytorch_the_table_and_plot_leave_its_columns_out_and_say_how_to
     pytest.importorskip("matplotlib")
     runner.plot(report, tmp_path / "plot.png")  # one panel: no speed-up axis to fill with zeros
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_targets_measure_each_gemm_precision_on_the_emulator(capsys):
+    """bench/gpu_targets.py runs only on a lent GPU: its precision rows are exercised here on the emulator (tiny,
+    no PyTorch), so the one device call that runs it does not fail on them."""
+    import importlib.util
+    import pathlib
+
+    import numpy as np
+
+    path = pathlib.Path(__file__).parent.parent / "bench" / "gpu_targets.py"
+    spec = importlib.util.spec_from_file_location("gpu_targets", path)
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    with fastdl.use_backend("cuda-emulator"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the emulator has cuBLAS's bfloat16 GEMM: no notice
+        rows = targets.dense_precisions(np, None, lambda: None, side=16, repeat=1)
+    assert [row["mode"] for row in rows] == ["float32", "tf32", "bfloat16"]
+    assert all(row["fastdl_us"] > 0 and row["torch_us"] is None for row in rows)
+    assert fastdl.get_float32_matmul_precision() == "highest"  # restored
+    report = {"machine": {"date": "d", "gpu": "g", "cuda_runtime": 1, "cupy": "c", "torch": None},
+              "ceiling": {"elements": 1 << 20, "GBps": 1.0},
+              "adam": {"parameters": 1e6, "fastdl_us": 1.0, "GBps": 1.0, "of_ceiling": 1.0, "torch_us": None,
+                       "vs_torch": None, "bf16_us": 1.0, "bf16_GBps": 1.0, "bf16_vs_torch": None},
+              "batchnorm": [], "dense": {"side": 16, "fastdl_us": 1.0, "TFLOPs": 1.0, "bare_us": 1.0,
+                                         "over_bare": 1.0, "torch_us": None, "vs_torch": None},
+              "dense_precisions": rows}
+    text = targets.table(report)
+    for mode in ("float32", "tf32", "bfloat16"):
+        assert f"| Dense fwd+bwd (ReLU), {mode} | 16^3 |" in text
