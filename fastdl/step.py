@@ -98,9 +98,10 @@ def compile_step(model: Module, loss: Loss, optimizer: Optimizer, quiet: bool = 
     return CompiledStep(model, loss, optimizer, quiet, accumulation_steps)
 
 
-def _flatten(model):
+def flat_layers(model):
+    """The layers of a model, nested Sequentials flattened, in order."""
     if isinstance(model, Sequential):
-        return [leaf for layer in model.layers for leaf in _flatten(layer)]
+        return [leaf for layer in model.layers for leaf in flat_layers(layer)]
     return [model]
 
 
@@ -117,7 +118,7 @@ class CompiledStep:
         self.accumulation_steps = int(accumulation_steps)
         self.accumulated_batches = self.accumulated_samples = 0  # since the last update
         self.updated = False  # whether the latest call updated the parameters
-        self.layers = _flatten(model)
+        self.layers = flat_layers(model)
         self.outputs = None  # the model's output of the latest step (the loss's input)
         self._kernel = None  # the step with every kernel serial; others (per set of parallel layers) in _kernels
         self._kernels = {}  # generated source -> its compiled step

@@ -31,7 +31,7 @@ def snapshot(model, optimizer):
     state.update({f"grad{i}": p.grad.copy() for i, p in enumerate(model.parameters())})
     for name, value in model.state_dict().items():
         state["model." + name] = np.array(value, copy=True)
-    for i, layer in enumerate(fastdl.step._flatten(model)):
+    for i, layer in enumerate(fastdl.step.flat_layers(model)):
         state[f"counter{i}"] = getattr(layer, "counter", None)
     optimizer_state = optimizer.state_dict()
     state.update({"optimizer." + k: v for k, v in optimizer_state["state"].items()})
@@ -165,7 +165,7 @@ def emitted(model, optimizer, batch, serial=False):
     from fastdl import step_emitters as emitters
 
     emission = emitters.Emission(batch, np.dtype(np.float32))
-    name, output, width = emitters.emit_layers(emission, fastdl.step._flatten(model), serial)
+    name, output, width = emitters.emit_layers(emission, fastdl.step.flat_layers(model), serial)
     emitters.emit_loss(emission, "cross_entropy", name, width)
     update = optimizer.update_call(optimizer.groups[0], optimizer.state[0], optimizer.steps + 1)
     emitters.emit_update(emission, optimizer, update, emitters.parallel_update(optimizer))

@@ -175,8 +175,22 @@ def test_bad_batches_are_refused_before_any_member_trains(case, message):
 def test_members_that_differ_in_structure_are_refused_naming_the_member():
     models = [mlp(0), mlp(1), mlp(2, width=12)]
     optimizers = [optim.Adam(m.parameters()) for m in models]
-    with pytest.raises(ValueError, match="member 2"):
-        Population(models, losses.softmax_cross_entropy, optimizers).step(*batch(0))
+    # a width or a depth is refused when the population is built, not at its first step
+    with pytest.raises(ValueError, match=r"member 2 differs in structure from member 0 \(layer 0 a Dense with "
+                                         r"parameters of shapes \[\(8, 12\), \(12,\)\], member 0 layer 0 a Dense "
+                                         r"with parameters of shapes \[\(8, 16\), \(16,\)\]\)"):
+        Population(models, losses.softmax_cross_entropy, optimizers)
+    deeper = fastdl.Sequential(*mlp(3).layers, fastdl.Dense(CLASSES, CLASSES, seed=9))
+    with pytest.raises(ValueError, match=r"member 1 differs in structure from member 0 \(layer 3 a Dense .*, member "
+                                         r"0 3 layers\)"):
+        Population([mlp(0), deeper], losses.softmax_cross_entropy, [optim.Adam(m.parameters())
+                                                                    for m in (mlp(0), deeper)])
+    # an activation the compiled step fixes is refused when the steps are stacked, naming the layer
+    other = fastdl.Sequential(fastdl.Dense(FEATURES, 16, activation="tanh", seed=4), *mlp(4).layers[1:])
+    population = Population([mlp(0), other], losses.softmax_cross_entropy, [optim.Adam(m.parameters())
+                                                                            for m in (mlp(0), other)])
+    with pytest.raises(ValueError, match=r"member.* layer 0's .*members must match in structure \(activations"):
+        population.step(*batch(0))
     mixed = [optim.Adam(models[0].parameters()), optim.SGD(models[1].parameters(), lr=0.1)]
     with pytest.raises(ValueError, match="member 1's optimizer is SGD"):
         Population(models[:2], losses.softmax_cross_entropy, mixed)

@@ -19,7 +19,7 @@ from .. import losses as fastdl_losses
 from ..backend import get_backend
 from ..data import batches
 from ..seeding import default_seed
-from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, load_generated
+from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, flat_layers, load_generated
 from ..step_emitters import BAD_INPUT, BAD_TARGET, DONE, NONFINITE_BATCHNORM, NONFINITE_OUTPUT, SKIPPED
 from ..training import EarlyStopping, History, evaluate
 from . import population_step
@@ -75,6 +75,7 @@ class Population:
                 if other != member:
                     raise ValueError(f"Population: members {other} and {member} share a parameter; give each member "
                                      "its own model")
+        _check_same_structure(models)
         self._models, self._optimizers, self.loss = models, optimizers, loss
         self._steps = []
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
@@ -357,6 +358,29 @@ class Population:
     def outputs(self):
         """The members' model outputs of the last step, (members, batch, width) (a view, valid until the next)."""
         return None if self._last_arguments is None else self._last_arguments.output
+
+
+def _check_same_structure(models):
+    """Every member's layer kinds and parameter shapes are member 0's: a different width or depth is refused here,
+    not at the first step. What else the compiled step fixes (activations, dropout on or off, batch norm options) is
+    checked when the members' steps are stacked."""
+    def structure(model):
+        return [(type(layer).__name__, [tuple(parameter.shape) for parameter in layer.parameters()])
+                for layer in flat_layers(model)]
+
+    first = structure(models[0])
+    for member, model in enumerate(models[1:], start=1):
+        layers = structure(model)
+        if layers != first:
+            index = next((index for index, (ours, theirs) in enumerate(zip(first, layers)) if ours != theirs),
+                         min(len(first), len(layers)))
+            def describe(layers):
+                if index >= len(layers):
+                    return f"{len(layers)} layers"
+                kind, shapes = layers[index]
+                return f"layer {index} a {kind} with parameters of shapes {shapes}"
+            raise ValueError(f"Population: member {member} differs in structure from member 0 ({describe(layers)}, "
+                             f"member 0 {describe(first)}); members share layer kinds and sizes")
 
 
 def _copy_stopper(early_stopping):

@@ -149,6 +149,14 @@ def _same_types(values):
     return all(type(value) is type(values[0]) for value in values)
 
 
+def _readable(name):
+    """A step argument's name for a message: 'l0_any_activation' -> "layer 0's 'any_activation'"."""
+    layer, _, rest = name.partition("_")
+    if layer[:1] == "l" and layer[1:].isdigit() and rest:
+        return f"layer {layer[1:]}'s {rest!r}"
+    return repr(name)
+
+
 def build(member_arguments, roots):
     """The population step over members whose ``compile_step`` gave ``member_arguments`` (CallArguments, one per
     member, same source), stacking their arrays into ``roots`` (StackedRoots)."""
@@ -166,14 +174,19 @@ def build(member_arguments, roots):
         if isinstance(values[0], np.ndarray):
             placed = [located[member].locate(value, name) for member, value in enumerate(values)]
             for member, value in enumerate(placed):
-                if value != placed[0]:
-                    raise ValueError(f"Population: member {member}'s {name!r} has shape {value.shape} where member "
-                                     f"0's has {placed[0].shape}; members must match in structure and sizes")
+                if value != placed[0] and value.shape != placed[0].shape:
+                    raise ValueError(f"Population: member {member}'s {_readable(name)} has shape {value.shape} where "
+                                     f"member 0's has {placed[0].shape}; members must match in structure and sizes")
+                if value != placed[0]:  # the same shape in another place: the step's arrays alias differently
+                    raise ValueError(f"Population: member {member}'s {_readable(name)} shares memory with other "
+                                     f"arrays of its step differently from member 0's; members must match in "
+                                     f"structure (activations, dropout on or off, batch norm options)")
             layout.append(("array", placed[0]))
         elif values[0] is None or not _same_types(values):  # None selects code at compile time: a constant
             if _scalars_differ(values):
-                raise ValueError(f"Population: members differ in {name!r} ({values[0]!r} and others); members must "
-                                 "match in structure")
+                raise ValueError(f"Population: members differ in {_readable(name)} ({values[0]!r} and others); "
+                                 "members must match in structure (activations, dropout on or off, batch norm "
+                                 "options)")
             layout.append(("scalar", values[0]))
         else:  # stacked even when equal: the source, and so the compiled code, does not depend on the values
             layout.append(("scalars", np.array(values, dtype=np.asarray(values[0]).dtype)))
