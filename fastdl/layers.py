@@ -330,10 +330,8 @@ def _notice_bfloat16():
     from .kernels.cuda import gemm as cuda_gemm
 
     backend = get_backend().name
-    # the emulator plays a device with bfloat16 tensor cores
-    has_gemm = {"cpu": lambda: bfloat16_gemm.AVAILABLE, "cuda-emulator": lambda: True,
-                "gpu": cuda_gemm.device_has_bfloat16}.get(backend, lambda: False)
-    if has_gemm():
+    if (backend == "cpu" and bfloat16_gemm.AVAILABLE) or backend == "cuda-emulator" or (
+            backend == "gpu" and cuda_gemm.device_has_bfloat16()):  # the emulator plays a device that has one
         return
     if not _noticed:  # once per process
         _noticed.append(True)

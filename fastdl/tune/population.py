@@ -364,23 +364,28 @@ def _check_same_structure(models):
     """Every member's layer kinds and parameter shapes are member 0's: a different width or depth is refused here,
     not at the first step. What else the compiled step fixes (activations, dropout on or off, batch norm options) is
     checked when the members' steps are stacked."""
-    def structure(model):
-        return [(type(layer).__name__, [tuple(parameter.shape) for parameter in layer.parameters()])
-                for layer in flat_layers(model)]
-
-    first = structure(models[0])
+    first = _structure(models[0])
     for member, model in enumerate(models[1:], start=1):
-        layers = structure(model)
+        layers = _structure(model)
         if layers != first:
             index = next((index for index, (ours, theirs) in enumerate(zip(first, layers)) if ours != theirs),
                          min(len(first), len(layers)))
-            def describe(layers):
-                if index >= len(layers):
-                    return f"{len(layers)} layers"
-                kind, shapes = layers[index]
-                return f"layer {index} a {kind} with parameters of shapes {shapes}"
-            raise ValueError(f"Population: member {member} differs in structure from member 0 ({describe(layers)}, "
-                             f"member 0 {describe(first)}); members share layer kinds and sizes")
+            raise ValueError(f"Population: member {member} differs in structure from member 0 "
+                             f"({_describe_layer(layers, index)}, member 0 {_describe_layer(first, index)}); members "
+                             "share layer kinds and sizes")
+
+
+def _structure(model):
+    """[(layer kind, its parameters' shapes)] of a model's layers, nested Sequentials flattened."""
+    return [(type(layer).__name__, [tuple(parameter.shape) for parameter in layer.parameters()])
+            for layer in flat_layers(model)]
+
+
+def _describe_layer(structure, index):
+    if index >= len(structure):
+        return f"{len(structure)} layers"
+    kind, shapes = structure[index]
+    return f"layer {index} a {kind} with parameters of shapes {shapes}"
 
 
 def _copy_stopper(early_stopping):
