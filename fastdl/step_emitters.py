@@ -89,8 +89,9 @@ def emit_dense(emission, k, layer, h, width, serial):
     a = np.empty(out, dtype) if layer.dropout else y  # the activation's output, before dropout
     z = np.empty(out, dtype) if layer.activation.needs_preactivation else a
     bias, grad_bias = layer.bias_arrays()
-    parts = 1 if serial else dense_kernels.parts_for(batch, layer.in_features, layer.out_features)
-    parallel = parts > 1
+    # serial: the same blocks, one after the other (a block's sums can differ from the whole product's)
+    parts = dense_kernels.parts_for(batch, layer.in_features, layer.out_features)
+    parallel = parts > 1 and not serial
     emission.bind(p, weight=layer.weight.data, bias=bias, grad_weight=layer.weight.grad, grad_bias=grad_bias,
                   code=code, params=params, seed=np.uint64(layer.seed), z=z, save_z=z is not a, y=y,
                   grad_z=np.empty(out, dtype), grad_x=np.empty((batch, width), dtype),

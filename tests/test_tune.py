@@ -71,6 +71,25 @@ def test_each_member_ends_bit_identical_to_training_alone(batch_norm):
                           snapshot(alone_models[k], alone_optimizers[k]))
 
 
+def test_members_split_their_products_as_compile_step_does():
+    """At 4096 rows the 16 x 16 layer's products (2**20 multiply-adds) are split in blocks by compile_step; each
+    member runs the same blocks on its thread (the BLAS sums a block differently from the whole product)."""
+    from fastdl.kernels.cpu import dense
+
+    if dense.parts_for(4096, 16, 16) == 1:
+        pytest.skip("one thread: compile_step splits nothing")
+    models, optimizers = members()
+    alone_models, alone_optimizers = members()
+    steps = [fastdl.compile_step(m, losses.softmax_cross_entropy, o) for m, o in zip(alone_models, alone_optimizers)]
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    for seed in range(2):
+        x, y = batch(seed, rows=4096)
+        np.testing.assert_array_equal(population.step(x, y), [step(x, y) for step in steps])
+    for k in range(len(models)):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]),
+                          snapshot(alone_models[k], alone_optimizers[k]))
+
+
 def test_fit_matches_fastdl_fit_per_member_with_early_stopping():
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((90, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, 90)

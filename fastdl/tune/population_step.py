@@ -7,8 +7,9 @@ and writes one more function around the member step::
     for m in prange(K):
         losses[m] = training_step(x[m * each], y[m * each], counters[m], ..., R3[m, a:b].reshape(...), ...)
 
-so member m runs exactly the kernels, in exactly the order, of its own ``compile_step`` with every kernel serial:
-it ends bit-identical to training alone (tested). The parallelism is across members, one member per thread at a
+so member m runs exactly the kernels, in exactly the order, of its own ``compile_step`` with every kernel serial
+(over the same blocks of rows and columns: a GEMM's blocks can sum otherwise than the whole product): it ends
+bit-identical to training alone (tested). The parallelism is across members, one member per thread at a
 time, where each member alone would be too small to split.
 
 Stacking keeps the arrays' aliasing: a Dense weight is a view into its optimizer's flat buffer, and the step's

@@ -3,8 +3,9 @@
 ``gemm_rows`` and ``gemm_at_b_columns`` compute a block of a product on the calling thread. The layers' kernels
 call them from their own parallel loop, one block per thread, and run the element-wise work on the block right
 after, while it is in cache: Numba's pool is then the only pool that runs, so a GEMM never wakes threads that would
-spin against the next parallel kernel. Row and column blocks give every element the same sum, in the same order,
-as the whole product (tested), so results do not depend on the thread count. A kernel brackets its loops with
+spin against the next parallel kernel. A block's sums can differ in the last bits from the whole product's (the BLAS
+picks its kernel by size): code that must match a split product bit for bit runs the same blocks
+(``dense.parts_for``). A kernel brackets its loops with
 ``blas_single_threaded()`` / ``blas_threads_restore(previous)``, on the calling thread before and after the loop:
 OpenBLAS's pthreads builds keep the count in one variable for all threads, so setting it inside the loop, from
 several threads at once, would race (seen: the count left at 1 for the rest of the process). Where the count is
