@@ -210,6 +210,13 @@ def test_members_that_differ_in_structure_are_refused_naming_the_member():
                                                                             for m in (mlp(0), other)])
     with pytest.raises(ValueError, match=r"member.* layer 0's .*members must match in structure \(activations"):
         population.step(*batch(0))
+    # momentum 0 keeps no buffer: refused when built, naming the state (was: "members differ in 'o_4'" at a step)
+    momentum = [optim.RMSprop(models[0].parameters(), momentum=0.0), optim.RMSprop(models[1].parameters(),
+                                                                                   momentum=0.5)]
+    with pytest.raises(ValueError, match=r"member 1's RMSprop keeps the state \[\['momentum_buffer', "
+                                         r"'square_avg'\]\], member 0's \[\['square_avg'\]\]; options that add "
+                                         r"state \(momentum on or off"):
+        Population(models[:2], losses.softmax_cross_entropy, momentum)
     mixed = [optim.Adam(models[0].parameters()), optim.SGD(models[1].parameters(), lr=0.1)]
     with pytest.raises(ValueError, match="member 1's optimizer is SGD"):
         Population(models[:2], losses.softmax_cross_entropy, mixed)

@@ -68,6 +68,11 @@ class Population:
             if type(optimizer) is not type(optimizers[0]):
                 raise ValueError(f"Population: member {member}'s optimizer is {type(optimizer).__name__}, member 0's "
                                  f"{type(optimizers[0]).__name__}; the members share one algorithm")
+            if _state_names(optimizer) != _state_names(optimizers[0]):
+                raise ValueError(f"Population: member {member}'s {type(optimizer).__name__} keeps the state "
+                                 f"{_state_names(optimizer)}, member 0's {_state_names(optimizers[0])}; options that "
+                                 "add state (momentum on or off, centered, amsgrad) must match, their values may "
+                                 "differ")
         owners = {}
         for member, model in enumerate(models):  # each member's state must be its own: it is stacked row by row
             for parameter in model.parameters():
@@ -373,6 +378,12 @@ def _check_same_structure(models):
             raise ValueError(f"Population: member {member} differs in structure from member 0 "
                              f"({_describe_layer(layers, index)}, member 0 {_describe_layer(first, index)}); members "
                              "share layer kinds and sizes")
+
+
+def _state_names(optimizer):
+    """The names of an optimizer's state arrays, per flat buffer: what its update kernel reads besides the
+    hyperparameters (momentum 0 keeps no buffer, so it runs another kernel than any other momentum)."""
+    return [sorted(state) for state in optimizer.state]
 
 
 def _structure(model):
