@@ -16,13 +16,13 @@ import numpy as np
 from . import losses as fastdl_losses
 from ._files import atomic_path
 from ._typing import Array, Loss
-from .backend import asarray, to_numpy
+from .backend import asarray, get_backend, to_numpy
 from .data import batches
 from .layers import Module
 from .optim import lr_scheduler
 from .optim.optimizer import Optimizer
 from .seeding import default_seed
-from .step import compile_step
+from .step import compile_step, flat_layers
 
 
 class EarlyStopping:
@@ -117,11 +117,21 @@ def _is_classification(loss):
     return loss is fastdl_losses.softmax_cross_entropy
 
 
-def _check_data(data, name, classification):
-    """fit's (x, y) pairs: as many labels as samples, and for softmax cross-entropy integer class labels."""
+def _check_data(data, name, classification, dtype):
+    """fit's (x, y) pairs: arrays, x of shape (samples, features) in the model's dtype, as many labels as samples,
+    and for softmax cross-entropy integer class labels."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"fit: {name} must be an (x, y) pair, got {type(data).__name__}")
     x, y = data
+    for role, array in (("x", x), ("y", y)):
+        if not (hasattr(array, "shape") and hasattr(array, "dtype")):
+            raise TypeError(f"fit: {name}'s {role} must be an array (numpy, or the active backend's), got "
+                            f"{type(array).__name__}; np.asarray makes one")
+    if x.ndim != 2:
+        raise ValueError(f"fit: {name}'s x must have 2 dimensions (samples, features), got shape {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"fit: {name}'s x has dtype {x.dtype}, the model's parameters {dtype} (shape "
+                        f"{tuple(x.shape)}); convert it with x.astype(np.{dtype})")
     if len(x) == 0:
         raise ValueError(f"fit: {name}'s x has no rows (shape {tuple(x.shape)})")
     if len(y) != len(x):
@@ -129,6 +139,42 @@ def _check_data(data, name, classification):
     if classification and (np.ndim(y) != 1 or getattr(getattr(y, "dtype", None), "kind", "") not in "iu"):
         raise ValueError(f"fit: softmax_cross_entropy takes {name}'s y as integer class labels of shape ({len(x)},), "
                          f"got {getattr(y, 'dtype', type(y).__name__)} {tuple(np.shape(y))}")
+
+
+def _check_values(data, name, classification, model):
+    """What a batch of ``data`` would be refused for, checked over the whole set before the first batch: a bad
+    sample in a late batch would otherwise stop fit after it had trained on the others."""
+    x, y = data
+    layers = flat_layers(model)
+    features = next((width for width in map(_width_in, layers) if width is not None), None)
+    if features is not None and x.shape[1] != features:
+        raise ValueError(f"fit: {name}'s x has {x.shape[1]} features, the model takes {features} (shape "
+                         f"{tuple(x.shape)})")
+    if not _all_finite(x):
+        raise ValueError(f"fit: {name}'s x contains NaN or Inf (shape {tuple(x.shape)})")
+    if classification:
+        classes = next((width for width in map(_width_out, reversed(layers)) if width is not None), None)
+        low, high = int(y.min()), int(y.max())
+        if classes is not None and (low < 0 or high >= classes):
+            raise ValueError(f"fit: {name}'s labels must lie in [0, {classes}) for the model's {classes} outputs, got "
+                             f"values in [{low}, {high}]")
+    elif not _all_finite(y):
+        raise ValueError(f"fit: {name}'s y contains NaN or Inf (shape {tuple(y.shape)})")
+
+
+def _width_in(layer):
+    return getattr(layer, "in_features", None) or getattr(layer, "num_features", None)
+
+
+def _width_out(layer):
+    return getattr(layer, "out_features", None) or getattr(layer, "num_features", None)
+
+
+def _all_finite(array):
+    backend = get_backend()
+    if isinstance(array, backend.array_type):
+        return bool(backend.kernels.all_finite(array))
+    return bool(np.isfinite(to_numpy(array)).all())
 
 
 def evaluate(model: Module, x: Array, y: Array, loss: Loss = fastdl_losses.softmax_cross_entropy,
@@ -229,9 +275,11 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
     global loss and accuracy; only rank 0 shows progress.
     """
     fastdl_losses.check_loss(loss, "fit")
+    dtype = next((parameter.dtype for parameter in model.parameters()), None)
     for name, data in (("train", train), ("val", val)):
         if data is not None:  # refused before an epoch trains, not at its first batch or when it ends
-            _check_data(data, name, _is_classification(loss))
+            _check_data(data, name, _is_classification(loss), dtype)
+            _check_values(data, name, _is_classification(loss), model)
     x, y = train
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")

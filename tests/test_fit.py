@@ -97,6 +97,15 @@ def test_fit_refuses_an_empty_dataset_before_training(empty):
     (lambda x, y: (x, np.eye(2, dtype=np.int64)[y]), ValueError, r"integer class labels of shape \(20,\), got int64 "
                                                               r"\(20, 2\)"),
     (lambda x, y: (x,), TypeError, r"fit: val must be an \(x, y\) pair, got tuple"),
+    # these surfaced as "'list' object has no attribute 'shape'", as a sample count of x's features, and named
+    # compile_step
+    (lambda x, y: (x.tolist(), y), TypeError, r"fit: val's x must be an array \(numpy, or the active backend's\), "
+                                              r"got list; np.asarray makes one"),
+    (lambda x, y: (x[None], y), ValueError, r"fit: val's x must have 2 dimensions \(samples, features\), got shape "
+                                            r"\(1, 20, 4\)"),
+    (lambda x, y: (x.astype(np.float64), y), TypeError, r"fit: val's x has dtype float64, the model's parameters "
+                                                        r"float32 \(shape \(20, 4\)\); convert it with "
+                                                        r"x.astype\(np.float32\)"),
 ])
 def test_fit_checks_its_data_before_training_naming_itself(damage, error, message):
     """These used to surface at the first batch, named after fit's helpers ("batches: ...", "compile_step: ...")
@@ -111,6 +120,39 @@ def test_fit_checks_its_data_before_training_naming_itself(damage, error, messag
     assert optimizer.steps == 0
     for parameter, old in zip(model.parameters(), before):
         np.testing.assert_array_equal(parameter.data, old)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda x, y: (x, np.where(np.arange(len(y)) == len(y) - 1, 2, y)),
+     r"fit: train's labels must lie in \[0, 2\) for the model's 2 outputs, got values in \[0, 2\]"),
+    (lambda x, y: (np.where(np.arange(len(x))[:, None] == len(x) - 3, np.nan, x).astype(np.float32), y),
+     r"fit: train's x contains NaN or Inf \(shape \(40, 4\)\)"),
+    (lambda x, y: (x[:, :3], y), r"fit: train's x has 3 features, the model takes 4 \(shape \(40, 3\)\)"),
+], ids=["label", "nan", "features"])
+def test_fit_refuses_a_bad_sample_in_a_late_batch_before_training_any(damage, message):
+    """A label out of range or NaN in the last batch stopped fit with a step's message after it had trained on
+    every batch before it."""
+    model = fastdl.Sequential(fastdl.Dense(4, 2, seed=0))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = [p.data.copy() for p in model.parameters()]
+    x, y = two_blobs(0, samples=40)
+    with pytest.raises(ValueError, match=message):
+        fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=damage(x, y), epochs=1, batch_size=8,
+                   progress=False)
+    assert optimizer.steps == 0
+    for parameter, old in zip(model.parameters(), before):
+        np.testing.assert_array_equal(parameter.data, old)
+
+
+def test_fit_refuses_nan_in_regression_targets_before_training():
+    model = fastdl.Sequential(fastdl.Dense(4, 1, seed=0))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    x = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    y = np.ones((40, 1), np.float32)
+    y[37] = np.inf
+    with pytest.raises(ValueError, match=r"fit: train's y contains NaN or Inf \(shape \(40, 1\)\)"):
+        fastdl.fit(model, losses.mse, optimizer, train=(x, y), epochs=1, batch_size=8, progress=False)
+    assert optimizer.steps == 0
 
 
 @pytest.mark.parametrize("call", ["save", "load"])
