@@ -101,6 +101,9 @@ def load(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = N
     _check_arguments("load", path, model, optimizer)
     if not os.path.exists(path) and os.path.exists(_npz(path)):
         path = _npz(path)
+    if not os.path.exists(path):  # the error a resume written as `except FileNotFoundError: start afresh` expects
+        tried = f"{path} (nor {_npz(path)})" if _npz(path) != str(path) else str(path)
+        raise FileNotFoundError(f"fastdl.load: no checkpoint at {tried}")
     arrays, meta = _read(path)
     model_state = {name[len("model/"):]: value for name, value in arrays.items() if name.startswith("model/")}
     if optimizer is not None and "optimizer" not in meta:

@@ -150,6 +150,9 @@ def test_a_corrupt_or_mismatched_checkpoint_is_an_error_and_the_model_stays(tmp_
     fastdl.save(tmp_path / "other.npz", other, optim.Adam(other.parameters()))
     with pytest.raises(ValueError, match=r"0.weight has shape \(3, 5\), the model's is \(3, 4\)"):
         fastdl.load(tmp_path / "other.npz", model, optimizer)
+    # a missing file is the FileNotFoundError a resume (`except FileNotFoundError: start afresh`) waits for
+    with pytest.raises(FileNotFoundError, match=r"fastdl.load: no checkpoint at .*missing \(nor .*missing.npz\)"):
+        fastdl.load(tmp_path / "missing", model, optimizer)
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["good.npz", "other.npz", "truncated.npz"]
