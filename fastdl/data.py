@@ -36,7 +36,7 @@ class batches:
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.seed = default_seed(seed)
+        self.seed = default_seed(seed, "batches")
         self.epoch = 0
         self._order = np.arange(len(x))
         self._x_buffer = np.empty((self.batch_size,) + x.shape[1:], x.dtype)

@@ -16,7 +16,7 @@ from .seeding import default_seed
 
 
 def _generator(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(default_seed(seed))
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(default_seed(seed, "init"))
 
 
 def _fans(shape):

@@ -292,7 +292,7 @@ class _RandomCounter:
     """Randomized layers draw from (seed, counter): each training forward advances the counter."""
 
     def _init_random(self, seed):
-        self.seed = int(default_seed(seed))
+        self.seed = default_seed(seed, type(self).__name__)
         self.counter = 0
         self._forward_counted = False  # whether the last forward advanced the counter
 
@@ -383,7 +383,8 @@ class Dense(_RandomCounter, Module):
         self.activation = resolve(activation)
         if init is None:
             init = "kaiming_uniform" if self.activation.relu_like else "xavier_uniform"
-        seed = default_seed(seed)  # one seed for the weights and the layer's random streams, as an explicit one
+        # one seed for the weights and the layer's random streams, as an explicit one
+        seed = default_seed(seed, "Dense")
         rng = np.random.default_rng(seed)
         shape = (self.in_features, self.out_features)
         self.weight = Parameter(get_backend().asarray(initializers.get(init)(shape, seed=rng, dtype=self.dtype)))
@@ -674,7 +675,8 @@ class APL(_LearnableActivation):
         hinges = _checks.positive_int(hinges, "APL", "hinges")
         self.dtype = _checks.float_dtype(dtype, "APL")
         xp = get_backend().xp
-        offsets = np.random.default_rng(default_seed(seed)).standard_normal((hinges, self.num_parameters)).astype(self.dtype)
+        rng = np.random.default_rng(default_seed(seed, "APL"))
+        offsets = rng.standard_normal((hinges, self.num_parameters)).astype(self.dtype)
         self.hinge_slopes = Parameter(xp.zeros((hinges, self.num_parameters), dtype=self.dtype))
         self.hinge_offsets = Parameter(get_backend().asarray(offsets))
         self.name = f"APL({self.num_parameters}, hinges={hinges})"

@@ -17,10 +17,16 @@ def manual_seed(seed):
     _state["sequence"] = None if seed is None else np.random.SeedSequence(int(seed))
 
 
-def default_seed(seed=None):
-    """``seed`` when given; else the next seed of the global sequence, or fresh entropy when none was set."""
+def default_seed(seed=None, owner=None):
+    """``seed`` when given (a non-negative integer below 2**64: the random streams hold it in 64 bits); else the
+    next seed of the global sequence, or fresh entropy when none was set. ``owner`` names the caller in errors."""
     if seed is not None:
-        return seed
+        where = f"{owner}: " if owner else ""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"{where}seed must be a non-negative integer or None, got {seed!r}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"{where}seed must be a non-negative integer below 2**64 or None, got {seed!r}")
+        return int(seed)
     sequence = _state["sequence"]
     source = np.random.SeedSequence() if sequence is None else sequence.spawn(1)[0]
     return int(source.generate_state(1, np.uint64)[0])

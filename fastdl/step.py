@@ -98,6 +98,15 @@ def compile_step(model: Module, loss: Loss, optimizer: Optimizer, quiet: bool = 
     return CompiledStep(model, loss, optimizer, quiet, accumulation_steps)
 
 
+def check_optimizer_holds_the_model(model, optimizer, owner):
+    """A training step over an optimizer built for other parameters would compute the model's gradients and update
+    nothing of it (an optimizer over some of them, to freeze the rest, is fine)."""
+    held = {id(parameter) for parameter in optimizer.parameters}
+    if not any(id(parameter) in held for parameter in model.parameters()):
+        raise ValueError(f"{owner}: the {type(optimizer).__name__} holds none of the model's parameters (built over "
+                         "another model?); build it over model.parameters()")
+
+
 def flat_layers(model):
     """The layers of a model, nested Sequentials flattened, in order."""
     if isinstance(model, Sequential):
@@ -113,6 +122,7 @@ class CompiledStep:
                 or accumulation_steps < 1:
             raise ValueError(f"compile_step: accumulation_steps must be a positive integer, got {accumulation_steps!r}")
         fastdl_losses.check_loss(loss, "compile_step")
+        check_optimizer_holds_the_model(model, optimizer, "compile_step")
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.rank_local = rank_local  # trains on this rank alone, in a distributed job too (fastdl.tune's members)
         self.accumulation_steps = int(accumulation_steps)

@@ -22,7 +22,7 @@ from .layers import Module
 from .optim import lr_scheduler
 from .optim.optimizer import Optimizer
 from .seeding import default_seed
-from .step import compile_step, flat_layers
+from .step import check_optimizer_holds_the_model, compile_step, flat_layers
 
 
 class EarlyStopping:
@@ -275,6 +275,7 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
     global loss and accuracy; only rank 0 shows progress.
     """
     fastdl_losses.check_loss(loss, "fit")
+    check_optimizer_holds_the_model(model, optimizer, "fit")
     dtype = next((parameter.dtype for parameter in model.parameters()), None)
     for name, data in (("train", train), ("val", val)):
         if data is not None:  # refused before an epoch trains, not at its first batch or when it ends
@@ -293,14 +294,14 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
         from . import distributed as dist
 
         dist.init()
-        seed = dist.broadcast_object(default_seed(seed))
+        seed = dist.broadcast_object(default_seed(seed, "fit"))
         dist.broadcast_parameters(model)
         dist.broadcast_optimizer_state(optimizer)
         loader = batches(x, y, batch_size, shuffle=True, seed=seed, rank=dist.rank(), world_size=dist.world_size())
         step = _DistributedStep(model, loss, optimizer)
         progress = progress and dist.is_main()
     else:
-        loader = batches(x, y, batch_size, shuffle=True, seed=seed)
+        loader = batches(x, y, batch_size, shuffle=True, seed=default_seed(seed, "fit"))
         # one compiled call per batch where the model allows it
         step = compile_step(model, loss, optimizer, accumulation_steps=accumulation_steps)
     bar = _Progress(progress)

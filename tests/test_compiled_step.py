@@ -209,7 +209,10 @@ def test_lr_changes_between_steps_reach_the_compiled_update(cpu):
         for index in range(4):
             optimizer.lr = next(optimizer.lr_values)
             x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32, seed=index)
-            step(x, y) if compiled else layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+            if compiled:
+                step(x, y)
+            else:
+                layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
         models.append(snapshot(model, optimizer))
     assert_same_state(models[1], models[0])
 
@@ -308,7 +311,10 @@ def test_unsupported_layer_falls_back_with_one_warning_and_same_results(cpu):
             assert not step.compiled
         for index in range(3):
             x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32, seed=index)
-            step(x, y) if compiled else layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+            if compiled:
+                step(x, y)
+            else:
+                layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
         states.append(snapshot(model, optimizer))
     assert_same_state(states[1], states[0])
 
@@ -400,3 +406,36 @@ def test_fit_uses_the_compiled_step(cpu, monkeypatch):
                          (x, y), epochs=2, batch_size=16, progress=False, seed=0)
     assert calls == [16, 16, 8] * 2
     assert np.isfinite(history["loss"]).all() and len(history["accuracy"]) == 2
+
+
+def test_an_optimizer_over_part_of_the_model_trains_that_part_and_one_over_none_is_refused():
+    """Freezing a layer by leaving it out of the optimizer works as in the layer path; an optimizer that holds none
+    of the model's parameters (built over another model) would train nothing, silently: refused."""
+    results = []
+    for compiled in (False, True):
+        model = mlp(np.float32)
+        frozen = [p.data.copy() for p in model.layers[0].parameters()]
+        optimizer = fastdl.optim.Adam([p for layer in model.layers[1:] for p in layer.parameters()])
+        step = compile_step(model, losses.softmax_cross_entropy, optimizer)
+        assert step.compiled, step.reason
+        for index in range(3):
+            x, y = data(losses.softmax_cross_entropy, 16, 6, 3, np.float32, seed=index)
+            if compiled:
+                step(x, y)
+            else:
+                layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+        for parameter, before in zip(model.layers[0].parameters(), frozen):
+            np.testing.assert_array_equal(parameter.data, before)
+        results.append(snapshot(model, optimizer))
+    assert_same_state(results[1], results[0])
+
+    model, other = mlp(np.float32), mlp(np.float32)
+    optimizer = fastdl.optim.Adam(other.parameters())
+    before = snapshot(other, optimizer)
+    message = r"the Adam holds none of the model's parameters \(built over another model\?\); build it over"
+    with pytest.raises(ValueError, match="compile_step: " + message):
+        compile_step(model, losses.softmax_cross_entropy, optimizer)
+    with pytest.raises(ValueError, match="fit: " + message):
+        fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=data(losses.softmax_cross_entropy, 16, 6, 3,
+                                                                                 np.float32), progress=False)
+    assert_same_state(snapshot(other, optimizer), before)

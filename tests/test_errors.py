@@ -265,3 +265,29 @@ def test_a_loss_given_by_name_is_a_type_error_naming_the_functions(entry):
                              r"'cross_entropy'"):
         calls[entry]()
     assert_unchanged(model[0], before)
+
+
+@pytest.mark.parametrize("build,error,message", [
+    (lambda: fastdl.Dense(3, 2, seed=-1), ValueError, r"Dense: seed must be a non-negative integer below 2\*\*64 or "
+                                                      r"None, got -1"),
+    (lambda: fastdl.Dropout(0.5, seed="7"), TypeError, r"Dropout: seed must be a non-negative integer or None, "
+                                                       r"got '7'"),
+    (lambda: fastdl.BatchNorm(3, seed=2 ** 64), ValueError, r"BatchNorm: seed must be a non-negative integer below"),
+    (lambda: fastdl.data.batches(np.zeros((4, 2)), np.zeros(4), 2, seed=1.5), TypeError, r"batches: seed must be"),
+])
+def test_a_bad_seed_is_named_by_its_owner(build, error, message):
+    """These surfaced as numpy's "expected non-negative integer" or a SeedSequence TypeError."""
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_fit_refuses_a_bad_seed_before_training():
+    model = fastdl.Sequential(fastdl.Dense(3, 2, seed=0))
+    optimizer = fastdl.optim.SGD(model.parameters(), lr=0.1)
+    before = snapshot(model[0])
+    with pytest.raises(ValueError, match=r"fit: seed must be a non-negative integer below 2\*\*64 or None, got -1"):
+        fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=(np.ones((4, 3), np.float32),
+                                                                          np.zeros(4, np.int64)), seed=-1,
+                   progress=False)
+    assert_unchanged(model[0], before)
+    assert optimizer.steps == 0

@@ -199,15 +199,17 @@ def test_members_that_differ_in_structure_are_refused_naming_the_member():
                                          r"parameters of shapes \[\(8, 12\), \(12,\)\], member 0 layer 0 a Dense "
                                          r"with parameters of shapes \[\(8, 16\), \(16,\)\]\)"):
         Population(models, losses.softmax_cross_entropy, optimizers)
-    deeper = fastdl.Sequential(*mlp(3).layers, fastdl.Dense(CLASSES, CLASSES, seed=9))
+    deeper = [mlp(0), fastdl.Sequential(*mlp(3).layers, fastdl.Dense(CLASSES, CLASSES, seed=9))]
     with pytest.raises(ValueError, match=r"member 1 differs in structure from member 0 \(layer 3 a Dense .*, member "
                                          r"0 3 layers\)"):
-        Population([mlp(0), deeper], losses.softmax_cross_entropy, [optim.Adam(m.parameters())
-                                                                    for m in (mlp(0), deeper)])
+        Population(deeper, losses.softmax_cross_entropy, [optim.Adam(m.parameters()) for m in deeper])
+    # an optimizer built over another model would train nothing of its member
+    with pytest.raises(ValueError, match=r"Population: member 1: the Adam holds none of the model's parameters"):
+        Population(models[:2], losses.softmax_cross_entropy, [optim.Adam(models[0].parameters()),
+                                                              optim.Adam(mlp(1).parameters())])
     # an activation the compiled step fixes is refused when the steps are stacked, naming the layer
-    other = fastdl.Sequential(fastdl.Dense(FEATURES, 16, activation="tanh", seed=4), *mlp(4).layers[1:])
-    population = Population([mlp(0), other], losses.softmax_cross_entropy, [optim.Adam(m.parameters())
-                                                                            for m in (mlp(0), other)])
+    other = [mlp(0), fastdl.Sequential(fastdl.Dense(FEATURES, 16, activation="tanh", seed=4), *mlp(4).layers[1:])]
+    population = Population(other, losses.softmax_cross_entropy, [optim.Adam(m.parameters()) for m in other])
     with pytest.raises(ValueError, match=r"member.* layer 0's .*members must match in structure \(activations"):
         population.step(*batch(0))
     # momentum 0 keeps no buffer: refused when built, naming the state (was: "members differ in 'o_4'" at a step)

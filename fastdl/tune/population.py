@@ -19,7 +19,7 @@ from .. import losses as fastdl_losses
 from ..backend import get_backend
 from ..data import batches
 from ..seeding import default_seed
-from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, flat_layers, load_generated
+from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, check_optimizer_holds_the_model, flat_layers, load_generated
 from ..step_emitters import BAD_INPUT, BAD_TARGET, DONE, NONFINITE_BATCHNORM, NONFINITE_OUTPUT, SKIPPED
 from ..training import EarlyStopping, History, evaluate
 from . import population_step
@@ -81,6 +81,8 @@ class Population:
                     raise ValueError(f"Population: members {other} and {member} share a parameter; give each member "
                                      "its own model")
         _check_same_structure(models)
+        for member, (model, optimizer) in enumerate(zip(models, optimizers)):
+            check_optimizer_holds_the_model(model, optimizer, f"Population: member {member}")
         self._models, self._optimizers, self.loss = models, optimizers, loss
         self._steps = []
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
@@ -293,7 +295,7 @@ class Population:
         if early_stopping is not None and val is None:
             raise ValueError("Population.fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
         stoppers = [_copy_stopper(early_stopping) for _ in range(self.size)] if early_stopping is not None else None
-        seed = default_seed(seed)
+        seed = default_seed(seed, "Population.fit")
         classification = LOSS_KERNELS[self.loss] == "cross_entropy"
         history = PopulationHistory(self.size, "val_accuracy" if classification and val is not None else
                                     "val_loss" if val is not None else "loss")
