@@ -169,6 +169,8 @@ def test_reload_takes_a_member_changed_directly():
     ("labels out of range", "labels must lie in"),
     ("labels of the wrong shape", "integer labels of shape"),
     ("float64 x", "float32"),
+    ("one sample as a 1-D x", r"x must be one batch for every member, shape \(batch, 8\), or one per member, shape "
+                              r"\(3, batch, 8\); got shape \(8,\)"),
 ])
 def test_bad_batches_are_refused_before_any_member_trains(case, message):
     models, optimizers = members()
@@ -183,6 +185,8 @@ def test_bad_batches_are_refused_before_any_member_trains(case, message):
         ys[2, 0] = CLASSES
     elif case == "labels of the wrong shape":
         ys = ys[:, :5]
+    elif case == "one sample as a 1-D x":
+        xs, ys = xs[0, 0], ys[0, :1]
     else:
         xs = xs.astype(np.float64)
     with pytest.raises((ValueError, TypeError), match=message):
@@ -281,5 +285,10 @@ def test_fit_refuses_bad_training_or_validation_data_before_an_epoch():
         population.fit((bad_x, y), epochs=1, progress=False)
     with pytest.raises(ValueError, match="Population.fit: labels must lie in"):
         population.fit((x, y), (x, y + CLASSES), epochs=1, progress=False)
+    # step's per-member form (members, batch, features) is not a data set: it crashed in Numba's typing
+    xs, ys = batch(1, rows=20, members=3)
+    with pytest.raises(ValueError, match=r"Population.fit: train's x must be one data set for every member, shape "
+                                         r"\(samples, 8\), got \(3, 20, 8\); member_batches=True"):
+        population.fit((xs, ys), epochs=1, progress=False)
     for k in range(3):
         assert_same_state(snapshot(population.models[k], population.optimizers[k]), before[k])

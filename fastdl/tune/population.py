@@ -186,7 +186,11 @@ class Population:
     def _check_batch(self, x, y, caller="Population.step"):
         """(x, y, shared) checked: x (batch, features) shared by all members or (members, batch, features)."""
         shared = getattr(x, "ndim", None) == 2
-        where = "x" if shared else "xs"
+        where = "xs" if getattr(x, "ndim", None) == 3 else "x"
+        if getattr(x, "ndim", None) not in (None, 2, 3):  # neither form: name both
+            raise ValueError(f"{caller}: x must be one batch for every member, shape (batch, {self.in_features}), or "
+                             f"one per member, shape ({self.size}, batch, {self.in_features}); got shape "
+                             f"{tuple(x.shape)}")
         if not shared:
             _checks.array(x, caller, where, ndim=3, dtype=self.dtype, last_dim=self.in_features)
             if x.shape[0] != self.size:
@@ -289,6 +293,11 @@ class Population:
         best validation score (accuracy for classification, else the lowest loss).
         """
         # every batch is drawn from checked data (an empty x is refused here too)
+        for name, data in (("train", train), ("val", val)):
+            if data is not None and getattr(data[0], "ndim", None) == 3:  # step's per-member form, not a data set
+                raise ValueError(f"Population.fit: {name}'s x must be one data set for every member, shape (samples, "
+                                 f"{self.in_features}), got {tuple(data[0].shape)}; member_batches=True draws each "
+                                 "member's own batches from it")
         x, y, _ = self._check_batch(*train, "Population.fit")
         if val is not None:
             self._check_batch(*val, "Population.fit")
