@@ -139,6 +139,9 @@ def _check_data(data, name, classification, dtype):
     if classification and (np.ndim(y) != 1 or getattr(getattr(y, "dtype", None), "kind", "") not in "iu"):
         raise ValueError(f"fit: softmax_cross_entropy takes {name}'s y as integer class labels of shape ({len(x)},), "
                          f"got {getattr(y, 'dtype', type(y).__name__)} {tuple(np.shape(y))}")
+    if not classification and dtype is not None and y.dtype != dtype:
+        raise TypeError(f"fit: {name}'s y has dtype {y.dtype}, the model's parameters {dtype} (shape "
+                        f"{tuple(y.shape)}); convert it with y.astype(np.{dtype})")
 
 
 def _check_values(data, name, classification, model):
@@ -158,7 +161,7 @@ def _check_values(data, name, classification, model):
         if classes is not None and (low < 0 or high >= classes):
             raise ValueError(f"fit: {name}'s labels must lie in [0, {classes}) for the model's {classes} outputs, got "
                              f"values in [{low}, {high}]")
-    elif not _all_finite(y):
+    elif y.dtype.kind == "f" and not _all_finite(y):  # integer or boolean targets hold no NaN
         raise ValueError(f"fit: {name}'s y contains NaN or Inf (shape {tuple(y.shape)})")
 
 

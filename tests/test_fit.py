@@ -144,7 +144,7 @@ def test_fit_refuses_a_bad_sample_in_a_late_batch_before_training_any(damage, me
         np.testing.assert_array_equal(parameter.data, old)
 
 
-def test_fit_refuses_nan_in_regression_targets_before_training():
+def test_fit_refuses_bad_regression_targets_before_training():
     model = fastdl.Sequential(fastdl.Dense(4, 1, seed=0))
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     x = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
@@ -152,6 +152,10 @@ def test_fit_refuses_nan_in_regression_targets_before_training():
     y[37] = np.inf
     with pytest.raises(ValueError, match=r"fit: train's y contains NaN or Inf \(shape \(40, 1\)\)"):
         fastdl.fit(model, losses.mse, optimizer, train=(x, y), epochs=1, batch_size=8, progress=False)
+    with pytest.raises(TypeError, match=r"fit: train's y has dtype bool, the model's parameters float32 \(shape "
+                                        r"\(40, 1\)\); convert it with y.astype\(np.float32\)"):
+        fastdl.fit(model, losses.binary_cross_entropy_with_logits, optimizer, train=(x, y > 0), epochs=1,
+                   progress=False)
     assert optimizer.steps == 0
 
 
