@@ -75,6 +75,16 @@ def run_both(build, loss, optimizer_factory, dtype, batches=(16, 16, 5, 16), fea
         assert_same_state(actual, expected)
 
 
+def train_three_batches(model, optimizer, step, rows):
+    """Three float32 batches of 6 features and 3 classes, through ``step`` or, when it is None, the layer path."""
+    for index in range(3):
+        x, y = data(losses.softmax_cross_entropy, rows, 6, 3, np.float32, seed=index)
+        if step is not None:
+            step(x, y)
+        else:
+            layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+
+
 def mlp(dtype):
     return fastdl.Sequential(
         fastdl.Dense(6, 8, activation="relu", seed=1, dtype=dtype),
@@ -309,12 +319,7 @@ def test_unsupported_layer_falls_back_with_one_warning_and_same_results(cpu):
             with pytest.warns(CompileStepFallback, match=r"PReLU\(4\)"):
                 step = compile_step(model, losses.softmax_cross_entropy, optimizer)
             assert not step.compiled
-        for index in range(3):
-            x, y = data(losses.softmax_cross_entropy, 8, 6, 3, np.float32, seed=index)
-            if compiled:
-                step(x, y)
-            else:
-                layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+        train_three_batches(model, optimizer, step if compiled else None, rows=8)
         states.append(snapshot(model, optimizer))
     assert_same_state(states[1], states[0])
 
@@ -418,12 +423,7 @@ def test_an_optimizer_over_part_of_the_model_trains_that_part_and_one_over_none_
         optimizer = fastdl.optim.Adam([p for layer in model.layers[1:] for p in layer.parameters()])
         step = compile_step(model, losses.softmax_cross_entropy, optimizer)
         assert step.compiled, step.reason
-        for index in range(3):
-            x, y = data(losses.softmax_cross_entropy, 16, 6, 3, np.float32, seed=index)
-            if compiled:
-                step(x, y)
-            else:
-                layer_path_step(model, losses.softmax_cross_entropy, optimizer, x, y)
+        train_three_batches(model, optimizer, step if compiled else None, rows=16)
         for parameter, before in zip(model.layers[0].parameters(), frozen):
             np.testing.assert_array_equal(parameter.data, before)
         results.append(snapshot(model, optimizer))
