@@ -272,6 +272,12 @@ def test_grid_search_trains_each_setting_as_it_would_train_alone():
     # the best setting's model as it ended (no early stopping here: after its last epoch)
     assert fastdl.evaluate(result.best_model, *val)["accuracy"] == last_scores[best]
     assert "val_accuracy" in result.table() and "*" in result.table()
+    # an optimizer that ignores the model it is given trains nothing of it: refused, naming the setting
+    stray = mlp(9)
+    with pytest.raises(ValueError, match=r"grid_search: setting \{'lr': 0.01, 'weight_decay': 0.0, 'width': 16\}: "
+                                         r"the AdamW holds none of the model's parameters"):
+        grid_search(build_model, lambda model, params: optim.AdamW(stray.parameters()), grid, (x, y), val,
+                    epochs=1, progress=False)
 
 
 def test_fit_refuses_bad_training_or_validation_data_before_an_epoch():

@@ -11,7 +11,7 @@ import time
 from typing import Callable
 
 from .. import losses as fastdl_losses
-from ..step import LOSS_KERNELS, CompiledStep
+from ..step import LOSS_KERNELS, CompiledStep, check_optimizer_holds_the_model
 from .population import Population
 
 
@@ -122,6 +122,7 @@ def grid_search(build_model: Callable, build_optimizer: Callable, grid, train, v
     for index, params in enumerate(settings):
         model = build_model(params)
         optimizer = build_optimizer(model, params)
+        check_optimizer_holds_the_model(model, optimizer, f"grid_search: setting {params}")
         built[index] = (model, optimizer)
         groups.setdefault(structure_key(model, loss, optimizer), []).append(index)
     populations = list(groups.values())
