@@ -280,10 +280,11 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
     fastdl_losses.check_loss(loss, "fit")
     check_optimizer_holds_the_model(model, optimizer, "fit")
     dtype = next((parameter.dtype for parameter in model.parameters()), None)
+    classification = _is_classification(loss)
     for name, data in (("train", train), ("val", val)):
         if data is not None:  # refused before an epoch trains, not at its first batch or when it ends
-            _check_data(data, name, _is_classification(loss), dtype)
-            _check_values(data, name, _is_classification(loss), model)
+            _check_data(data, name, classification, dtype)
+            _check_values(data, name, classification, model)
     x, y = train
     if early_stopping is not None and val is None:
         raise ValueError("fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")

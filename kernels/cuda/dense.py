@@ -10,7 +10,8 @@ from ..reference.activations import IDENTITY, NUM_PARAMS, SOFTMAX
 from ..reference.dense import bfloat16_through_float32
 from .flags import device_flag
 from .gemm import bfloat16_supported, gemm_ex, matmul
-from .launch import NULL, THREADS, array_module, blocks, device_total, launch, optional, row_chunks, row_threads, workspace
+from .launch import (NULL, THREADS, array_module, blocks, device_total, launch, optional, row_chunks, row_threads,
+                     workspace)
 from .sources import COLUMN_BLOCK
 
 SOURCE = "activations.cu"
