@@ -113,6 +113,14 @@ def test_hyperparameters_are_read_and_set_per_group_between_steps():
     with pytest.raises(ValueError, match="params cannot change"):
         optimizer.param_groups[0]["params"] = []
     assert optimizer.param_groups[0]["lr"] == 0.3
+    # update() and |= check every value before setting any
+    for change in (lambda group: group.update(dampening=0.5, lr=-1.0), lambda group: group.__ior__({"dampening": 0.5,
+                                                                                                  "lr": -1.0})):
+        with pytest.raises(ValueError, match="lr must be in"):
+            change(optimizer.param_groups[0])
+        assert (optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["dampening"]) == (0.3, 0.0)
+    optimizer.param_groups[0] |= {"lr": 0.2}
+    assert optimizer.param_groups[0]["lr"] == 0.2
     optimizer.param_groups[0]["name"] = "weights"  # other keys are kept, as PyTorch keeps them
 
 

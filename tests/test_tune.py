@@ -298,3 +298,101 @@ def test_fit_refuses_bad_training_or_validation_data_before_an_epoch():
         population.fit((xs, ys), epochs=1, progress=False)
     for k in range(3):
         assert_same_state(snapshot(population.models[k], population.optimizers[k]), before[k])
+
+
+# -- the members' update rows, computed for all members at once ------------------------------------------------------
+def _random_groups(rng, algorithm, member):
+    """Two parameter groups over a small layer, with hyperparameters drawn per member and group (betas shared by
+    most members, as in a grid), and the algorithm's state-shaping options fixed."""
+    layer = fastdl.Dense(4, 3, seed=member)
+
+    def settings():
+        lr = float(10 ** rng.uniform(-4, -1))
+        if algorithm is optim.Adagrad:
+            return dict(lr=lr, lr_decay=float(rng.choice([0.0, 1e-3, 0.37])), weight_decay=float(rng.uniform(0, 0.1)))
+        if algorithm is optim.RMSprop:
+            return dict(lr=lr, alpha=float(rng.uniform(0.8, 0.999)), momentum=float(rng.uniform(0.1, 0.9)))
+        if algorithm is optim.SGD:  # the even members take nesterov: momentum > 0, no dampening
+            if member % 2 == 0:
+                return dict(lr=lr, momentum=float(rng.choice([0.5, 0.9])), dampening=0.0)
+            return dict(lr=lr, momentum=float(rng.choice([0.0, 0.5, 0.9])), dampening=float(rng.uniform(0, 0.5)))
+        betas = (0.9, 0.999) if member % 3 else (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999)))
+        return dict(lr=lr, betas=betas, eps=float(10 ** rng.uniform(-10, -6)), weight_decay=float(rng.uniform(0, 0.1)))
+
+    groups = [{"params": [layer.weight], **settings()}, {"params": [layer.bias], **settings()}]
+    if algorithm is optim.SGD:
+        return optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=member % 2 == 0, l1=float(rng.uniform(0, 1e-3)))
+    return algorithm(groups, l1=float(rng.uniform(0, 1e-3)))
+
+
+@pytest.mark.parametrize("algorithm", [optim.SGD, optim.Adagrad, optim.RMSprop, optim.Adam, optim.AdamW])
+def test_update_rows_of_every_member_are_its_optimizers_own_bit_for_bit(algorithm):
+    """The population computes its members' rows over arrays, for several steps ahead (``stacked_scalars``); each
+    row must be exactly what the member's own optimizer gives compile_step at that step number."""
+    from fastdl.tune.update_rows import UpdateRows
+
+    rng = np.random.default_rng(7)
+    optimizers = [_random_groups(rng, algorithm, member) for member in range(7)]
+    next_steps = np.array([1, 1, 2, 5, 5, 999, 123456], np.int64)
+    rows = UpdateRows(optimizers)
+    rows.refresh()
+    rows.compute_window(next_steps)
+    assert rows.rows_window.shape[0] > 1  # several steps ahead
+    for ahead in range(rows.rows_window.shape[0]):
+        for member, optimizer in enumerate(optimizers):
+            expected = [list(optimizer.group_scalars(group, int(next_steps[member]) + ahead))
+                        for group in optimizer.param_groups]
+            assert rows.rows_window[ahead, member].tolist() == expected, (ahead, member)
+
+
+def test_hyperparameters_edited_in_every_way_take_effect_as_alone(monkeypatch):
+    """Edits reach the rows computed ahead: a group's value, ``|=``, an optimizer-wide setting, a restored state;
+    and the rows run out every two steps here (a small window), so members also step across windows."""
+    from fastdl.tune import update_rows
+
+    monkeypatch.setattr(update_rows, "WINDOW_ROWS", 6)  # 2 steps ahead for 3 members
+    models, optimizers = members()
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    alone_models, alone_optimizers = members()
+    steps = [fastdl.compile_step(m, losses.softmax_cross_entropy, o) for m, o in zip(alone_models, alone_optimizers)]
+    saved = optim.AdamW(mlp(5).parameters(), lr=0.2, betas=(0.7, 0.95), weight_decay=0.3)
+    edits = {1: lambda optimizers: optimizers[0].param_groups[0].__setitem__("lr", 0.05),
+             3: lambda optimizers: optimizers[1].param_groups[0].__ior__({"betas": (0.5, 0.9), "eps": 1e-3}),
+             5: lambda optimizers: setattr(optimizers[2], "weight_decay", 0.25)}
+    for seed in range(8):  # one kind of edit at a time: each must be seen on its own
+        if seed in edits:
+            edits[seed](population.optimizers), edits[seed](alone_optimizers)
+        if seed == 6:
+            state = {**saved.state_dict(), "state": population.optimizers[1].state_dict()["state"],
+                     "steps": population.optimizers[1].steps}
+            population.optimizers[1].load_state_dict(state)
+            population.reload()
+            alone_optimizers[1].load_state_dict(state)
+        x, y = batch(seed)
+        np.testing.assert_array_equal(population.step(x, y), [step(x, y) for step in steps], err_msg=str(seed))
+    assert population.optimizers[1].lr == 0.2
+    for k in range(len(models)):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]),
+                          snapshot(alone_models[k], alone_optimizers[k]))
+
+
+def test_an_algorithm_without_stacked_rows_asks_each_member():
+    """A user's optimizer class without ``stacked_scalars`` still trains in a population, each member's rows asked
+    of its optimizer one step at a time; here SGD with momentum, its first step special."""
+
+    class OwnSGD(optim.SGD):
+        stacked_scalars = None
+
+    models, alone_models = [mlp(10 * k) for k in range(3)], [mlp(10 * k) for k in range(3)]
+    settings = [dict(lr=0.1, momentum=0.9), dict(lr=0.03, momentum=0.5, dampening=0.1),
+                dict(lr=0.05, momentum=0.9, nesterov=True)]
+    population = Population(models, losses.softmax_cross_entropy,
+                            [OwnSGD(m.parameters(), **s) for m, s in zip(models, settings)])
+    alone_optimizers = [OwnSGD(m.parameters(), **s) for m, s in zip(alone_models, settings)]
+    steps = [fastdl.compile_step(m, losses.softmax_cross_entropy, o) for m, o in zip(alone_models, alone_optimizers)]
+    for seed in range(3):
+        x, y = batch(seed)
+        np.testing.assert_array_equal(population.step(x, y), [step(x, y) for step in steps])
+    for k in range(3):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]),
+                          snapshot(alone_models[k], alone_optimizers[k]))

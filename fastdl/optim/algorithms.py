@@ -42,6 +42,27 @@ def _refuse_new_momentum(optimizer, name, value):
     return value
 
 
+def _bias_corrections(beta1, beta2, step):
+    """Adam's 1 - beta1^t and sqrt(1 - beta2^t), in Python floats (numpy's power may round otherwise than libm's)."""
+    return 1 - beta1 ** step, math.sqrt(1 - beta2 ** step)
+
+
+def _stacked(*columns):
+    """Columns (arrays of one shape, or numbers) as one float64 array, the columns along a new last axis."""
+    return np.stack(np.broadcast_arrays(*[np.asarray(column, np.float64) for column in columns]), axis=-1)
+
+
+def _per_distinct(scalar_function, *arrays):
+    """``scalar_function`` (Python floats in, a tuple of floats out) applied element by element over arrays of one
+    shape, called once per distinct combination of their values (many optimizers usually share betas and step)."""
+    keys = np.stack([np.asarray(array, np.float64).reshape(-1) for array in arrays], axis=-1)
+    if (keys == keys[0]).all():
+        return tuple(np.full(arrays[0].shape, value) for value in scalar_function(*keys[0].tolist()))
+    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    results = np.array([scalar_function(*key) for key in distinct.tolist()], np.float64)
+    return tuple(column[inverse.reshape(-1)].reshape(arrays[0].shape) for column in results.T)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent, with heavy-ball or Nesterov momentum.
 
@@ -88,6 +109,18 @@ class SGD(Optimizer):
         direct, lookahead = (1.0, momentum) if self.nesterov else (0.0, 1.0)
         return (group["weight_decay"], group["l1"], group["lr"], buffer_decay, grad_coefficient, direct, lookahead)
 
+    row_options = ("nesterov",)
+
+    def stacked_scalars(self, values, steps):
+        if not self.uses_momentum:
+            return _stacked(values["weight_decay"], values["l1"], values["lr"])
+        momentum = values["momentum"]
+        first = (steps[:, None] == 1) | (momentum == 0)
+        nesterov = values["nesterov"] != 0
+        return _stacked(values["weight_decay"], values["l1"], values["lr"], np.where(first, 0.0, momentum),
+                        np.where(first, 1.0, 1.0 - values["dampening"]), np.where(nesterov, 1.0, 0.0),
+                        np.where(nesterov, momentum, 1.0))
+
 
 class Adagrad(Optimizer):
     """G <- G + g^2;  p <- p - lr_t g / (sqrt(G) + eps),  lr_t = lr / (1 + (t - 1) lr_decay) (Duchi et al. 2011)."""
@@ -112,6 +145,9 @@ class Adagrad(Optimizer):
     def group_scalars(self, group, step):
         lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
         return group["weight_decay"], group["l1"], lr, group["eps"]
+
+    def stacked_scalars(self, values, steps):  # group_scalars is + - * / alone: the same code over arrays
+        return _stacked(*self.group_scalars(values, steps[:, None]))
 
 
 class RMSprop(Optimizer):
@@ -150,6 +186,9 @@ class RMSprop(Optimizer):
 
     def group_scalars(self, group, step):
         return group["weight_decay"], group["l1"], group["lr"], group["alpha"], group["eps"], group["momentum"]
+
+    def stacked_scalars(self, values, steps):  # no step in the rows: the same code over arrays
+        return _stacked(*self.group_scalars(values, steps[:, None]))
 
 
 class Adam(Optimizer):
@@ -213,15 +252,23 @@ class Adam(Optimizer):
 
     def group_scalars(self, group, step):
         beta1, beta2 = group["betas"]
-        lr, weight_decay = group["lr"], group["weight_decay"]
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
+        return self._columns(group["lr"], group["weight_decay"], group["l1"], beta1, beta2, group["eps"],
+                             *_bias_corrections(beta1, beta2, step))
+
+    def stacked_scalars(self, values, steps):
+        beta1, beta2 = values["betas"][..., 0], values["betas"][..., 1]
+        corrections = _per_distinct(_bias_corrections, beta1, beta2, np.broadcast_to(steps[:, None], beta1.shape))
+        return _stacked(*self._columns(values["lr"], values["weight_decay"], values["l1"], beta1, beta2, values["eps"],
+                                       *corrections))
+
+    def _columns(self, lr, weight_decay, l1, beta1, beta2, eps, bias_correction1, root_bias_correction2):
+        """The kernel's columns from the hyperparameters and bias corrections: only + - * /, so floats (one
+        optimizer) and arrays (many, ``stacked_scalars``) give the same numbers bit for bit."""
         if self.decoupled_weight_decay:
             decay_factor, coupled_decay = 1 - lr * weight_decay, 0.0
         else:
             decay_factor, coupled_decay = 1.0, weight_decay
-        return (coupled_decay, group["l1"], decay_factor, beta1, beta2, lr / bias_correction1,
-                math.sqrt(bias_correction2), group["eps"])
+        return (coupled_decay, l1, decay_factor, beta1, beta2, lr / bias_correction1, root_bias_correction2, eps)
 
     def _update(self, kernels, group, state, T, grad_scale):
         if self.moments_dtype != "bfloat16":

@@ -33,6 +33,26 @@ def check_number(owner, name, value, low=None, high=None, low_open=False, high_o
     return value
 
 
+class _EditCount:
+    """How many times any optimizer's hyperparameters or options were set in this process: code that keeps the
+    update rows of many optimizers (``fastdl.tune.Population``) recomputes them only when it moved."""
+
+    value = 0
+
+    @classmethod
+    def advance(cls):
+        cls.value += 1
+
+
+def hyperparameter_edits():
+    """The number of hyperparameter edits so far (any optimizer, any parameter group); it only grows."""
+    return _EditCount.value
+
+
+# what an optimizer sets on itself as it steps: not an edit of its hyperparameters
+_STEP_RECORDS = frozenset({"steps", "skipped_steps", "last_grad_norm"})
+
+
 class ParamGroup(dict):
     """One entry of ``optimizer.param_groups``: ``"params"`` (its Parameters) and the group's hyperparameters,
     which can be read and set between steps; each value is checked when set, as the optimizer's own are."""
@@ -43,10 +63,32 @@ class ParamGroup(dict):
 
     def __setitem__(self, key, value):
         super().__setitem__(key, self._optimizer._check_group_value(key, value))
+        _EditCount.advance()
 
     def update(self, *args, **kwargs):
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+        checked = {key: self._optimizer._check_group_value(key, value) for key, value in dict(*args, **kwargs).items()}
+        super().update(checked)  # every value checked first: a bad one changes nothing
+        _EditCount.advance()
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        _EditCount.advance()
+
+    def pop(self, *args):
+        _EditCount.advance()
+        return super().pop(*args)
+
+    def popitem(self):
+        _EditCount.advance()
+        return super().popitem()
+
+    def clear(self):
+        _EditCount.advance()
+        super().clear()
 
     def setdefault(self, key, default=None):
         if key not in self:
@@ -268,6 +310,8 @@ class Optimizer:
                 group[name] = value
             return
         object.__setattr__(self, name, value)
+        if name not in _STEP_RECORDS and not name.startswith("_"):  # an option (max_grad_norm, nesterov, ...)
+            _EditCount.advance()
 
     def _check_hyperparameter(self, name, value):
         owner = type(self).__name__
@@ -367,6 +411,14 @@ class Optimizer:
         """The hyperparameter columns of the update kernel (``kernels.ops.HYPER_COLUMNS``) for one parameter group
         (a ``param_groups`` entry) at update number ``step``."""
         raise NotImplementedError
+
+    # group_scalars of many optimizers of one algorithm at once, for populations: ``stacked_scalars(values, steps)``
+    # with values[name] the hyperparameter ``name`` of every member's every group, shape (members, groups) (and a
+    # trailing axis for a tuple, betas), and steps (members,), returns (members, groups, columns), row [k, g] equal
+    # bit for bit to member k's group_scalars(group g, steps[k]). None: the algorithm has no such form. The options
+    # group_scalars reads besides the groups' (SGD's nesterov) are in ``values`` too, named in ``row_options``.
+    stacked_scalars = None
+    row_options = ()
 
     def hyper_rows(self, name, step):
         """The float64 table (one row per parameter group) the update kernel ``name`` reads at update ``step``;
@@ -477,7 +529,7 @@ class Optimizer:
         for key, array in expected.items():
             array[...] = converted[key]
         for group, values in zip(self.param_groups, group_values):
-            dict.update(group, values)  # checked above
+            dict.update(group, values)  # checked above; the settings below count as the edit
         self.defaults.update({name: self._check_hyperparameter(name, value) for name, value in saved.items()})
         self.max_grad_norm = max_grad_norm
         self.skip_nonfinite = bool(skip_nonfinite)

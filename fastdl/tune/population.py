@@ -8,7 +8,6 @@ population pays it once and runs the members side by side (``population_step.py`
 from __future__ import annotations
 
 import math
-import struct
 import sys
 import time
 
@@ -18,11 +17,12 @@ from .. import _checks
 from .. import losses as fastdl_losses
 from ..backend import get_backend
 from ..data import batches
+from ..kernels.cpu.population import RAN, ROWS_MISSING
 from ..seeding import default_seed
 from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, check_optimizer_holds_the_model, flat_layers, load_generated
-from ..step_emitters import BAD_INPUT, BAD_TARGET, DONE, NONFINITE_BATCHNORM, NONFINITE_OUTPUT, SKIPPED
 from ..training import EarlyStopping, History, evaluate
 from . import population_step
+from .update_rows import UpdateRows
 
 
 class Population:
@@ -104,6 +104,7 @@ class Population:
         self.active = np.ones(self.size, bool)
         self.diverged = np.zeros(self.size, bool)
         self._dirty, self._last_arguments = False, None
+        self._update_rows = UpdateRows(optimizers)
         self._read_python_state()
         self._losses = np.zeros(self.size)
 
@@ -115,9 +116,12 @@ class Population:
         self._tracking = [index for index, _ in first.tracking_layers]
         self._counters = np.array([[step.layers[index].counter for index in self._counted] for step in self._steps],
                                   dtype=np.uint64).reshape(self.size, len(self._counted))
+        self._counted_layers = np.array(self._counted, np.int64)
         self._optimizer_steps = np.array([optimizer.steps for optimizer in self._optimizers], np.int64)
         self._skipped_steps = np.array([optimizer.skipped_steps for optimizer in self._optimizers], np.int64)
-        self._last_grad_norms = [getattr(optimizer, "last_grad_norm", None) for optimizer in self._optimizers]
+        norms = [getattr(optimizer, "last_grad_norm", None) for optimizer in self._optimizers]
+        self._norm_known = np.array([norm is not None for norm in norms])
+        self._grad_norms = np.array([math.nan if norm is None else norm for norm in norms], np.float64)
 
     def sync(self):
         """Write the population's state back into the members' models and optimizers (done by ``models`` and
@@ -131,8 +135,8 @@ class Population:
             optimizer = self._optimizers[member]
             optimizer.steps, optimizer.skipped_steps = int(self._optimizer_steps[member]), int(
                 self._skipped_steps[member])
-            if self._last_grad_norms[member] is not None:
-                optimizer.last_grad_norm = self._last_grad_norms[member]
+            if self._norm_known[member]:
+                optimizer.last_grad_norm = float(self._grad_norms[member])
         self._dirty = False
 
     def reload(self):
@@ -238,10 +242,7 @@ class Population:
         arguments = self._arguments_for(x.shape[-2])
         active = self.active
         counters, factors, status = arguments.counters, arguments.factors, arguments.status
-        # each random counter, running-statistics factor and update hyperparameter row as compile_step sets them
-        if self._counted:
-            counters[:, self._counted] = self._counters + np.uint64(1)
-        for index in self._tracking:
+        for index in self._tracking:  # each running-statistics factor as compile_step sets it
             for member, step in enumerate(self._steps):
                 layer = step.layers[index]
                 if layer.momentum is None:  # the cumulative average reads the count the population holds
@@ -249,34 +250,24 @@ class Population:
                     factors[member, index] = 1.0 / float(tracked[member, 0] + 1)
                 else:
                     factors[member, index] = layer.momentum
-        self._write_update_rows(arguments.arrays["update_hyper"])
-        clipping = np.array([optimizer.max_grad_norm or 0.0 for optimizer in self._optimizers])
-        skipping = np.array([optimizer.skip_nonfinite for optimizer in self._optimizers], bool)
-        arguments.hyper[:, 0], arguments.hyper[:, 1] = clipping, skipping
-        status[:, 0] = DONE
-        losses = self._losses
-        losses[:] = math.nan
+        rows = self._update_rows
+        rows.refresh()
         kernel = self._kernel(arguments.source)
         self._dirty, self._last_arguments = True, arguments
         if shared:  # a member axis of length 1, read by every member
             x, y = x[None], y[None]
-        kernel(x, y, np.int64(not shared), counters, factors, arguments.hyper, status, active, losses,
-               *arguments.values)
-        codes = status[:, 0].astype(np.int64)
-        ran = active & ((codes == DONE) | (codes == SKIPPED))
-        self._counters[ran] += np.uint64(1)
-        self._optimizer_steps[active & (codes == DONE)] += 1
-        self._skipped_steps[active & (codes == SKIPPED)] += 1
-        for member in np.flatnonzero(ran & ((clipping > 0) | skipping)):  # the step measured the gradient norm
-            self._last_grad_norms[member] = float(status[member, 1])
-        failed = active & ((codes == NONFINITE_OUTPUT) | (codes == NONFINITE_BATCHNORM))
-        if failed.any():
-            self.diverged |= failed
-            self.active &= ~failed
-        if (active & ((codes == BAD_INPUT) | (codes == BAD_TARGET))).any():  # checked above; a kernel disagreeing
+        # the random counters, update rows, options and counts are set and recorded inside (kernels/cpu/population.py)
+        call = (x, y, np.int64(not shared), counters, factors, arguments.hyper, status, active, self._losses,
+                arguments.arrays["update_hyper"], self._counters, self._counted_layers, self._optimizer_steps,
+                self._skipped_steps, rows.measures_norm, self._grad_norms, self._norm_known, self.diverged,
+                rows.clipping, rows.skipping)
+        outcome = kernel(*call, rows.rows_window, rows.rows_first, *arguments.values)
+        if outcome == ROWS_MISSING:  # a member's step number is past the rows computed ahead: nothing ran
+            rows.compute_window(self._optimizer_steps + 1)
+            outcome = kernel(*call, rows.rows_window, rows.rows_first, *arguments.values)
+        if outcome != RAN:  # checked above; a kernel disagreeing
             raise RuntimeError("Population.step: a member's step refused its batch after the checks passed")
-        losses[~ran] = math.nan
-        return losses.copy()
+        return self._losses.copy()
 
     # -- training for epochs --------------------------------------------------------------------------------------
     def fit(self, train, val=None, epochs: int = 10, batch_size: int = 32, early_stopping=None,
@@ -352,23 +343,6 @@ class Population:
             self.reload()
         history.update_best()
         return history
-
-    def _write_update_rows(self, update_hyper):
-        """Each active member's update hyperparameter rows for its next step, as its optimizer's ``hyper_rows``
-        writes them (packed straight into the stacked table: this runs K times per step)."""
-        steps = (self._optimizer_steps + 1).tolist()
-        active = np.flatnonzero(self.active).tolist()
-        values = []
-        for member in active:
-            optimizer = self._optimizers[member]
-            for group in optimizer.param_groups:
-                values += optimizer.group_scalars(group, steps[member])
-        if len(active) == self.size and update_hyper.flags.c_contiguous:  # the whole table in one call
-            struct.pack_into(f"{len(values)}d", update_hyper, 0, *values)
-            return
-        width = update_hyper[0].size
-        for index, member in enumerate(active):
-            struct.pack_into(f"{width}d", update_hyper[member], 0, *values[index * width:(index + 1) * width])
 
     @property
     def outputs(self):

@@ -26,6 +26,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+# the population's arrays its step reads and writes besides the members' own (kernels/cpu/population.py), in the
+# order it takes them
+RECORDS = ("member_counters", "counted", "optimizer_steps", "skipped_steps", "measures_norm", "grad_norms",
+           "norm_known", "diverged", "clipping", "skipping", "rows_window", "rows_first")
+
 CACHE_LINE = 64
 MAX_VIEW_DIMENSIONS = 3  # the step's arrays are at most 2-d today; one more for slack
 
@@ -215,8 +220,8 @@ def build(member_arguments, roots):
             values.append(value)
             call.append(f"c{position}")
     root_names = [f"R{index}" for index in range(len(stacked_roots))]
-    signature = ", ".join(["x", "y", "each", "counters", "factors", "hyper", "status", "active", "losses", "views"]
-                          + root_names + parameters)
+    signature = ", ".join(["x", "y", "each", "counters", "factors", "hyper", "status", "active", "losses", "update_rows"]
+                          + list(RECORDS) + ["views"] + root_names + parameters)
     member_call = ", ".join(["counters[m]", "factors[m]", "hyper[m]", "status[m]"] + call)
     # one function for both kinds of batch (one compilation): x and y carry a leading member axis, of length 1 when
     # every member takes the same batch (each = 0)
@@ -224,15 +229,23 @@ def build(member_arguments, roots):
 
 @njit(parallel=True, cache=True)
 def population_step({signature}):
+    if not prepare_members(active, optimizer_steps, rows_window, rows_first, update_rows, counters, counted,
+                           member_counters, hyper, clipping, skipping, status, losses):
+        return ROWS_MISSING
     # the member steps' GEMMs run on their own thread: set once here, outside the loop (see kernels/cpu/blas.py)
     previous = blas_single_threaded()
     for m in prange(active.shape[0]):
         if active[m]:
             losses[m] = training_step(x[m * each], y[m * each], {member_call})
     blas_threads_restore(previous)
+    if record_members(active, status, losses, member_counters, optimizer_steps, skipped_steps, measures_norm,
+                      grad_norms, norm_known, diverged):
+        return REFUSED
+    return RAN
 ''']
     population_source = (source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
-                         "blas_single_threaded, blas_threads_restore\n" + "".join(functions))
+                         "blas_single_threaded, blas_threads_restore\nfrom fastdl.kernels.cpu.population import "
+                         "RAN, REFUSED, ROWS_MISSING, prepare_members, record_members\n" + "".join(functions))
     first = member_arguments[0]
     output = roots.row_view(located[0], outputs[0])
     arrays = {name: roots.row_view(located[0], value) for name, (kind, value) in zip(member_names, layout)
