@@ -370,6 +370,10 @@ def test_hyperparameters_edited_in_every_way_take_effect_as_alone(monkeypatch):
             alone_optimizers[1].load_state_dict(state)
         x, y = batch(seed)
         np.testing.assert_array_equal(population.step(x, y), [step(x, y) for step in steps], err_msg=str(seed))
+        if seed == 0:
+            kernel = population._kernel(population._last_arguments.source)
+            signatures = len(kernel.signatures)
+    assert len(kernel.signatures) == signatures  # new rows, edits and a reload recompile nothing
     assert population.optimizers[1].lr == 0.2
     for k in range(len(models)):
         assert_same_state(snapshot(population.models[k], population.optimizers[k]),
