@@ -223,6 +223,12 @@ def test_members_that_differ_in_structure_are_refused_naming_the_member():
                                          r"'square_avg'\]\], member 0's \[\['square_avg'\]\]; options that add "
                                          r"state \(momentum on or off"):
         Population(models[:2], losses.softmax_cross_entropy, momentum)
+    # parameter groups decide the flat buffer's order and the update rows: refused when built, naming them
+    grouped = [optim.Adam(models[0].parameters()), optim.Adam(models[1].named_parameters(), weight_decay=0.1,
+                                                              weight_decay_mask=lambda name, p: len(p.shape) > 1)]
+    with pytest.raises(ValueError, match=r"member 1's Adam groups the model's parameters as \[\[0, 2, 4\], \[1, 3, "
+                                         r"5\]\] \(parameter indices\), member 0's as \[\[0, 1, 2, 3, 4, 5\]\]"):
+        Population(models[:2], losses.softmax_cross_entropy, grouped)
     mixed = [optim.Adam(models[0].parameters()), optim.SGD(models[1].parameters(), lr=0.1)]
     with pytest.raises(ValueError, match="member 1's optimizer is SGD"):
         Population(models[:2], losses.softmax_cross_entropy, mixed)

@@ -83,6 +83,11 @@ class Population:
         _check_same_structure(models)
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
             check_optimizer_holds_the_model(model, optimizer, f"Population: member {member}")
+            if _group_layout(model, optimizer) != _group_layout(models[0], optimizers[0]):
+                raise ValueError(f"Population: member {member}'s {type(optimizer).__name__} groups the model's "
+                                 f"parameters as {_group_layout(model, optimizer)} (parameter indices), member 0's "
+                                 f"as {_group_layout(models[0], optimizers[0])}; the members' parameter groups must "
+                                 "match (their hyperparameters may differ)")
         self._models, self._optimizers, self.loss = models, optimizers, loss
         self._steps = []
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
@@ -369,6 +374,13 @@ def _state_names(optimizer):
     """The names of an optimizer's state arrays, per flat buffer: what its update kernel reads besides the
     hyperparameters (momentum 0 keeps no buffer, so it runs another kernel than any other momentum)."""
     return [sorted(state) for state in optimizer.state]
+
+
+def _group_layout(model, optimizer):
+    """Which of the model's parameters (by index) each of the optimizer's parameter groups holds."""
+    index_of = {id(parameter): index for index, parameter in enumerate(model.parameters())}
+    return [sorted(index_of.get(id(parameter), -1) for parameter in group["params"])
+            for group in optimizer.param_groups]
 
 
 def _structure(model):
