@@ -310,8 +310,8 @@ class CompiledStep:
         hyper[3] = 1.0 if accumulating else 0.0  # the loss's gradient: of the sum (1), or of the mean (0)
         hyper[4] = float(update and fused)  # the compiled step updates
         hyper[5] = grad_scale
-        if fused and update:
-            self._next_update_call()  # writes the update's hyperparameter rows (in the kernel's arguments) in place
+        if fused and update:  # the update's hyperparameter rows for this step, written into the array the step holds
+            optimizer.hyper_rows(self._fused, optimizer.steps + 1)
         try:
             kernel = self._kernel_for(arguments.source)
             value = kernel(x, y, counters, factors, hyper, status, *arguments.values)

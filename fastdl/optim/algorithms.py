@@ -42,11 +42,6 @@ def _refuse_new_momentum(optimizer, name, value):
     return value
 
 
-def _bias_corrections(beta1, beta2, step):
-    """Adam's 1 - beta1^t and sqrt(1 - beta2^t), in Python floats (numpy's power may round otherwise than libm's)."""
-    return 1 - beta1 ** step, math.sqrt(1 - beta2 ** step)
-
-
 def _stacked(*columns):
     """Columns (arrays of one shape, or numbers) as one float64 array, the columns along a new last axis."""
     return np.stack(np.broadcast_arrays(*[np.asarray(column, np.float64) for column in columns]), axis=-1)
@@ -252,23 +247,31 @@ class Adam(Optimizer):
 
     def group_scalars(self, group, step):
         beta1, beta2 = group["betas"]
-        return self._columns(group["lr"], group["weight_decay"], group["l1"], beta1, beta2, group["eps"],
-                             *_bias_corrections(beta1, beta2, step))
-
-    def stacked_scalars(self, values, steps):
-        beta1, beta2 = values["betas"][..., 0], values["betas"][..., 1]
-        corrections = _per_distinct(_bias_corrections, beta1, beta2, np.broadcast_to(steps[:, None], beta1.shape))
-        return _stacked(*self._columns(values["lr"], values["weight_decay"], values["l1"], beta1, beta2, values["eps"],
-                                       *corrections))
-
-    def _columns(self, lr, weight_decay, l1, beta1, beta2, eps, bias_correction1, root_bias_correction2):
-        """The kernel's columns from the hyperparameters and bias corrections: only + - * /, so floats (one
-        optimizer) and arrays (many, ``stacked_scalars``) give the same numbers bit for bit."""
+        lr, weight_decay = group["lr"], group["weight_decay"]
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
         if self.decoupled_weight_decay:
             decay_factor, coupled_decay = 1 - lr * weight_decay, 0.0
         else:
             decay_factor, coupled_decay = 1.0, weight_decay
-        return (coupled_decay, l1, decay_factor, beta1, beta2, lr / bias_correction1, root_bias_correction2, eps)
+        return (coupled_decay, group["l1"], decay_factor, beta1, beta2, lr / bias_correction1,
+                math.sqrt(bias_correction2), group["eps"])
+
+    def stacked_scalars(self, values, steps):
+        # group_scalars over arrays (written out again: group_scalars runs at every compile_step call, where each
+        # Python call counts): the same + - * /, bit for bit; the bias corrections in Python floats, once per
+        # distinct (beta1, beta2, step), as numpy's power may round otherwise than the C library's
+        beta1, beta2 = values["betas"][..., 0], values["betas"][..., 1]
+        lr, weight_decay = values["lr"], values["weight_decay"]
+        bias_correction1, root_bias_correction2 = _per_distinct(
+            lambda beta1, beta2, step: (1 - beta1 ** step, math.sqrt(1 - beta2 ** step)), beta1, beta2,
+            np.broadcast_to(steps[:, None], beta1.shape))
+        if self.decoupled_weight_decay:
+            decay_factor, coupled_decay = 1 - lr * weight_decay, 0.0
+        else:
+            decay_factor, coupled_decay = 1.0, weight_decay
+        return _stacked(coupled_decay, values["l1"], decay_factor, beta1, beta2, lr / bias_correction1,
+                        root_bias_correction2, values["eps"])
 
     def _update(self, kernels, group, state, T, grad_scale):
         if self.moments_dtype != "bfloat16":
