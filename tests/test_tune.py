@@ -307,9 +307,9 @@ def test_fit_refuses_bad_training_or_validation_data_before_an_epoch():
 
 
 # -- the members' update rows, computed for all members at once ------------------------------------------------------
-def _random_groups(rng, algorithm, member):
+def _random_groups(rng, algorithm, member, shared_betas):
     """Two parameter groups over a small layer, with hyperparameters drawn per member and group (betas shared by
-    most members, as in a grid), and the algorithm's state-shaping options fixed."""
+    every member, as in a grid, or by most), and the algorithm's state-shaping options fixed."""
     layer = fastdl.Dense(4, 3, seed=member)
 
     def settings():
@@ -322,7 +322,8 @@ def _random_groups(rng, algorithm, member):
             if member % 2 == 0:
                 return dict(lr=lr, momentum=float(rng.choice([0.5, 0.9])), dampening=0.0)
             return dict(lr=lr, momentum=float(rng.choice([0.0, 0.5, 0.9])), dampening=float(rng.uniform(0, 0.5)))
-        betas = (0.9, 0.999) if member % 3 else (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999)))
+        betas = (0.9, 0.999) if member % 3 or shared_betas else (float(rng.uniform(0.5, 0.95)),
+                                                                    float(rng.uniform(0.9, 0.9999)))
         return dict(lr=lr, betas=betas, eps=float(10 ** rng.uniform(-10, -6)), weight_decay=float(rng.uniform(0, 0.1)))
 
     groups = [{"params": [layer.weight], **settings()}, {"params": [layer.bias], **settings()}]
@@ -331,19 +332,25 @@ def _random_groups(rng, algorithm, member):
     return algorithm(groups, l1=float(rng.uniform(0, 1e-3)))
 
 
-@pytest.mark.parametrize("algorithm", [optim.SGD, optim.Adagrad, optim.RMSprop, optim.Adam, optim.AdamW])
-def test_update_rows_of_every_member_are_its_optimizers_own_bit_for_bit(algorithm):
+@pytest.mark.parametrize("algorithm, shared_betas, steps", [
+    (optim.SGD, False, "differ"), (optim.Adagrad, False, "differ"), (optim.RMSprop, False, "differ"),
+    (optim.Adam, False, "differ"), (optim.AdamW, False, "differ"), (optim.Adam, True, "differ"),
+    (optim.Adam, True, "one step")])
+def test_update_rows_of_every_member_are_its_optimizers_own_bit_for_bit(algorithm, shared_betas, steps, monkeypatch):
     """The population computes its members' rows over arrays, for several steps ahead (``stacked_scalars``); each
     row must be exactly what the member's own optimizer gives compile_step at that step number."""
-    from fastdl.tune.update_rows import UpdateRows
+    from fastdl.tune import update_rows
 
     rng = np.random.default_rng(7)
-    optimizers = [_random_groups(rng, algorithm, member) for member in range(7)]
+    optimizers = [_random_groups(rng, algorithm, member, shared_betas) for member in range(7)]
     next_steps = np.array([1, 1, 2, 5, 5, 999, 123456], np.int64)
-    rows = UpdateRows(optimizers)
+    if steps == "one step":  # every member at one step number, one row ahead: a single distinct (betas, step)
+        next_steps[:] = 5
+        monkeypatch.setattr(update_rows, "WINDOW_ROWS", 14)
+    rows = update_rows.UpdateRows(optimizers)
     rows.refresh()
     rows.compute_window(next_steps)
-    assert rows.rows_window.shape[0] > 1  # several steps ahead
+    assert rows.rows_window.shape[0] == (1 if steps == "one step" else 4096 // 14)
     for ahead in range(rows.rows_window.shape[0]):
         for member, optimizer in enumerate(optimizers):
             expected = [list(optimizer.group_scalars(group, int(next_steps[member]) + ahead))

@@ -51,9 +51,14 @@ def _per_distinct(scalar_function, *arrays):
     """``scalar_function`` (Python floats in, a tuple of floats out) applied element by element over arrays of one
     shape, called once per distinct combination of their values (many optimizers usually share betas and step)."""
     keys = np.stack([np.asarray(array, np.float64).reshape(-1) for array in arrays], axis=-1)
-    if (keys == keys[0]).all():
-        return tuple(np.full(arrays[0].shape, value) for value in scalar_function(*keys[0].tolist()))
-    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    varying = np.flatnonzero((keys != keys[0]).any(axis=0))
+    if len(varying) <= 1:  # the common case, at most the step numbers differ: a one-dimensional unique is fast
+        column = varying[0] if len(varying) else 0
+        values, inverse = np.unique(keys[:, column], return_inverse=True)
+        distinct = np.repeat(keys[:1], len(values), axis=0)
+        distinct[:, column] = values
+    else:
+        distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
     results = np.array([scalar_function(*key) for key in distinct.tolist()], np.float64)
     return tuple(column[inverse.reshape(-1)].reshape(arrays[0].shape) for column in results.T)
 
