@@ -19,14 +19,12 @@ from .kernels.cpu.activations import any_activation_for
 from .kernels.ops import ELEMENTWISE_UPDATES
 from .activations import ActivationSpec
 from .kernels.cpu import bfloat16_gemm
-from .kernels.cpu.step_status import (BAD_INPUT, BAD_TARGET, DONE, NONFINITE_BATCHNORM,  # noqa: F401 (the step's
-                                      NONFINITE_OUTPUT, SKIPPED)  # codes, read from here)
+from .kernels.cpu.step_status import BAD_INPUT, BAD_TARGET, DONE, NONFINITE_BATCHNORM, NONFINITE_OUTPUT, SKIPPED
 from .layers import Activation, Dense
 from .normalization import BatchNorm, Dropout
 from .optim.clip import CLIP_EPS
 
 IDENTITY = ActivationSpec("identity")  # a bfloat16 backward's products without a bfloat16 GEMM: dZ is formed first
-
 
 # the optimizer updates the generated step runs itself: one element-wise kernel over the flat buffer (kernels/ops.py
 # says which); the others run as the optimizer's own step after the call

@@ -171,8 +171,8 @@ class Optimizer:
         backend = get_backend()
         for index, parameter in enumerate(parameters):
             if not isinstance(parameter.data, backend.array_type):
-                raise TypeError(f"{owner}: parameter {index} {parameter!r} is a {type(parameter.data).__module__} array, "
-                                f"not one of the active '{backend.name}' backend")
+                raise TypeError(f"{owner}: parameter {index} {parameter!r} is a {type(parameter.data).__module__} "
+                                f"array, not one of the active '{backend.name}' backend")
         self._check_parameters(parameters)
         self.param_groups = [ParamGroup(self, {**self.defaults, **settings,
                                                "params": [parameter for _, parameter in named]})

@@ -220,8 +220,8 @@ def build(member_arguments, roots):
             values.append(value)
             call.append(f"c{position}")
     root_names = [f"R{index}" for index in range(len(stacked_roots))]
-    signature = ", ".join(["x", "y", "each", "counters", "factors", "hyper", "status", "active", "losses", "update_rows"]
-                          + list(RECORDS) + ["views"] + root_names + parameters)
+    signature = ", ".join(["x", "y", "each", "counters", "factors", "hyper", "status", "active", "losses",
+                           "update_rows", *RECORDS, "views"] + root_names + parameters)
     member_call = ", ".join(["counters[m]", "factors[m]", "hyper[m]", "status[m]"] + call)
     # one function for both kinds of batch (one compilation): x and y carry a leading member axis, of length 1 when
     # every member takes the same batch (each = 0)
