@@ -393,13 +393,20 @@ def test_hyperparameters_edited_in_every_way_take_effect_as_alone(monkeypatch):
                           snapshot(alone_models[k], alone_optimizers[k]))
 
 
-def test_an_algorithm_without_stacked_rows_asks_each_member():
-    """A user's optimizer class without ``stacked_scalars`` still trains in a population, each member's rows asked
-    of its optimizer one step at a time; here SGD with momentum, its first step special."""
+class _SGDWithoutStackedRows(optim.SGD):
+    stacked_scalars = None
 
-    class OwnSGD(optim.SGD):
-        stacked_scalars = None
 
+class _SGDWithOwnRows(optim.SGD):  # inherits SGD's stacked form, which does not know its rows
+    def group_scalars(self, group, step):
+        rows = super().group_scalars(group, step)
+        return rows[:2] + (rows[2] * 0.5,) + rows[3:]
+
+
+@pytest.mark.parametrize("OwnSGD", [_SGDWithoutStackedRows, _SGDWithOwnRows])
+def test_an_algorithm_without_stacked_rows_asks_each_member(OwnSGD):
+    """A user's optimizer class without ``stacked_scalars``, or with rows of its own, still trains in a population,
+    each member's rows asked of its optimizer one step at a time; here SGD with momentum, its first step special."""
     models, alone_models = [mlp(10 * k) for k in range(3)], [mlp(10 * k) for k in range(3)]
     settings = [dict(lr=0.1, momentum=0.9), dict(lr=0.03, momentum=0.5, dampening=0.1),
                 dict(lr=0.05, momentum=0.9, nesterov=True)]

@@ -21,6 +21,16 @@ from ..optim.optimizer import hyperparameter_edits
 WINDOW_ROWS = 4096  # rows computed ahead at most (32 KiB per column): 64 steps of 64 members of one group
 
 
+def _stacked_form(optimizer):
+    """The optimizer's ``stacked_scalars``, or None where its class has none, or has a ``group_scalars`` of its own
+    that the stacked form it inherits does not know (a subclass that changes the rows)."""
+    cls = type(optimizer)
+    owner = next(klass for klass in cls.__mro__ if "stacked_scalars" in vars(klass))
+    if optimizer.stacked_scalars is None or cls.group_scalars is not owner.group_scalars:
+        return None
+    return optimizer.stacked_scalars
+
+
 class UpdateRows:
     """The update rows and the clipping and skipping options of a population's optimizers (one algorithm): the
     rows of each member's next steps (``rows_window[j, k]`` is member k's for its step number ``rows_first[k] + j``),
@@ -28,7 +38,7 @@ class UpdateRows:
 
     def __init__(self, optimizers):
         self._optimizers = optimizers
-        self._stacked = optimizers[0].stacked_scalars  # None when the algorithm has no stacked form
+        self._stacked = _stacked_form(optimizers[0])
         self._read_at = None  # hyperparameter_edits() when the values below were read
         self._values = None
         self.clipping = self.skipping = self.measures_norm = None
