@@ -420,3 +420,25 @@ def test_an_algorithm_without_stacked_rows_asks_each_member(OwnSGD):
     for k in range(3):
         assert_same_state(snapshot(population.models[k], population.optimizers[k]),
                           snapshot(alone_models[k], alone_optimizers[k]))
+
+
+@pytest.mark.parametrize("each", [0, 1], ids=["one batch", "a batch per member"])
+def test_fits_running_sums_are_numpys(each):
+    """Population.fit's per-step sums, compiled: numpy's argmax (ties to the first, a NaN counts as largest) and
+    a member that did not train (NaN loss) adding nothing."""
+    from fastdl.kernels.cpu.population import add_batch_scores
+
+    rng = np.random.default_rng(3)
+    outputs = rng.integers(0, 3, (4, 9, 3)).astype(np.float32)  # many ties
+    labels = rng.integers(0, 3, (4 if each else 1, 9))
+    # rows each rule decides: a tie (the first), a NaN after a larger value (the NaN), two NaNs (the first)
+    outputs[0, 0], outputs[1, 2], outputs[2, 3] = [1, 2, 2], [2, np.nan, 1], [np.nan, 2, np.nan]
+    labels[0, 0], labels[each, 2], labels[2 * each, 3] = 1, 1, 0
+    outputs[3] = np.nan
+    losses = np.array([0.5, 1.25, np.nan, 2.0])
+    total, correct = np.full(4, 0.25), np.full(4, 1.0)
+    add_batch_scores(losses, 9, outputs, labels, np.int64(each), True, total, correct)
+    np.testing.assert_array_equal(total, 0.25 + np.where(np.isnan(losses), 0.0, losses) * 9)
+    np.testing.assert_array_equal(correct, 1.0 + (outputs.argmax(axis=2) == (labels if each else labels[0])).sum(axis=1))
+    add_batch_scores(losses, 9, outputs, np.zeros((1, 0), np.int64), np.int64(0), False, total, correct)  # regression
+    np.testing.assert_array_equal(total, 0.25 + np.where(np.isnan(losses), 0.0, losses) * 18)

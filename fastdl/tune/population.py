@@ -17,12 +17,15 @@ from .. import _checks
 from .. import losses as fastdl_losses
 from ..backend import get_backend
 from ..data import batches
-from ..kernels.cpu.population import RAN, ROWS_MISSING
+from ..kernels.cpu.population import RAN, ROWS_MISSING, add_batch_scores
 from ..seeding import default_seed
 from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, check_optimizer_holds_the_model, flat_layers, load_generated
 from ..training import EarlyStopping, History, evaluate
 from . import population_step
 from .update_rows import UpdateRows
+
+
+NO_LABELS = np.zeros((1, 0), np.int64)  # what fit's running sums read as labels when the loss is not classification
 
 
 class Population:
@@ -313,9 +316,9 @@ class Population:
             total, correct, seen = np.zeros(self.size), np.zeros(self.size), 0
             for xb, yb in _epoch_batches(x, y, batch_size, seed, epoch, self.size if member_batches else None):
                 losses = self._run(xb, yb, not member_batches)
-                total += np.where(np.isnan(losses), 0.0, losses) * xb.shape[-2]
-                if classification:
-                    correct += (self.outputs.argmax(axis=2) == yb).sum(axis=1)
+                labels = (yb if member_batches else yb[None]) if classification else NO_LABELS
+                add_batch_scores(losses, xb.shape[-2], self.outputs, labels, np.int64(member_batches),
+                                 classification, total, correct)
                 seen += xb.shape[-2]
             seconds = time.perf_counter() - start
             self.sync()

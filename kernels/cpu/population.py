@@ -74,3 +74,26 @@ def record_members(active, status, losses, member_counters, optimizer_steps, ski
         elif code == BAD_INPUT or code == BAD_TARGET:
             refused = True
     return refused
+
+
+@njit(cache=True)
+def add_batch_scores(losses, rows, outputs, labels, each, classification, total, correct):
+    """``Population.fit``'s running sums after a step of ``rows`` samples: total[m] += the member's loss times
+    ``rows`` (0 for a member that did not train) and, for classification, correct[m] += the rows whose largest
+    output is the label (the first largest, a NaN counting as largest, as numpy's argmax). ``labels[m * each]`` are
+    member m's labels (each 0: one batch for all)."""
+    for m in range(losses.shape[0]):
+        total[m] += 0.0 if math.isnan(losses[m]) else losses[m] * rows
+        if not classification:
+            continue
+        member_labels = labels[m * each]
+        count = 0
+        for i in range(outputs.shape[1]):
+            best = 0
+            for j in range(1, outputs.shape[2]):
+                if math.isnan(outputs[m, i, best]):
+                    break
+                if math.isnan(outputs[m, i, j]) or outputs[m, i, j] > outputs[m, i, best]:
+                    best = j
+            count += best == member_labels[i]
+        correct[m] += count
