@@ -25,7 +25,7 @@ from . import population_step
 from .update_rows import UpdateRows
 
 
-NO_LABELS = np.zeros((1, 0), np.int64)  # what fit's running sums read as labels when the loss is not classification
+_NO_LABELS = np.zeros((1, 0), np.int64)  # what fit's running sums read as labels when the loss is not classification
 
 
 class Population:
@@ -316,7 +316,7 @@ class Population:
             total, correct, seen = np.zeros(self.size), np.zeros(self.size), 0
             for xb, yb in _epoch_batches(x, y, batch_size, seed, epoch, self.size if member_batches else None):
                 losses = self._run(xb, yb, not member_batches)
-                labels = (yb if member_batches else yb[None]) if classification else NO_LABELS
+                labels = (yb if member_batches else yb[None]) if classification else _NO_LABELS
                 add_batch_scores(losses, xb.shape[-2], self.outputs, labels, np.int64(member_batches),
                                  classification, total, correct)
                 seen += xb.shape[-2]
