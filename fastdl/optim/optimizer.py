@@ -74,22 +74,6 @@ class ParamGroup(dict):
         self.update(other)
         return self
 
-    def __delitem__(self, key):
-        super().__delitem__(key)
-        _EditCount.advance()
-
-    def pop(self, *args):
-        _EditCount.advance()
-        return super().pop(*args)
-
-    def popitem(self):
-        _EditCount.advance()
-        return super().popitem()
-
-    def clear(self):
-        _EditCount.advance()
-        super().clear()
-
     def setdefault(self, key, default=None):
         if key not in self:
             self[key] = default

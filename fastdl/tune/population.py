@@ -84,13 +84,14 @@ class Population:
                     raise ValueError(f"Population: members {other} and {member} share a parameter; give each member "
                                      "its own model")
         _check_same_structure(models)
+        first_layout = _group_layout(models[0], optimizers[0])
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
             check_optimizer_holds_the_model(model, optimizer, f"Population: member {member}")
-            if _group_layout(model, optimizer) != _group_layout(models[0], optimizers[0]):
+            layout = _group_layout(model, optimizer)
+            if layout != first_layout:
                 raise ValueError(f"Population: member {member}'s {type(optimizer).__name__} groups the model's "
-                                 f"parameters as {_group_layout(model, optimizer)} (parameter indices), member 0's "
-                                 f"as {_group_layout(models[0], optimizers[0])}; the members' parameter groups must "
-                                 "match (their hyperparameters may differ)")
+                                 f"parameters as {layout} (parameter indices), member 0's as {first_layout}; the "
+                                 "members' parameter groups must match (their hyperparameters may differ)")
         self._models, self._optimizers, self.loss = models, optimizers, loss
         self._steps = []
         for member, (model, optimizer) in enumerate(zip(models, optimizers)):
