@@ -180,8 +180,11 @@ def _all_finite(array):
     return bool(np.isfinite(to_numpy(array)).all())
 
 
+EVALUATION_BATCH = 1024  # evaluate's default chunk of rows (Population.fit scores its members in the same chunks)
+
+
 def evaluate(model: Module, x: Array, y: Array, loss: Loss = fastdl_losses.softmax_cross_entropy,
-             batch_size: int = 1024) -> dict:
+             batch_size: int = EVALUATION_BATCH) -> dict:
     """{"loss": mean loss, "accuracy": fraction correct (softmax cross-entropy only)} in eval mode.
 
     The model's train/eval mode is restored afterwards."""

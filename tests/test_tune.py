@@ -442,3 +442,84 @@ def test_fits_running_sums_are_numpys(each):
     np.testing.assert_array_equal(correct, 1.0 + (outputs.argmax(axis=2) == (labels if each else labels[0])).sum(axis=1))
     add_batch_scores(losses, 9, outputs, np.zeros((1, 0), np.int64), np.int64(0), False, total, correct)  # regression
     np.testing.assert_array_equal(total, 0.25 + np.where(np.isnan(losses), 0.0, losses) * 18)
+
+
+def _scored_structure(kind, seed):
+    """Models whose eval-mode forward differs from training's in each way the population's evaluation must follow."""
+    if kind == "batchnorm-running":  # running statistics; a Dropout layer and fused dropout switched off
+        return fastdl.Sequential(fastdl.Dense(FEATURES, 16, dropout=0.3, seed=seed),
+                                 fastdl.BatchNorm(16, activation="tanh", seed=seed + 1),
+                                 fastdl.Dropout(0.3, seed=seed + 2), fastdl.Dense(16, CLASSES, seed=seed + 3))
+    if kind == "batchnorm-batch":  # no running statistics: the batch's own, nothing updated
+        return fastdl.Sequential(fastdl.Dense(FEATURES, 16, seed=seed),
+                                 fastdl.BatchNorm(16, activation="relu", track_running_stats=False, seed=seed + 1),
+                                 fastdl.Dense(16, CLASSES, seed=seed + 2))
+    if kind == "rrelu-activation":  # RReLU's mean slope; an Activation layer
+        return fastdl.Sequential(fastdl.Dense(FEATURES, 16, activation="rrelu", seed=seed),
+                                 fastdl.Activation("gelu", seed=seed + 1), fastdl.Dense(16, CLASSES, seed=seed + 2))
+    return fastdl.Sequential(fastdl.Dense(FEATURES, 16, activation="silu", seed=seed).set_compute_dtype("bfloat16"),
+                             fastdl.Dense(16, CLASSES, seed=seed + 1))
+
+
+@pytest.mark.parametrize("kind", ["batchnorm-running", "batchnorm-batch", "rrelu-activation", "bfloat16"])
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.mse], ids=["cross-entropy", "mse"])
+def test_fits_validation_scores_are_evaluates_bit_for_bit(kind, loss):
+    """Population.fit scores its members in one compiled call from its own buffers; each member's val_loss and
+    val_accuracy must be fastdl.evaluate's of that member's model, over validation sets of two chunks (1024 rows,
+    then the rest)."""
+    rng = np.random.default_rng(7)
+
+    def data(rows):
+        x = rng.standard_normal((rows, FEATURES)).astype(np.float32)
+        if loss is losses.mse:
+            return x, rng.standard_normal((rows, CLASSES)).astype(np.float32)
+        return x, rng.integers(0, CLASSES, rows)
+
+    train, val = data(96), data(1100)
+    models = [_scored_structure(kind, 10 * k) for k in range(3)]
+    optimizers = [optim.Adam(model.parameters(), lr=lr) for model, lr in zip(models, (1e-2, 3e-2, 1e-3))]
+    population = Population(models, loss, optimizers)
+    history = population.fit(train, val, epochs=2, batch_size=32, seed=1, progress=False)
+    scored = population.score(*val)
+    for k, model in enumerate(population.models):
+        expected = fastdl.evaluate(model, *val, loss=loss)
+        assert set(scored) == set(expected)
+        for key, value in expected.items():
+            assert history.members[k].records[-1][f"val_{key}"] == value, (k, key)
+            assert scored[key][k] == value, (k, key)
+    # scoring changed nothing a member holds (running statistics, counters)
+    before = [snapshot(model, optimizer) for model, optimizer in zip(population.models, population.optimizers)]
+    population.score(*val)
+    for k in range(3):
+        assert_same_state(snapshot(population.models[k], population.optimizers[k]), before[k])
+
+
+def test_score_leaves_diverged_members_out_and_refuses_bad_data():
+    models, optimizers = members()
+    models[1].layers[2].weight.data[...] = np.inf
+    population = Population(models, losses.softmax_cross_entropy, optimizers)
+    population.step(*batch(0))
+    x, y = batch(1, rows=40)
+    scores = population.score(x, y)
+    assert np.isnan(scores["loss"][1]) and np.isnan(scores["accuracy"][1])
+    for k in (0, 2):
+        expected = fastdl.evaluate(population.models[k], x, y)
+        assert (scores["loss"][k], scores["accuracy"][k]) == (expected["loss"], expected["accuracy"])
+    with pytest.raises(ValueError, match=r"Population.score: x must be one data set"):
+        population.score(*batch(2, members=3))
+    with pytest.raises(ValueError, match=r"Population.score: labels must lie in \[0, 3\)"):
+        population.score(x, np.full(40, 3))
+
+
+def test_validation_counts_argmax_as_numpy():
+    from fastdl.kernels.cpu.population import add_correct
+
+    rng = np.random.default_rng(4)
+    outputs = rng.integers(0, 3, (3, 9, 3)).astype(np.float32)
+    outputs[0, 0], outputs[1, 2], outputs[2, 3] = [1, 2, 2], [2, np.nan, 1], [np.nan, 2, np.nan]
+    labels = rng.integers(0, 3, 9)
+    labels[0], labels[2], labels[3] = 1, 1, 0
+    correct = np.full(3, 2, np.int64)
+    add_correct(outputs, labels, np.array([True, False, True]), correct)
+    expected = 2 + (outputs.argmax(axis=2) == labels).sum(axis=1)
+    np.testing.assert_array_equal(correct, np.where([True, False, True], expected, 2))

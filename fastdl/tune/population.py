@@ -17,10 +17,11 @@ from .. import _checks
 from .. import losses as fastdl_losses
 from ..backend import get_backend
 from ..data import batches
-from ..kernels.cpu.population import RAN, ROWS_MISSING, add_batch_scores
+from ..evaluation_emitters import evaluation_arguments
+from ..kernels.cpu.population import RAN, ROWS_MISSING, add_batch_scores, add_correct
 from ..seeding import default_seed
 from ..step import LAYER_PATH, LOSS_KERNELS, CompiledStep, check_optimizer_holds_the_model, flat_layers, load_generated
-from ..training import EarlyStopping, History, evaluate
+from ..training import EVALUATION_BATCH, EarlyStopping, History
 from . import population_step
 from .update_rows import UpdateRows
 
@@ -109,6 +110,7 @@ class Population:
         self.size = len(models)
         self._roots = population_step.StackedRoots(self.size)
         self._arguments = {}  # per batch size: PopulationArguments
+        self._evaluations = {}  # per batch size: (kernel, counters, its values after ``values``, the outputs' view)
         self._kernels = {}  # per source: the loaded module
         self.active = np.ones(self.size, bool)
         self.diverged = np.zeros(self.size, bool)
@@ -190,11 +192,11 @@ class Population:
         arguments.hyper[:, 4] = 1.0  # the compiled step updates
         arguments.hyper[:, 5] = 1.0  # grad_scale
 
-    def _kernel(self, source):
+    def _kernel(self, source, name="population_step"):
         module = self._kernels.get(source)
         if module is None:
             module = self._kernels[source] = load_generated(source)
-        return module.population_step
+        return getattr(module, name)
 
     def _check_batch(self, x, y, caller="Population.step"):
         """(x, y, shared) checked: x (batch, features) shared by all members or (members, batch, features)."""
@@ -278,6 +280,49 @@ class Population:
             raise RuntimeError("Population.step: a member's step refused its batch after the checks passed")
         return self._losses.copy()
 
+    # -- scoring ------------------------------------------------------------------------------------------------
+    def _evaluation_for(self, batch):
+        evaluation = self._evaluations.get(batch)
+        if evaluation is None:
+            kind = LOSS_KERNELS[self.loss]
+            member_arguments = [evaluation_arguments(step.layers, kind, batch, self.dtype) for step in self._steps]
+            source, counters, values, output = population_step.build_evaluation(member_arguments, self._roots)
+            kernel = self._kernel(source, "population_evaluation")
+            evaluation = self._evaluations[batch] = (kernel, counters, values, output)
+        return evaluation
+
+    def _score(self, x, y, members):
+        """The members in ``members`` (a mask) scored on checked (x, y) in eval mode, all in one compiled call per
+        chunk of rows, from the population's own buffers: (mean losses, fractions correct or None), NaN for the
+        other members. Each is ``evaluate(models[k], x, y, loss)``'s, bit for bit: the same kernels, the same chunks,
+        the same sums (a member whose batch norm meets NaN or Inf scores NaN, where ``evaluate`` raises)."""
+        total, correct = np.zeros(self.size), np.zeros(self.size, np.int64)
+        values = np.full(self.size, math.nan)
+        for start in range(0, len(x), EVALUATION_BATCH):
+            xb, yb = x[start:start + EVALUATION_BATCH], y[start:start + EVALUATION_BATCH]
+            kernel, counters, bound, output = self._evaluation_for(len(xb))
+            counters[:, self._counted_layers] = self._counters  # each layer's counter as the member holds it
+            kernel(xb, yb, counters, members, values, *bound)
+            total += values * len(yb)  # evaluate's total_loss += float(value) * len(yb)
+            if LOSS_KERNELS[self.loss] == "cross_entropy":
+                add_correct(output, yb, members, correct)
+        losses = np.where(members, total / len(x), math.nan)
+        if LOSS_KERNELS[self.loss] != "cross_entropy":
+            return losses, None
+        return losses, np.where(members, correct / len(x), math.nan)
+
+    def score(self, x, y):
+        """Every member that has not diverged scored on (x, y) in eval mode: ``{"loss": array, "accuracy": array}``
+        (accuracy for softmax cross-entropy), one value per member, NaN for a diverged member; each is
+        ``fastdl.evaluate(models[k], x, y, loss)``'s value, computed for all members in one compiled call per 1024
+        rows."""
+        x, y, shared = self._check_batch(x, y, "Population.score")
+        if not shared:
+            raise ValueError(f"Population.score: x must be one data set for every member, shape (samples, "
+                             f"{self.in_features}), got {tuple(x.shape)}")
+        losses, accuracies = self._score(x, y, ~self.diverged)
+        return {"loss": losses} if accuracies is None else {"loss": losses, "accuracy": accuracies}
+
     # -- training for epochs --------------------------------------------------------------------------------------
     def fit(self, train, val=None, epochs: int = 10, batch_size: int = 32, early_stopping=None,
             seed: int | None = None, progress: bool = True, member_batches: bool = False) -> PopulationHistory:
@@ -285,7 +330,7 @@ class Population:
 
         Each epoch shuffles ``train`` into mini-batches (one order for all members, or each member its own with
         ``member_batches=True``), steps the population on each, then scores every member on ``val`` (loss, and
-        accuracy for softmax cross-entropy). Member k's records are ``fastdl.fit``'s (``history.members[k]``).
+        accuracy for softmax cross-entropy; ``evaluate``'s values, computed for all members in one call). Member k's records are ``fastdl.fit``'s (``history.members[k]``).
         ``early_stopping`` (a patience, or a ``fastdl.EarlyStopping`` whose settings every member copies) stops a
         member whose validation loss has not improved for that many epochs; the others go on, and each stopped
         member gets the weights of its best epoch back at the end (``restore_best``). A member that diverges stops
@@ -300,7 +345,7 @@ class Population:
                                  "member's own batches from it")
         x, y, _ = self._check_batch(*train, "Population.fit")
         if val is not None:
-            self._check_batch(*val, "Population.fit")
+            x_val, y_val, _ = self._check_batch(*val, "Population.fit")
         if early_stopping is not None and val is None:
             raise ValueError("Population.fit: early_stopping watches the validation loss; pass val=(x_val, y_val)")
         stoppers = [_copy_stopper(early_stopping) for _ in range(self.size)] if early_stopping is not None else None
@@ -322,7 +367,10 @@ class Population:
                                  classification, total, correct)
                 seen += xb.shape[-2]
             seconds = time.perf_counter() - start
-            self.sync()
+            if val is not None:
+                val_losses, val_accuracies = self._score(x_val, y_val, training & ~self.diverged)
+            if stoppers is not None:  # a stopper keeps the best epoch's weights: the members' own, written back
+                self.sync()
             for member in np.flatnonzero(training):
                 record = {"epoch": epoch, "loss": total[member] / seen, "lr": self._optimizers[member].lr,
                           "seconds": seconds,
@@ -332,8 +380,9 @@ class Population:
                 if self.diverged[member]:
                     record["loss"] = math.nan
                 elif val is not None:
-                    scores = evaluate(self._models[member], val[0], val[1], loss=self.loss)
-                    record.update({f"val_{key}": value for key, value in scores.items()})
+                    record["val_loss"] = float(val_losses[member])
+                    if classification:
+                        record["val_accuracy"] = float(val_accuracies[member])
                 history.members[member].records.append(record)
                 if stoppers is not None and not self.diverged[member] and stoppers[member].update(
                         epoch, record["val_loss"], self._models[member]):

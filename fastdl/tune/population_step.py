@@ -163,9 +163,20 @@ def _readable(name):
     return repr(name)
 
 
-def build(member_arguments, roots):
-    """The population step over members whose ``compile_step`` gave ``member_arguments`` (CallArguments, one per
-    member, same source), stacking their arrays into ``roots`` (StackedRoots)."""
+class StackedCall(NamedTuple):
+    """Members' bound values stacked for a loop over the members: the text of member m's call arguments, the loop
+    function's parameters that carry them and the values those take (views, the stacked roots, stacked scalars), and
+    every member's output and bound arrays as (members, *shape) views."""
+    member_call: str
+    parameters: tuple
+    values: tuple
+    output: np.ndarray
+    arrays: dict
+
+
+def stack_members(member_arguments, roots):
+    """Stack the values of members whose generated functions (``member_arguments``: one per member, with the same
+    ``source``, and their ``names``, ``values`` and ``output``) match, into ``roots`` (StackedRoots)."""
     members = len(member_arguments)
     member_names = member_arguments[0].names
     source = member_arguments[0].source
@@ -220,12 +231,24 @@ def build(member_arguments, roots):
             values.append(value)
             call.append(f"c{position}")
     root_names = [f"R{index}" for index in range(len(stacked_roots))]
+    output = roots.row_view(located[0], outputs[0])
+    arrays = {name: roots.row_view(located[0], value) for name, (kind, value) in zip(member_names, layout)
+              if kind == "array"}
+    return StackedCall(", ".join(call), tuple(["views"] + root_names + parameters), (views, *stacked_roots, *values),
+                       output, arrays)
+
+
+def build(member_arguments, roots):
+    """The population step over members whose ``compile_step`` gave ``member_arguments`` (CallArguments, one per
+    member, same source), stacking their arrays into ``roots`` (StackedRoots)."""
+    members = len(member_arguments)
+    stacked = stack_members(member_arguments, roots)
     signature = ", ".join(["x", "y", "each", "counters", "factors", "hyper", "status", "active", "losses",
-                           "update_rows", *RECORDS, "views"] + root_names + parameters)
-    member_call = ", ".join(["counters[m]", "factors[m]", "hyper[m]", "status[m]"] + call)
+                           "update_rows", *RECORDS, *stacked.parameters])
+    member_call = ", ".join(["counters[m]", "factors[m]", "hyper[m]", "status[m]", stacked.member_call])
     # one function for both kinds of batch (one compilation): x and y carry a leading member axis, of length 1 when
     # every member takes the same batch (each = 0)
-    functions = [f'''
+    function = f'''
 
 @njit(parallel=True, cache=True)
 def population_step({signature}):
@@ -242,14 +265,34 @@ def population_step({signature}):
                       grad_norms, norm_known, diverged):
         return REFUSED
     return RAN
-''']
-    population_source = (source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
+'''
+    population_source = (member_arguments[0].source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
                          "blas_single_threaded, blas_threads_restore\nfrom fastdl.kernels.cpu.population import "
-                         "RAN, REFUSED, ROWS_MISSING, prepare_members, record_members\n" + "".join(functions))
+                         "RAN, REFUSED, ROWS_MISSING, prepare_members, record_members\n" + function)
     first = member_arguments[0]
-    output = roots.row_view(located[0], outputs[0])
-    arrays = {name: roots.row_view(located[0], value) for name, (kind, value) in zip(member_names, layout)
-              if kind == "array"}
     per_member = [np.repeat(array[None], members, axis=0) for array in
                   (first.counters, first.factors, first.hyper, first.status)]
-    return PopulationArguments(population_source, *per_member, (views, *stacked_roots, *values), output, arrays)
+    return PopulationArguments(population_source, *per_member, stacked.values, stacked.output, stacked.arrays)
+
+
+def build_evaluation(member_arguments, roots):
+    """The population's evaluation over members whose eval-mode forwards gave ``member_arguments``
+    (EvaluationArguments, one per member, same source): ``population_evaluation(x, y, counters, active, values,
+    ...)`` writes each active member's mean loss on (x, y) into values[m] and leaves its output in the returned
+    view. Returns (source, counters (members, layers), the values after ``values``, the outputs' view)."""
+    stacked = stack_members(member_arguments, roots)
+    signature = ", ".join(["x", "y", "counters", "active", "values", *stacked.parameters])
+    function = f'''
+
+@njit(parallel=True, cache=True)
+def population_evaluation({signature}):
+    previous = blas_single_threaded()
+    for m in prange(active.shape[0]):
+        if active[m]:
+            values[m] = evaluation_step(x, y, counters[m], {stacked.member_call})
+    blas_threads_restore(previous)
+'''
+    source = (member_arguments[0].source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
+              "blas_single_threaded, blas_threads_restore\n" + function)
+    counters = np.stack([arguments.counters for arguments in member_arguments])
+    return source, counters, stacked.values, stacked.output

@@ -7,6 +7,7 @@ provider's calling convention (the width of its integers, whether a thread's own
 compiled into the kernels too, so it is part of the hash.
 """
 
+import functools
 import hashlib
 import pathlib
 
@@ -16,8 +17,11 @@ SOURCES = [path for path in sorted(CPU_DIR.glob("*.py")) if path.name not in CAC
     CPU_DIR.parent / "reference" / "activations.py"]  # the activation codes
 
 
+@functools.cache
 def source_digest():
-    """A hash of every CPU kernel source (generated code that calls the kernels keys its cache on it too)."""
+    """A hash of every CPU kernel source (generated code that calls the kernels keys its cache on it too). Read once
+    per process, when the kernels load: the kernels a process runs are those it imported, whatever the files say
+    later, and every compile_step asks for it."""
     from .blas_provider import INTEGER_BITS, PER_THREAD_CONTROL
 
     convention = f"blas integers {INTEGER_BITS} bits, per-thread control {PER_THREAD_CONTROL}".encode()

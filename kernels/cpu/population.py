@@ -76,12 +76,23 @@ def record_members(active, status, losses, member_counters, optimizer_steps, ski
     return refused
 
 
+@njit(inline="always")
+def _first_largest(row):
+    """The index numpy's argmax gives: the first largest value, a NaN counting as largest."""
+    best = 0
+    for j in range(1, row.shape[0]):
+        if math.isnan(row[best]):
+            break
+        if math.isnan(row[j]) or row[j] > row[best]:
+            best = j
+    return best
+
+
 @njit(cache=True)
 def add_batch_scores(losses, rows, outputs, labels, each, classification, total, correct):
     """``Population.fit``'s running sums after a step of ``rows`` samples: total[m] += the member's loss times
     ``rows`` (0 for a member that did not train) and, for classification, correct[m] += the rows whose largest
-    output is the label (the first largest, a NaN counting as largest, as numpy's argmax). ``labels[m * each]`` are
-    member m's labels (each 0: one batch for all)."""
+    output is the label (numpy's argmax). ``labels[m * each]`` are member m's labels (each 0: one batch for all)."""
     for m in range(losses.shape[0]):
         total[m] += 0.0 if math.isnan(losses[m]) else losses[m] * rows
         if not classification:
@@ -89,11 +100,15 @@ def add_batch_scores(losses, rows, outputs, labels, each, classification, total,
         member_labels = labels[m * each]
         count = 0
         for i in range(outputs.shape[1]):
-            best = 0
-            for j in range(1, outputs.shape[2]):
-                if math.isnan(outputs[m, i, best]):
-                    break
-                if math.isnan(outputs[m, i, j]) or outputs[m, i, j] > outputs[m, i, best]:
-                    best = j
-            count += best == member_labels[i]
+            count += _first_largest(outputs[m, i]) == member_labels[i]
         correct[m] += count
+
+
+@njit(cache=True)
+def add_correct(outputs, labels, members, correct):
+    """correct[m] += the rows of outputs[m] whose largest output (numpy's argmax) is the label, for each member m
+    in ``members`` (a mask); every member's outputs are of the same samples."""
+    for m in range(outputs.shape[0]):
+        if members[m]:
+            for i in range(outputs.shape[1]):
+                correct[m] += _first_largest(outputs[m, i]) == labels[i]
