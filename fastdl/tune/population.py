@@ -330,7 +330,8 @@ class Population:
 
         Each epoch shuffles ``train`` into mini-batches (one order for all members, or each member its own with
         ``member_batches=True``), steps the population on each, then scores every member on ``val`` (loss, and
-        accuracy for softmax cross-entropy; ``evaluate``'s values, computed for all members in one call). Member k's records are ``fastdl.fit``'s (``history.members[k]``).
+        accuracy for softmax cross-entropy; ``evaluate``'s values, computed for all members in one call). Member k's
+        records are ``fastdl.fit``'s (``history.members[k]``).
         ``early_stopping`` (a patience, or a ``fastdl.EarlyStopping`` whose settings every member copies) stops a
         member whose validation loss has not improved for that many epochs; the others go on, and each stopped
         member gets the weights of its best epoch back at the end (``restore_best``). A member that diverges stops

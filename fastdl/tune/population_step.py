@@ -266,10 +266,10 @@ def population_step({signature}):
         return REFUSED
     return RAN
 '''
-    population_source = (member_arguments[0].source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
+    first = member_arguments[0]
+    population_source = (first.source + "\nfrom numba import prange\nfrom fastdl.kernels.cpu.blas import "
                          "blas_single_threaded, blas_threads_restore\nfrom fastdl.kernels.cpu.population import "
                          "RAN, REFUSED, ROWS_MISSING, prepare_members, record_members\n" + function)
-    first = member_arguments[0]
     per_member = [np.repeat(array[None], members, axis=0) for array in
                   (first.counters, first.factors, first.hyper, first.status)]
     return PopulationArguments(population_source, *per_member, stacked.values, stacked.output, stacked.arrays)
