@@ -4,7 +4,9 @@ Numba's on-disk cache (``cache=True``) checks only the file that defines a kerne
 into it from other files, so editing ``activations.py`` would silently keep running the old binary. Before
 the kernels load, this hashes every source they depend on and clears the cache when the hash changed. The BLAS
 provider's calling convention (the width of its integers, whether a thread's own BLAS thread count can be set) is
-compiled into the kernels too, so it is part of the hash.
+compiled into the kernels too, so it is part of the hash. The folder cleared is the one Numba itself caches these
+kernels in, wherever that is: beside the sources, under ``NUMBA_CACHE_DIR``, or in the user-wide cache of a
+read-only install (Numba checks only the defining file there too).
 """
 
 import functools
@@ -28,16 +30,38 @@ def source_digest():
     return hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES) + convention).hexdigest()
 
 
+def numba_cache_folder():
+    """The folder Numba caches these kernels in, found by Numba's own locators in Numba's order (one source file
+    here stands for all): the folder ``NUMBA_CACHE_DIR`` names for this one, ``__pycache__`` beside the sources, or
+    the user-wide cache where the install is read-only (a system-wide pip install, a container). ``__pycache__``
+    where Numba's internals differ from what this expects; None where no folder is writable."""
+    from numba.core import caching
+
+    locator_classes = getattr(getattr(caching, "CacheImpl", None), "_locator_classes", None)
+    if not locator_classes:
+        return CPU_DIR / "__pycache__"
+    source = str(CPU_DIR / "dense.py")
+    for locator_class in locator_classes:
+        locator = locator_class.from_function(numba_cache_folder, source)
+        if locator is not None:
+            return pathlib.Path(locator.get_cache_path())
+    return None
+
+
 def clear_if_sources_changed():
+    """Delete the compiled kernels in Numba's cache folder unless its stamp names the sources (and BLAS convention)
+    of this process, then stamp it."""
     digest = source_digest()
-    cache_dir = CPU_DIR / "__pycache__"
+    cache_dir = numba_cache_folder()
+    if cache_dir is None:
+        return  # Numba compiles in memory: nothing stale can load
     stamp = cache_dir / "fastdl_kernel_sources.sha256"
     try:
         if stamp.exists() and stamp.read_text() == digest:
             return
         for stale in list(cache_dir.glob("*.nbi")) + list(cache_dir.glob("*.nbc")):
             stale.unlink()
-        cache_dir.mkdir(exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest)
     except OSError:
-        pass  # a read-only install: Numba then compiles in memory or in NUMBA_CACHE_DIR, which is fine
+        pass  # another process cleared it first, or the folder went read-only: Numba then compiles in memory
