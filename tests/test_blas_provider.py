@@ -119,3 +119,24 @@ print("mkl agrees")
 def test_mkl_provider_matches_the_reference_and_compile_step_matches_the_layer_path_and_torch_still_works():
     output, warnings = run_probe({"FASTDL_BLAS": "mkl"}, MKL_AGREES)
     assert output == ["mkl", "agrees"] and warnings == []
+
+
+# numpy built on MKL (conda's numpy), imitated: MKL loaded with its threading layer already chosen (Intel OpenMP),
+# threadpoolctl reporting it, and no OpenBLAS to be found
+NUMPYS_OWN_MKL = """
+import ctypes, glob, os, sys
+import threadpoolctl
+path = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))[0]
+ctypes.CDLL(path).MKL_Set_Threading_Layer(0)
+threadpoolctl.threadpool_info = lambda: [{"internal_api": "mkl", "filepath": path}]
+find_files = glob.glob
+glob.glob = lambda pattern, *args, **kwargs: [] if "openblas" in pattern else find_files(pattern, *args, **kwargs)
+import fastdl
+assert fastdl.blas_info()["threading"] == "Intel OpenMP (libiomp5)", fastdl.blas_info()
+""" + MKL_AGREES
+
+
+@pytest.mark.skipif(not mkl_installed(), reason="the mkl wheel is not installed (pip install '.[mkl]')")
+def test_numpys_own_mkl_is_the_provider_on_any_cpu_whatever_its_threading_layer():
+    output, warnings = run_probe({"FASTDL_BLAS": "auto"}, NUMPYS_OWN_MKL)
+    assert output == ["mkl", "agrees"] and warnings == []

@@ -12,6 +12,9 @@ Providers, in the order they are tried:
   OpenBLAS (``docs/cpu-engine.md``); ``FASTDL_BLAS=mkl`` asks for it anywhere.
 - ``openblas``: the BLAS numpy itself links (numpy's wheels bundle OpenBLAS with 64-bit integers), located by
   threadpoolctl when it is installed, else by its usual places in numpy's wheel.
+- ``mkl`` again where numpy itself links MKL (conda's numpy) and no OpenBLAS is loaded, on any CPU: it is the BLAS
+  at hand, found by threadpoolctl. Its threading layer is the one numpy's MKL already has, often Intel OpenMP; that
+  is reported, and it does not matter inside fastdl's kernels, where each thread runs its GEMMs single-threaded.
 
 ``FASTDL_BLAS`` (``mkl``, ``openblas`` or ``auto``, the default) chooses. A provider that is asked for or installed
 but cannot be loaded gives a one-line warning and the next one is used; with none, ``AVAILABLE`` is False and the
@@ -33,7 +36,9 @@ from numba import types
 
 from . import cache_repair
 
-MKL_THREADING_GNU = 3  # MKL_Set_Threading_Layer: 0 Intel, 1 sequential, 2 PGI, 3 GNU, 4 TBB
+MKL_THREADING_GNU = 3  # MKL_Set_Threading_Layer's codes, below
+MKL_THREADING_LAYERS = {0: "Intel OpenMP (libiomp5)", 1: "sequential", 2: "PGI OpenMP",
+                        MKL_THREADING_GNU: "GNU OpenMP (libgomp, shared with Numba)", 4: "TBB"}
 CHOICES = ("auto", "mkl", "openblas")
 
 
@@ -74,9 +79,12 @@ def _mkl_paths():
 def _load_mkl(path):
     library = ctypes.CDLL(path)
     integer = ctypes.c_int64
-    # the threading layer must be chosen before any other call to this MKL; it answers with the layer in force
-    if library.MKL_Set_Threading_Layer(MKL_THREADING_GNU) != MKL_THREADING_GNU:
-        raise OSError("MKL refused its GNU OpenMP threading layer")
+    # The threading layer must be chosen before any other call to this MKL; it answers with the layer in force. An
+    # MKL that numpy itself links (conda's numpy) may have its layer already: fastdl's kernels set each thread's own
+    # MKL thread count, so MKL's pool stays idle inside them whichever it is.
+    layer = library.MKL_Set_Threading_Layer(MKL_THREADING_GNU)
+    if layer not in MKL_THREADING_LAYERS:
+        raise OSError(f"MKL answered threading layer {layer}, not one it documents")
     buffer = ctypes.create_string_buffer(256)
     library.MKL_Get_Version_String(buffer, len(buffer))
     version = buffer.value.decode(errors="replace")
@@ -88,19 +96,23 @@ def _load_mkl(path):
         "get_threads": _bind(library, ["MKL_Get_Max_Threads"], [], ctypes.c_int),
         "version": lambda: version,
     }
-    return Provider("mkl", path, 8 * ctypes.sizeof(integer), "GNU OpenMP (libgomp, shared with Numba)", functions)
+    return Provider("mkl", path, 8 * ctypes.sizeof(integer), MKL_THREADING_LAYERS[layer], functions)
 
 
-# -- numpy's OpenBLAS ------------------------------------------------------------------------------------------------
-def _openblas_paths():
+# -- numpy's own BLAS -------------------------------------------------------------------------------------------------
+def _loaded_blas_paths(internal_api):
+    """The loaded BLAS libraries threadpoolctl finds of one kind (numpy's among them: numpy is imported)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        threadpool_info = None
-    if threadpool_info is not None:
-        found = [entry["filepath"] for entry in threadpool_info() if entry.get("internal_api") == "openblas"]
-        if found:
-            return found
+        return []
+    return [entry["filepath"] for entry in threadpool_info() if entry.get("internal_api") == internal_api]
+
+
+def _openblas_paths():
+    found = _loaded_blas_paths("openblas")
+    if found:
+        return found
     root = os.path.dirname(np.__file__)
     patterns = [root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"),
                 os.path.join(root, "*openblas*")]
@@ -155,13 +167,16 @@ def _find(choice):
                           "using numpy's BLAS", RuntimeWarning, stacklevel=3)
         candidates += [(_load_mkl, path) for path in mkl_paths]
     candidates += [(_load_openblas, path) for path in _openblas_paths()]
-    for load, path in candidates:
+    # numpy built on MKL (conda's): no OpenBLAS is loaded, and numpy's MKL is the BLAS at hand, on any CPU
+    candidates += [(_load_mkl, path) for path in _loaded_blas_paths("mkl") if (_load_mkl, path) not in candidates]
+    for index, (load, path) in enumerate(candidates):
         try:
             return load(path)
         except (OSError, AttributeError) as error:
             if load is _load_mkl:  # asked for or installed, so worth a word; numpy's fallbacks are tried quietly
-                warnings.warn(f"fastdl: Intel MKL at {path} could not be used ({error}); using numpy's BLAS",
-                              RuntimeWarning, stacklevel=3)
+                then = "using numpy's BLAS" if index + 1 < len(candidates) else "the layers use np.matmul"
+                warnings.warn(f"fastdl: Intel MKL at {path} could not be used ({error}); {then}", RuntimeWarning,
+                              stacklevel=3)
     return None
 
 
