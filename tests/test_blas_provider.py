@@ -1,6 +1,7 @@
 """The BLAS provider: which library runs the CPU GEMMs, how it is chosen, and that a broken choice falls back."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -73,10 +74,11 @@ def test_openblas_can_be_asked_for_by_name():
     assert provider == "openblas" and finite == "True" and warnings == []
 
 
-MKL_AGREES = """
+# run with PROVIDER defined first
+PROVIDER_AGREES = """
 import numpy as np, fastdl
 from fastdl import losses
-assert fastdl.blas_info()["provider"] == "mkl", fastdl.blas_info()
+assert fastdl.blas_info()["provider"] == PROVIDER, fastdl.blas_info()
 rng = np.random.default_rng(0)
 x = rng.standard_normal((128, 96)).astype(np.float32)
 g = rng.standard_normal((128, 96)).astype(np.float32)
@@ -102,7 +104,7 @@ for _ in range(3):
     optimizers[1].step()
 for a, b in zip(models[0].parameters(), models[1].parameters()):
     np.testing.assert_array_equal(a.data, b.data)
-# PyTorch in the same process may resolve its own BLAS calls to this MKL: they must stay right
+# PyTorch in the same process may resolve its own BLAS calls to this provider: they must stay right
 try:
     import torch
 except ImportError:
@@ -111,8 +113,9 @@ if torch is not None:
     a, w = torch.randn(64, 32), torch.randn(16, 32)
     np.testing.assert_allclose(torch.nn.functional.linear(a, w).numpy(), a.numpy() @ w.numpy().T, rtol=1e-4,
                                atol=1e-4)
-print("mkl agrees")
+print(PROVIDER, "agrees")
 """
+MKL_AGREES = "PROVIDER = 'mkl'\n" + PROVIDER_AGREES
 
 
 @pytest.mark.skipif(not mkl_installed(), reason="the mkl wheel is not installed (pip install '.[mkl]')")
@@ -140,3 +143,56 @@ assert fastdl.blas_info()["threading"] == "Intel OpenMP (libiomp5)", fastdl.blas
 def test_numpys_own_mkl_is_the_provider_on_any_cpu_whatever_its_threading_layer():
     output, warnings = run_probe({"FASTDL_BLAS": "auto"}, NUMPYS_OWN_MKL)
     assert output == ["mkl", "agrees"] and warnings == []
+
+
+def scipys_openblas():
+    """The OpenBLAS scipy's wheels bundle (32-bit integers, ``scipy_`` names), or None."""
+    try:
+        import scipy
+    except ImportError:
+        return None
+    found = sorted(pathlib.Path(scipy.__file__).parent.parent.glob("scipy.libs/libscipy_openblas*.so*"))
+    return str(found[0]) if found else None
+
+
+# a lighter PROVIDER_AGREES (ReLU and SGD compile fastest): these kernels compile into a cache of their own
+ILP32_AGREES = """
+import numpy as np, fastdl
+from fastdl import losses
+from fastdl.kernels.cpu import blas_provider
+assert blas_provider.INTEGER_BITS == 32 and blas_provider.PROVIDER.path == LIBRARY, blas_provider.info()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((128, 96)).astype(np.float32)
+g = rng.standard_normal((128, 80)).astype(np.float32)
+out = {}
+for name in ("cpu", "numpy"):
+    with fastdl.use_backend(name):
+        layer = fastdl.Dense(96, 80, activation="relu", seed=1)
+        y = fastdl.to_numpy(layer(x)).copy()
+        dx = fastdl.to_numpy(layer.backward(g)).copy()
+        out[name] = (y, dx, fastdl.to_numpy(layer.weight.grad).copy())
+for a, b in zip(out["cpu"], out["numpy"]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+models = [fastdl.Sequential(fastdl.Dense(96, 80, activation="relu", seed=2), fastdl.Dense(80, 10, seed=3))
+          for _ in range(2)]
+optimizers = [fastdl.optim.SGD(m.parameters(), lr=0.1) for m in models]
+step = fastdl.compile_step(models[0], losses.softmax_cross_entropy, optimizers[0])
+labels = rng.integers(0, 10, 128)
+for _ in range(3):
+    step(x, labels)
+    value, grad = losses.softmax_cross_entropy(models[1](x), labels)
+    models[1].backward(grad, input_grad=False)
+    optimizers[1].step()
+for a, b in zip(models[0].parameters(), models[1].parameters()):
+    np.testing.assert_array_equal(a.data, b.data)
+print(fastdl.blas_info()["provider"], "agrees")
+"""
+
+
+@pytest.mark.skipif(scipys_openblas() is None, reason="scipy's wheel and its bundled OpenBLAS are not installed")
+def test_an_openblas_with_32_bit_integers_computes_as_the_reference(tmp_path):
+    # the kernels compiled for 32-bit BLAS integers go to a cache folder of their own
+    library = scipys_openblas()
+    output, warnings = run_probe({"FASTDL_BLAS": "openblas", "FASTDL_OPENBLAS_LIBRARY": library,
+                                  "NUMBA_CACHE_DIR": str(tmp_path)}, f"LIBRARY = {library!r}\n" + ILP32_AGREES)
+    assert output == ["openblas", "agrees"] and warnings == []

@@ -11,7 +11,8 @@ Providers, in the order they are tried:
   Chosen automatically on Intel CPUs only: on other x86 CPUs MKL runs its generic code paths, slower than
   OpenBLAS (``docs/cpu-engine.md``); ``FASTDL_BLAS=mkl`` asks for it anywhere.
 - ``openblas``: the BLAS numpy itself links (numpy's wheels bundle OpenBLAS with 64-bit integers), located by
-  threadpoolctl when it is installed, else by its usual places in numpy's wheel.
+  threadpoolctl when it is installed, else by its usual places in numpy's wheel; ``FASTDL_OPENBLAS_LIBRARY`` points
+  at another OpenBLAS (64- or 32-bit integers).
 - ``mkl`` again where numpy itself links MKL (conda's numpy) and no OpenBLAS is loaded, on any CPU: it is the BLAS
   at hand, found by threadpoolctl. Its threading layer is the one numpy's MKL already has, often Intel OpenMP; that
   is reported, and it does not matter inside fastdl's kernels, where each thread runs its GEMMs single-threaded.
@@ -110,6 +111,9 @@ def _loaded_blas_paths(internal_api):
 
 
 def _openblas_paths():
+    explicit = os.environ.get("FASTDL_OPENBLAS_LIBRARY")
+    if explicit:
+        return [explicit]
     found = _loaded_blas_paths("openblas")
     if found:
         return found
@@ -119,8 +123,9 @@ def _openblas_paths():
     return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
 
 
-# (symbol prefix, symbol suffix, integer bits): numpy's wheels ship scipy-openblas with an ILP64 interface
-_OPENBLAS_SYMBOLS = [("scipy_", "64_", 64), ("", "64_", 64), ("", "", 32)]
+# (symbol prefix, symbol suffix, integer bits): numpy's wheels ship scipy-openblas with an ILP64 interface, scipy's
+# wheels the 32-bit one; conda-forge's and Linux distributions' OpenBLAS has plain names and 32-bit integers
+_OPENBLAS_SYMBOLS = [("scipy_", "64_", 64), ("", "64_", 64), ("scipy_", "", 32), ("", "", 32)]
 
 
 def _load_openblas(path):
