@@ -196,3 +196,28 @@ def test_an_openblas_with_32_bit_integers_computes_as_the_reference(tmp_path):
     output, warnings = run_probe({"FASTDL_BLAS": "openblas", "FASTDL_OPENBLAS_LIBRARY": library,
                                   "NUMBA_CACHE_DIR": str(tmp_path)}, f"LIBRARY = {library!r}\n" + ILP32_AGREES)
     assert output == ["openblas", "agrees"] and warnings == []
+
+
+# a conda-forge environment without threadpoolctl, imitated: numpy's wheel places hold no OpenBLAS, and the
+# environment's lib folder holds one with plain names and 32-bit integers
+CONDA_FORGE_OPENBLAS = """
+import glob, os, sys
+sys.modules["threadpoolctl"] = None
+find_files = glob.glob
+glob.glob = lambda pattern, *args, **kwargs: ([] if "numpy" in pattern and "openblas" in pattern
+                                             else find_files(pattern, *args, **kwargs))
+"""
+
+
+def test_an_environments_own_openblas_is_found_without_threadpoolctl(tmp_path):
+    library = scipys_openblas()
+    if library is None:
+        pytest.skip("scipy's wheel and its bundled OpenBLAS are not installed")
+    environment = tmp_path / "env"
+    (environment / "lib").mkdir(parents=True)
+    (environment / "lib" / "libopenblas.so.0").symlink_to(library)
+    expected = str(environment / "lib" / "libopenblas.so.0")
+    output, warnings = run_probe({"FASTDL_BLAS": "openblas", "CONDA_PREFIX": str(environment),
+                                  "NUMBA_CACHE_DIR": str(tmp_path / "numba")},
+                                 CONDA_FORGE_OPENBLAS + f"LIBRARY = {expected!r}\n" + ILP32_AGREES)
+    assert output == ["openblas", "agrees"] and warnings == []

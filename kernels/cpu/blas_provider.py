@@ -11,8 +11,8 @@ Providers, in the order they are tried:
   Chosen automatically on Intel CPUs only: on other x86 CPUs MKL runs its generic code paths, slower than
   OpenBLAS (``docs/cpu-engine.md``); ``FASTDL_BLAS=mkl`` asks for it anywhere.
 - ``openblas``: the BLAS numpy itself links (numpy's wheels bundle OpenBLAS with 64-bit integers), located by
-  threadpoolctl when it is installed, else by its usual places in numpy's wheel; ``FASTDL_OPENBLAS_LIBRARY`` points
-  at another OpenBLAS (64- or 32-bit integers).
+  threadpoolctl when it is installed, else by its usual places in numpy's wheel and the environment's ``lib``
+  folder (conda-forge's); ``FASTDL_OPENBLAS_LIBRARY`` points at another OpenBLAS (64- or 32-bit integers).
 - ``mkl`` again where numpy itself links MKL (conda's numpy) and no OpenBLAS is loaded, on any CPU: it is the BLAS
   at hand, found by threadpoolctl. Its threading layer is the one numpy's MKL already has, often Intel OpenMP; that
   is reported, and it does not matter inside fastdl's kernels, where each thread runs its GEMMs single-threaded.
@@ -73,8 +73,12 @@ def _mkl_paths():
     if explicit:
         return [explicit]
     # the mkl wheel installs its libraries in <prefix>/lib, beside the interpreter's environment
-    prefixes = dict.fromkeys([sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX") or sys.prefix])
-    return [path for prefix in prefixes for path in sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))]
+    return [path for prefix in _prefixes() for path in sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))]
+
+
+def _prefixes():
+    """The environment's folders whose ``lib`` may hold a BLAS: the interpreter's, its base, an active conda one."""
+    return list(dict.fromkeys([sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX") or sys.prefix]))
 
 
 def _load_mkl(path):
@@ -117,9 +121,11 @@ def _openblas_paths():
     found = _loaded_blas_paths("openblas")
     if found:
         return found
+    # without threadpoolctl: where numpy's wheels keep it, then an environment's own lib folder (conda-forge)
     root = os.path.dirname(np.__file__)
     patterns = [root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"),
                 os.path.join(root, "*openblas*")]
+    patterns += [os.path.join(prefix, "lib", "libopenblas*.so*") for prefix in _prefixes()]
     return [path for pattern in patterns for path in sorted(glob.glob(pattern))]
 
 
