@@ -52,7 +52,8 @@ class ActivationSpec:
         if name in LEARNABLE:
             raise ValueError(f"activation {name!r} has learnable parameters: use the layer {LEARNABLE[name]}")
         if name not in table.PARAMS:
-            raise ValueError(f"unknown activation {name!r}; choose one of {sorted(table.PARAMS)} or {sorted(LEARNABLE)}")
+            raise ValueError(f"unknown activation {name!r}; choose one of {sorted(table.PARAMS)} or "
+                             f"{sorted(LEARNABLE)}")
         code, defaults = table.PARAMS[name]
         approximate = params.pop("approximate", "none") if name == "gelu" else "none"
         if approximate not in ("none", "tanh"):

@@ -89,7 +89,8 @@ def _read(path):
         meta = json.loads(arrays.pop("meta").tobytes().decode())
     except Exception as error:  # a damaged file fails in zipfile, zlib, numpy or json with their own types
         # (BadZipFile, NotImplementedError for a flipped compression method, zlib.error, EOFError, ...)
-        raise ValueError(f"fastdl.load: {path} is not a readable fastdl checkpoint ({type(error).__name__}: {error})") from error
+        raise ValueError(f"fastdl.load: {path} is not a readable fastdl checkpoint "
+                         f"({type(error).__name__}: {error})") from error
     if meta.get("format") != FORMAT:
         raise ValueError(f"fastdl.load: {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     return arrays, meta

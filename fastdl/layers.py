@@ -202,7 +202,8 @@ class Module:
         named.update(self.named_buffers())
         missing, unexpected = set(named) - set(state), set(state) - set(named)
         if missing or unexpected:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
         for name, array in named.items():
             if tuple(np.shape(state[name])) != array.shape:
                 raise ValueError(
@@ -263,7 +264,8 @@ class Module:
         return saved
 
     def _begin_backward(self, grad_out, dtype):
-        """(saved input, checked contiguous grad_out, grad_x workspace) for layers whose output has the input's shape."""
+        """(saved input, checked contiguous grad_out, grad_x workspace) for layers whose output has the input's
+        shape."""
         x = self._saved(self.name)
         grad_out = self._check_grad_out(grad_out, self.name, x.shape, dtype)
         return x, grad_out, self._workspace("grad_x", x.shape, dtype)

@@ -68,7 +68,8 @@ class BatchNorm(_RandomCounter, Module):
         self.running_var = xp.ones(c, dtype=self.dtype)
         self.num_batches_tracked = xp.zeros(1, dtype=np.int64)
         # the fused activation shows in summaries and messages; plain batch norm keeps the short name
-        self.name = f"BatchNorm({c})" if self.activation.name == "identity" else f"BatchNorm({c}, {self.activation.name})"
+        activation = "" if self.activation.name == "identity" else f", {self.activation.name}"
+        self.name = f"BatchNorm({c}{activation})"
         self._forward_finite = True  # the last forward's finiteness flag (see undo_forward)
         self._init_random(seed)
 
@@ -179,7 +180,8 @@ class BatchNorm(_RandomCounter, Module):
         x = xp.ascontiguousarray(x)
         x64 = x.astype(np.float64)
         local_mean = x64.mean(axis=0)
-        parts = distributed.gather_objects((x.shape[0], to_host(local_mean), to_host(((x64 - local_mean) ** 2).sum(axis=0))))
+        local_squares = to_host(((x64 - local_mean) ** 2).sum(axis=0))
+        parts = distributed.gather_objects((x.shape[0], to_host(local_mean), local_squares))
         count, mean, squares = parts[0]
         for other_count, other_mean, other_squares in parts[1:]:  # Chan et al.: merge (n, mean, M2) pairwise
             total = count + other_count

@@ -264,12 +264,13 @@ def fit(model: Module, loss: Loss, optimizer: Optimizer, train: tuple[Array, Arr
 
     Each epoch: shuffled mini-batches (``fastdl.data.batches``), forward, ``loss(outputs, targets)`` -> (value,
     gradient), backward, ``optimizer.step()``, as one compiled call per batch (``fastdl.compile_step``) when the
-    model, loss and backend allow it, else layer by layer (with one ``CompileStepFallback`` warning); then ``scheduler.step()`` (per epoch), evaluation on ``val``,
-    ``early_stopping`` on the validation loss (restoring the best weights at the end) and each callback as
-    ``callback(record, model)``; a callback returning True stops training. ``batch_callbacks`` are called the same
-    way after every step with ``{"epoch", "batch", "loss", "lr"}``; one returning True ends training after that
-    step (the epoch's record then covers the batches that ran). ``fastdl.CSVLogger(path)`` logs every epoch. Records hold loss, accuracy (softmax
-    cross-entropy), val_loss, val_accuracy, seconds and samples_per_second per epoch.
+    model, loss and backend allow it, else layer by layer (with one ``CompileStepFallback`` warning); then
+    ``scheduler.step()`` (per epoch), evaluation on ``val``, ``early_stopping`` on the validation loss (restoring
+    the best weights at the end) and each callback as ``callback(record, model)``; a callback returning True stops
+    training. ``batch_callbacks`` are called the same way after every step with ``{"epoch", "batch", "loss",
+    "lr"}``; one returning True ends training after that step (the epoch's record then covers the batches that ran).
+    ``fastdl.CSVLogger(path)`` logs every epoch. Records hold loss, accuracy (softmax cross-entropy), val_loss,
+    val_accuracy, seconds and samples_per_second per epoch.
 
     ``accumulation_steps=k`` updates once every k batches with the mean gradient over their samples (one batch
     of ``k * batch_size`` in memory of one; ``fastdl.compile_step``'s accumulation), and once more at the end of
