@@ -21,8 +21,11 @@ print(info["provider"], bool(np.all(np.isfinite(y))))
 
 
 def run_probe(environment, code=PROBE):
+    """Run ``code`` in a new process with ``environment`` added: (its output's words, its warning lines). It runs in
+    the tests' folder, not the checkout, so that it imports the fastdl this process runs (the installed one)."""
     env = {**os.environ, **environment}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                            cwd=pathlib.Path(__file__).parent)
     assert result.returncode == 0, result.stderr
     return result.stdout.split(), [line for line in result.stderr.splitlines() if "Warning" in line]
 
