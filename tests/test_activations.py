@@ -176,8 +176,9 @@ def test_relu_and_identity_models_compile_no_other_activation(tmp_path):
     import sys
 
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "FASTDL_BACKEND": "cpu"}
+    # run outside the checkout: it imports the fastdl this process runs (the installed one)
     result = subprocess.run([sys.executable, "-c", ONLY_RELU_AND_IDENTITY], capture_output=True, text=True,
-                            env=environment, timeout=600)
+                            env=environment, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "1"], result.stdout
 

@@ -168,7 +168,7 @@ def test_one_notice_per_process_says_it_is_not_faster_without_a_bfloat16_gemm():
     with_gemm = fastdl.blas_info()["bfloat16_gemm"] is not None
     for choice in ("off", "auto"):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "FASTDL_BFLOAT16_GEMM": choice})
+                                env={**os.environ, "FASTDL_BFLOAT16_GEMM": choice}, cwd=os.path.dirname(__file__))
         assert result.returncode == 0, result.stderr
         if choice == "off" or not with_gemm:
             assert result.stdout.startswith("1 BFloat16Notice") and "not its speed" in result.stdout

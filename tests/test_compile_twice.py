@@ -54,7 +54,7 @@ def test_each_kernel_has_its_own_cache_entry_and_a_second_process_loads_both(tmp
 
     def run():
         result = subprocess.run([sys.executable, "-c", "import twice_module"], capture_output=True, text=True,
-                                env=environment, timeout=300)
+                                env=environment, timeout=300, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         return [line.split() for line in result.stdout.splitlines()]
 

@@ -389,8 +389,9 @@ def test_a_second_process_loads_the_compiled_step_from_the_disk_cache(cpu, tmp_p
     )
     env = {**__import__("os").environ, "FASTDL_CACHE_DIR": str(tmp_path)}
     env.pop("NUMBA_CACHE_DIR", None)  # it would move Numba's cache files away from FASTDL_CACHE_DIR, checked below
-    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
-            for _ in range(2)]
+    # run outside the checkout: they import the fastdl this process runs (the installed one) and share its kernels
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
+                           cwd=tmp_path) for _ in range(2)]
     hits, misses = map(int, runs[1].stdout.split())
     assert (hits, misses) == (1, 0), runs[1].stdout + runs[1].stderr
     assert list(tmp_path.glob("steps/__pycache__/*.nbc"))
