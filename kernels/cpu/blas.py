@@ -85,6 +85,19 @@ def gemm_rows(a, b, out, first, last, transpose_b):
 
 
 @njit(inline="always")
+def gemm_columns(a, b, out, first, last):
+    """out[:, first:last] = a @ b[:, first:last]."""
+    if last <= first:
+        return
+    n = b.shape[1]
+    k = a.shape[1]
+    previous = _set_worker_threads(np.int32(1))
+    _gemm(NO_TRANS, NO_TRANS, a.shape[0], last - first, k, a.ctypes.data, k, b.ctypes.data + first * b.itemsize, n,
+          0.0, out, out.ctypes.data + first * out.itemsize, n)
+    _set_worker_threads(previous)
+
+
+@njit(inline="always")
 def gemm_at_b_columns(a, b, out, first, last, beta):
     """out[:, first:last] = a.T @ b[:, first:last] + beta * out[:, first:last]."""
     if last <= first:
