@@ -331,35 +331,36 @@ WIDE = (96, 128, 170)  # as many output columns as rows or more: the forward spl
 
 @pytest.mark.parametrize("activation", ["relu", "identity"])
 def test_wide_outputs_split_by_columns_match_the_reference_and_one_thread(dtype, activation):
-    """The column blocks (the second starting on a 64-byte line, not at the middle) give the reference's values, the
-    unsplit product's to rounding, and refuse NaN in x as the row blocks do."""
+    """At 2 threads, the column blocks (the second starting on a 64-byte line, not at the middle) give the reference's
+    values, the unsplit product's to rounding, and refuse NaN in x as the row blocks do."""
     from fastdl.kernels.cpu import dense
 
     _, threads = fastdl.get_num_threads()
     if threads == 1:
         pytest.skip("one thread: nothing is split")
-    rows, _, fan_out = WIDE
-    assert dense._by_columns(np.empty((rows, fan_out), np.float32), dense.parts_for(*WIDE), None)
+    rows, fan_in, fan_out = WIDE
+    assert dense._by_columns(np.empty((rows, fan_out), np.float32), 2, None)
     assert dense._column_block(fan_out, 1, 2) == (80, 170)
     with fastdl.use_backend("numpy"):
         expected = _large_layer_results(dtype, activation, 0.0, shape=WIDE)
+    x = np.ones((rows, fan_in), dtype)
+    x[rows - 1, 3] = np.nan  # in the last row: each column block reads every row
     try:
         runs = []
-        for count in (1, threads):
+        for count in (1, 2):
             fastdl.set_num_threads(count)
             with fastdl.use_backend("cpu"):
                 runs.append(_large_layer_results(dtype, activation, 0.0, shape=WIDE))
+        assert dense.parts_for(*WIDE) == 2
+        with fastdl.use_backend("cpu"):
+            layer = fastdl.Dense(fan_in, fan_out, activation=activation, dtype=dtype, seed=5)
+            with pytest.raises(ValueError, match="x contains NaN or Inf"):
+                layer(x)
     finally:
         fastdl.set_num_threads(threads)
-    for one_thread, every_thread, reference in zip(*runs, expected):
-        assert_close(every_thread, reference, dtype, gemm=True)
-        np.testing.assert_allclose(every_thread, one_thread, rtol=1e-5, atol=1e-6 * np.abs(one_thread).max())
-    x = np.ones(WIDE[:2], dtype)
-    x[rows - 1, 3] = np.nan  # in the last row: each column block reads every row
-    with fastdl.use_backend("cpu"):
-        layer = fastdl.Dense(WIDE[1], fan_out, activation=activation, dtype=dtype, seed=5)
-        with pytest.raises(ValueError, match="x contains NaN or Inf"):
-            layer(x)
+    for one_thread, two_threads, reference in zip(*runs, expected):
+        assert_close(two_threads, reference, dtype, gemm=True)
+        np.testing.assert_allclose(two_threads, one_thread, rtol=1e-5, atol=1e-6 * np.abs(one_thread).max())
 
 
 def test_split_gemm_kernels_give_the_blas_its_thread_count_back():
