@@ -53,8 +53,11 @@ def _dense(emission, k, layer, h, width):
                   seed=np.uint64(layer.seed), y=y, any_activation=any_activation_for(code), parts=parts)
     # z is not kept (nothing goes backward): the activation's output is the same with or without it
     common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}y, False, {p}y, {p}any_activation, {p}parts"
+    # the kernel Dense.forward's backend picks for this shape and activation
+    forward = ("forward_columns" if dense_kernels.by_columns(batch, layer.in_features, layer.out_features, code)
+               else "forward")
     if layer.compute_dtype != "bfloat16":
-        emission.lines.append(f"dense.forward_serial({h}, {p}weight, {common})")
+        emission.lines.append(f"dense.{forward}_serial({h}, {p}weight, {common})")
     elif bfloat16_gemm.used_for(batch, layer.in_features, layer.out_features):  # the cpu backend's choice
         emission.bind(p, x_bits=np.empty((batch, width), np.uint16),
                       weight_bits=np.empty(layer.weight.data.shape, np.uint16))
@@ -64,7 +67,7 @@ def _dense(emission, k, layer, h, width):
                       weight_bfloat16=np.empty_like(layer.weight.data))
         emission.lines += [f"dense.round_bfloat16_serial({h}.reshape(-1), {p}x_bfloat16.reshape(-1))",
                            f"dense.round_bfloat16_serial({p}weight.reshape(-1), {p}weight_bfloat16.reshape(-1))",
-                           f"dense.forward_serial({p}x_bfloat16, {p}weight_bfloat16, {common})"]
+                           f"dense.{forward}_serial({p}x_bfloat16, {p}weight_bfloat16, {common})"]
     return f"{p}y", y, layer.out_features
 
 

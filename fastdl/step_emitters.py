@@ -122,7 +122,9 @@ def emit_dense(emission, k, layer, h, width, serial):
                              f"{p}any_activation, {p}parts, {p}x_bits, {p}weight_bits)"]
         activation_output = f"{p}y"
     else:
-        emission.forward += [f"finite = dense.forward_{variant}({source}, {weight}, {common}, {p}y, "
+        kernel = ("forward_columns" if dense_kernels.by_columns(batch, layer.in_features, layer.out_features, code)
+                  else "forward")
+        emission.forward += [f"finite = dense.{kernel}_{variant}({source}, {weight}, {common}, {p}y, "
                              f"{p}any_activation, {p}parts)"]
         activation_output = f"{p}y"
     if k == 0:  # x is scanned only when its product with the first weights is not finite (x is read once)

@@ -152,10 +152,12 @@ def test_many_classes_take_the_wide_cross_entropy_in_both_paths(cpu):
 
 
 def large(dtype):
-    """Big enough for every parallel variant: split Dense GEMMs, batch norm's chunks, the parallel update."""
+    """Big enough for every parallel variant: Dense GEMMs split by columns (the wide first layer), by rows (with and
+    without dropout), batch norm's chunks, the parallel update."""
     return fastdl.Sequential(fastdl.Dense(160, 1024, seed=1, dtype=dtype),
                              fastdl.BatchNorm(1024, activation="relu", dtype=dtype),
                              fastdl.Dense(1024, 64, activation="gelu", seed=2, dtype=dtype, dropout=0.2),
+                             fastdl.Dense(64, 64, activation="gelu", seed=4, dtype=dtype),
                              fastdl.Dense(64, 10, seed=3, dtype=dtype))
 
 
@@ -200,9 +202,13 @@ def test_the_generated_signature_and_its_arguments_are_one_list(cpu):
     big = large(np.float32)
     optimizer = fastdl.optim.Adam(big.parameters())
     parallel, serial = emitted(big, optimizer, 256)[0].source(), emitted(big, optimizer, 256, serial=True)[0].source()
-    assert "dense.forward_parallel" in parallel and "bn.forward_train_parallel" in parallel
+    assert "dense.forward_columns_parallel" in parallel and "dense.forward_parallel" in parallel
+    assert "dense.dropout_forward_parallel" in parallel and "bn.forward_train_parallel" in parallel
     assert "_parallel" not in serial.replace("optim.adam_parallel", "")
-    assert emitted(big, optimizer, 4)[0].source() == serial
+    # serial at batch 256 runs the same blocks one after the other (the first layer's columns); at batch 4 nothing
+    # is split, as at batch 5: the same source
+    assert "dense.forward_columns_serial" in serial
+    assert emitted(big, optimizer, 4)[0].source() == emitted(big, optimizer, 5)[0].source()
 
 
 def test_lr_changes_between_steps_reach_the_compiled_update(cpu):

@@ -339,7 +339,6 @@ def test_wide_outputs_split_by_columns_match_the_reference_and_one_thread(dtype,
     if threads == 1:
         pytest.skip("one thread: nothing is split")
     rows, fan_in, fan_out = WIDE
-    assert dense._by_columns(np.empty((rows, fan_out), np.float32), 2, None)
     assert dense._column_block(fan_out, 1, 2) == (80, 170)
     with fastdl.use_backend("numpy"):
         expected = _large_layer_results(dtype, activation, 0.0, shape=WIDE)
@@ -351,7 +350,10 @@ def test_wide_outputs_split_by_columns_match_the_reference_and_one_thread(dtype,
             fastdl.set_num_threads(count)
             with fastdl.use_backend("cpu"):
                 runs.append(_large_layer_results(dtype, activation, 0.0, shape=WIDE))
-        assert dense.parts_for(*WIDE) == 2
+        def code(name):
+            return fastdl.activations.resolve(name).kernel_args(dtype, True)[0]
+        assert dense.parts_for(*WIDE) == 2 and dense.by_columns(*WIDE, code(activation))
+        assert not dense.by_columns(*WIDE, code("tanh")) and not dense.by_columns(256, 1024, 10, code(activation))
         with fastdl.use_backend("cpu"):
             layer = fastdl.Dense(fan_in, fan_out, activation=activation, dtype=dtype, seed=5)
             with pytest.raises(ValueError, match="x contains NaN or Inf"):

@@ -3,7 +3,7 @@
 Forward: each thread computes a block of rows of y = x @ W through the BLAS provider, single-threaded
 (``blas.gemm_rows``), then adds the bias, saves the pre-activation only when the activation's derivative needs it
 and applies the activation (and dropout) on those rows while they are in its cache; a wide output with the identity
-or ReLU is split by columns instead (``_by_columns``). Backward: each thread forms
+or ReLU is split by columns instead (``by_columns``). Backward: each thread forms
 dZ = dY * act'(z) on its rows and their dX = dZ @ W.T; then each thread takes a block of columns of dW = x.T @ dZ
 and sums the same columns of dZ for the bias gradient, row by row in order (the serial kernel's order, so the
 result does not depend on the thread count).
@@ -204,19 +204,12 @@ def _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out,
     return found
 
 
-# A wide output (at least as many columns as rows) is split by columns: each thread then packs half the weights and
-# the whole input, where by rows each packs all the weights (256x1024x1024: 367 against 330 GFLOP/s, OpenBLAS's own
-# threads 374). Only for the identity and ReLU, whose epilogue never looks at a column's index; blocks start on a
-# 64-byte line.
+# A wide output (at least as many columns as rows) is split by columns (``_forward_columns``): each thread then packs
+# half the weights and the whole input, where by rows each packs all the weights (256x1024x1024: 367 against 330
+# GFLOP/s, OpenBLAS's own threads 374). Only for the identity and ReLU, whose epilogue never looks at a column's
+# index; blocks start on a 64-byte line. A kernel of its own, chosen by the callers (``forward_kernels``): as a branch
+# of ``_forward`` it added about 2 s to the compilation of every forward kernel.
 COLUMN_ALIGN = 16
-
-
-@njit(inline="always")
-def _by_columns(y_out, parts, any_activation):
-    if any_activation is not None:
-        return False
-    rows, columns = y_out.shape
-    return parts > 1 and columns >= rows and columns >= 2 * COLUMN_ALIGN * parts
 
 
 @njit(inline="always")
@@ -248,23 +241,28 @@ def _epilogue_columns(first, last, y_out, bias, code, params, seed, counter, z_o
 
 
 def _forward(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts):
-    """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part (of columns for a wide output, see
-    above). Returns whether x @ W is finite (each product row is tested as the epilogue reads it: NaN or Inf in x
-    always shows there)."""
+    """y = act(x @ W + b), z = x @ W + b when save_z; one block of rows per part. Returns whether x @ W is finite
+    (each product row is tested as the epilogue reads it: NaN or Inf in x always shows there)."""
     previous = blas_single_threaded()
     nonfinite = 0
-    if _by_columns(y_out, parts, any_activation):
-        for part in prange(parts):
-            first, last = _column_block(y_out.shape[1], part, parts)
-            gemm_columns(x, weight, y_out, first, last)
-            nonfinite += _epilogue_columns(first, last, y_out, bias, code, params, seed, counter, z_out, save_z,
-                                           any_activation)
-    else:
-        for part in prange(parts):
-            first, last = _row_block(x.shape[0], part, parts)
-            gemm_rows(x, weight, y_out, first, last, False)
-            nonfinite += _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out, save_z,
-                                        any_activation)
+    for part in prange(parts):
+        first, last = _row_block(x.shape[0], part, parts)
+        gemm_rows(x, weight, y_out, first, last, False)
+        nonfinite += _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out, save_z,
+                                    any_activation)
+    blas_threads_restore(previous)
+    return nonfinite == 0
+
+
+def _forward_columns(x, weight, bias, code, params, seed, counter, z_out, save_z, y_out, any_activation, parts):
+    """``_forward`` with one block of columns per part (a wide output with the identity or ReLU: see above)."""
+    previous = blas_single_threaded()
+    nonfinite = 0
+    for part in prange(parts):
+        first, last = _column_block(y_out.shape[1], part, parts)
+        gemm_columns(x, weight, y_out, first, last)
+        nonfinite += _epilogue_columns(first, last, y_out, bias, code, params, seed, counter, z_out, save_z,
+                                       any_activation)
     blas_threads_restore(previous)
     return nonfinite == 0
 
@@ -329,6 +327,8 @@ def _backward(x, weight, grad_y, z, a, dropout, mask, scale, code, params, seed,
 
 
 forward_parallel, forward_serial = parallel_and_serial(_forward, "dense_forward", NO_FUSION)
+forward_columns_parallel, forward_columns_serial = parallel_and_serial(_forward_columns, "dense_forward_columns",
+                                                                       NO_FUSION)
 dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dense_dropout_forward",
                                                                        NO_FUSION)
 backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backward", NO_FUSION)
@@ -453,6 +453,21 @@ def _parts(x, weight):
     return parts_for(x.shape[0], weight.shape[0], weight.shape[1])
 
 
+def by_columns(rows, fan_in, fan_out, code):
+    """Whether a float32/float64 Dense forward of this shape and activation code splits its GEMM by columns
+    (``_forward_columns``); compiled steps make the same choice from the same numbers."""
+    parts = parts_for(rows, fan_in, fan_out)
+    return (parts > 1 and any_activation_for(code) is None and fan_out >= rows
+            and fan_out >= 2 * COLUMN_ALIGN * parts)
+
+
+def forward_kernels(rows, fan_in, fan_out, code):
+    """The (parallel, serial) forward kernels for this shape and activation code."""
+    if by_columns(rows, fan_in, fan_out, code):
+        return forward_columns_parallel, forward_columns_serial
+    return forward_parallel, forward_serial
+
+
 def _contiguous(x):
     return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
@@ -462,7 +477,8 @@ def dense_forward(x, weight, bias, activation, z_out, y_out):
     if not blas.AVAILABLE:
         return _numpy_dense_forward(x, weight, bias, code, params, seed, counter, z_out, y_out)
     parts = _parts(x, weight)
-    return (forward_parallel if parts > 1 else forward_serial)(
+    parallel, serial = forward_kernels(x.shape[0], weight.shape[0], weight.shape[1], code)
+    return (parallel if parts > 1 else serial)(
         _contiguous(x), weight, bias, code, params, np.uint64(seed), np.uint64(counter), z_out, z_out is not y_out,
         y_out, any_activation_for(code), parts)
 
@@ -514,7 +530,8 @@ def bind_dense_forward(weight, bias, code, params, seed, z_out, y_out):
     if not blas.AVAILABLE:
         return _bind_general_forward(weight, bias, code, params, seed, z_out, y_out)
     parts = parts_for(y_out.shape[0], weight.shape[0], weight.shape[1])
-    kernel = forward_parallel if parts > 1 else forward_serial
+    parallel, serial = forward_kernels(y_out.shape[0], weight.shape[0], weight.shape[1], code)
+    kernel = parallel if parts > 1 else serial
     seed, save_z, any_activation = np.uint64(seed), z_out is not y_out, any_activation_for(code)
 
     def forward(x, counter):
