@@ -205,10 +205,10 @@ def _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out,
 
 
 # A wide output (at least as many columns as rows) is split by columns (``_forward_columns``): each thread then packs
-# half the weights and the whole input, where by rows each packs all the weights (256x1024x1024: 367 against 330
-# GFLOP/s, OpenBLAS's own threads 374). Only for the identity and ReLU, whose epilogue never looks at a column's
-# index; blocks start on a 64-byte line. A kernel of its own, chosen by the callers (``forward_kernels``): as a branch
-# of ``_forward`` it added about 2 s to the compilation of every forward kernel.
+# half the weights and the whole input, where by rows each packs all the weights, the smaller share of the work that
+# OpenBLAS's own threads also avoid (docs/cpu-engine.md). Only for the identity and ReLU, whose epilogue never looks
+# at a column's index; blocks start on a 64-byte line. A kernel of its own, chosen by the callers
+# (``forward_kernels``), so that only models with such layers compile it.
 COLUMN_ALIGN = 16
 
 
