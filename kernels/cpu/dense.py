@@ -205,9 +205,9 @@ def _epilogue_rows(first, last, y_out, bias, code, params, seed, counter, z_out,
 
 
 # A wide output (at least as many columns as rows) is split by columns (``_forward_columns``): each thread then packs
-# half the weights and the whole input, where by rows each packs all the weights, the smaller share of the work that
-# OpenBLAS's own threads also avoid (docs/cpu-engine.md). Only for the identity and ReLU, whose epilogue never looks
-# at a column's index; blocks start on a 64-byte line. A kernel of its own, chosen by the callers
+# half the weights and the whole input, where by rows each packs all the weights (OpenBLAS's own threads share one
+# packed copy; docs/cpu-engine.md). Only for the identity and ReLU, whose epilogue never looks at a column's index;
+# blocks start on a 64-byte line. A kernel of its own, chosen by the callers
 # (``forward_kernels``), so that only models with such layers compile it.
 COLUMN_ALIGN = 16
 
