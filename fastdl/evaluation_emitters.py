@@ -136,7 +136,8 @@ def evaluation_arguments(layers, loss_kind, batch, dtype):
             raise TypeError(f"evaluation has no emitter for {type(layer).__name__}")
     emission.lines.append(_loss(emission, loss_kind, h, width))
     signature = ", ".join(("x", "y", "counters") + tuple(emission.names))
-    source = HEADER + "\n\n@njit(cache=True)\ndef evaluation_step(" + signature + "):\n" + "".join(
+    decorator = "@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)"  # allocates nothing (reference_counts.py)
+    source = HEADER + f"\n\n{decorator}\ndef evaluation_step({signature}):\n" + "".join(
         f"    {line}\n" for line in emission.lines)
     counters = np.array([getattr(layer, "counter", 0) for layer in layers], np.uint64)
     return EvaluationArguments(source, tuple(emission.names), tuple(emission.values), output, counters)

@@ -40,6 +40,7 @@ from fastdl.kernels.cpu import dropout
 from fastdl.kernels.cpu import normalization as bn
 from fastdl.kernels.cpu import losses
 from fastdl.kernels.cpu import optim
+from fastdl.kernels.cpu.reference_counts import WITHOUT_REFERENCE_COUNTS
 '''
 
 # the generated function's first parameters: the batch, then the per-call arrays compile_step refreshes each step
@@ -70,7 +71,9 @@ class Emission:
         body = ["accumulate = hyper[2] > 0"] + self.checks + self.forward + self.loss + self.backward + self.update
         body += ["return value"]
         signature = ", ".join(CALL_PARAMETERS + tuple(self.names))
-        return HEADER + "\n\n@njit(cache=True)\ndef training_step(" + signature + "):\n" + "".join(
+        # allocates nothing; its arrays from Python are read without a reference counter each (reference_counts.py)
+        decorator = "@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)"
+        return HEADER + f"\n\n{decorator}\ndef training_step({signature}):\n" + "".join(
             f"    {line}\n" for line in body)
 
 
@@ -203,12 +206,13 @@ def emit_batchnorm(emission, k, layer, h, width, serial):
             f"{p}workspace, {p}scratch, {p}totals, {p}any_activation)")
     # the running statistics as they were, put back if a later layer stops the step (this layer's own kernel leaves
     # them untouched when it finds NaN or Inf)
-    emission.forward += [f"{p}previous_running[0] = {p}running_mean", f"{p}previous_running[1] = {p}running_var",
+    emission.forward += [f"bn.copy_statistics({p}running_mean, {p}previous_running[0])",
+                         f"bn.copy_statistics({p}running_var, {p}previous_running[1])",
                          f"finite = bn.forward_train_{variant}{call}", "if not finite:"]
     emission.forward += [f"    {line}" for line in emission.restore]
     emission.forward += [f"    status[0] = {NONFINITE_BATCHNORM}", "    return math.nan"]
-    emission.restore += [f"{p}running_mean[:] = {p}previous_running[0]",
-                         f"{p}running_var[:] = {p}previous_running[1]",
+    emission.restore += [f"bn.copy_statistics({p}previous_running[0], {p}running_mean)",
+                         f"bn.copy_statistics({p}previous_running[1], {p}running_var)",
                          f"if factors[{k}] >= 0:", f"    {p}num_batches_tracked[0] -= 1"]
     back = (f"({h}, {p}chunks, g, {p}y, {p}weight, {p}bias, {p}mean, {p}inv_std, {p}code, {p}params, {p}seed, "
             f"counters[{k}], True, {p}grad_x, {p}grad_weight, {p}grad_bias, accumulate, {p}workspace, "

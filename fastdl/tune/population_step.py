@@ -250,7 +250,7 @@ def build(member_arguments, roots):
     # every member takes the same batch (each = 0)
     function = f'''
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, **WITHOUT_REFERENCE_COUNTS)
 def population_step({signature}):
     if not prepare_members(active, optimizer_steps, rows_window, rows_first, update_rows, counters, counted,
                            member_counters, hyper, clipping, skipping, status, losses):
@@ -284,7 +284,7 @@ def build_evaluation(member_arguments, roots):
     signature = ", ".join(["x", "y", "counters", "active", "values", *stacked.parameters])
     function = f'''
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, **WITHOUT_REFERENCE_COUNTS)
 def population_evaluation({signature}):
     previous = blas_single_threaded()
     for m in prange(active.shape[0]):

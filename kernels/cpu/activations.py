@@ -17,6 +17,7 @@ from .counter_rng import uniform
 from .reductions import largest, sum_in_float64
 from .vector_math import exp, expm1, log1p, normal_cdf_pdf, tanh
 from .vector_width import wide_vectors
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
 IDENTITY = table.IDENTITY
 BINARY_STEP = table.BINARY_STEP
@@ -413,14 +414,14 @@ def softmax_backward_row(grad_y, y, grad_z, T):
 # wide_vectors(): 512-bit vectors where the CPU has them (vector_width.py); the float32 formulas ran 1.07-1.31x
 # faster that way at 256x1024 (forward; backward 0.95-1.35x), bit-identical. Only these three: the kernels' inline
 # identity and ReLU loops measured within noise with it.
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, error_model="numpy")
 def activate_row_in_place(code, y, p0, p1, seed, counter, base):
     """y = act(y) over one row."""
     wide_vectors()
     activate_row(code, y, y, p0, p1, y.dtype.type, seed, counter, base)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, error_model="numpy")
 def activation_grad_row_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, counter, base):
     """z_then_grad_z = grad_y * act'(z_then_grad_z) over one row."""
     wide_vectors()
@@ -428,7 +429,7 @@ def activation_grad_row_in_place(code, grad_y, z_then_grad_z, y, p0, p1, seed, c
                         base)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, error_model="numpy")
 def activation_grad_row_call(code, grad_y, z, y, grad_z, p0, p1, seed, counter, base):
     """grad_z = grad_y * act'(z) over one row (grad_z a different row from z)."""
     wide_vectors()

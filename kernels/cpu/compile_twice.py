@@ -15,6 +15,8 @@ from numba import njit
 from numba.core.cpu_options import ParallelOptions
 from numba.np.ufunc import parallel as _numba_parallel
 
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
+
 # Consecutive prange loops over the same chunks would be fused into one by Numba, which cannot see that the
 # second reads what other threads wrote in the first (block sums, a GEMM's blocks): the passes must stay separate
 # loops. An options object, not a dict: Numba pops the keys of a dict, so a second compilation would fuse again.
@@ -31,9 +33,10 @@ def _renamed(body, name):
 
 
 def parallel_and_serial(body, name, parallel=True, **options):
-    """(``name``_parallel, ``name``_serial): ``body`` compiled with ``parallel`` and without, both cached on disk."""
+    """(``name``_parallel, ``name``_serial): ``body`` compiled with ``parallel`` and without, both cached on disk;
+    the serial one without reference counting (``reference_counts.py``)."""
     return (njit(parallel=parallel, cache=True, **options)(_renamed(body, f"{name}_parallel")),
-            njit(cache=True, **options)(_renamed(body, f"{name}_serial")))
+            njit(cache=True, **WITHOUT_REFERENCE_COUNTS, **options)(_renamed(body, f"{name}_serial")))
 
 
 def numba_threads():

@@ -40,6 +40,7 @@ from .blas import blas_single_threaded, blas_threads_restore, gemm_at_b_columns,
 from .compile_twice import NO_FUSION, numba_threads, parallel_and_serial
 from .reductions import row_nonfinite
 from .counter_rng import uniform
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
 # A product of at least this many multiply-adds (rows x in x out) runs on every thread. Smaller ones gain nothing
 # measurable in a training step from the split, while every model whose layers cross the line also compiles the
@@ -80,7 +81,7 @@ def _dropout_row(i, a, p, scale, dropout_seed, counter, mask_out, y_out):
         y_row[j] = a_row[j] * (scale if keep else zero)
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_out, copy_source, any_activation):
     """y_out = act(source + bias) row by row; z_out = source + bias when save_z.
 
@@ -93,7 +94,7 @@ def activate_rows(source, bias, code, params, seed, counter, z_out, save_z, y_ou
                            copy_source, any_activation)
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def activate_dropout_rows(a_out, bias, code, params, seed, counter, z_out, save_z, p, scale, dropout_seed, mask_out,
                           y_out, any_activation):
     """a_out = act(a_out + bias), then y_out = a_out * scale where the mask keeps, row by row while the row is
@@ -104,7 +105,7 @@ def activate_dropout_rows(a_out, bias, code, params, seed, counter, z_out, save_
         _dropout_row(i, a_out, p, scale, dropout_seed, counter, mask_out, y_out)
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad_bias, accumulate_bias,
                          any_activation):
     """grad_z = grad_y * act'(z) and grad_bias (+)= column sums of grad_z, in one pass."""
@@ -121,7 +122,7 @@ def activation_grad_rows(grad_y, z, y, code, params, seed, counter, grad_z, grad
                 grad_bias[j] += grad_z[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def dropout_activation_grad_rows(grad_y, mask, scale, z, a, code, params, seed, counter, grad_z, grad_bias,
                                  accumulate_bias, any_activation):
     """grad_z = (grad_y * mask * scale) * act'(z) and grad_bias (+)= its column sums, in one pass."""
@@ -155,7 +156,7 @@ def _dropout_activation_grad_row(i, grad_y, mask, scale, z, a, code, p0, p1, see
         out[j] = out[j] * (scale if mask_row[j] else zero)
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def all_finite_kernel(flat):
     """x - x is 0 for finite x and NaN for NaN or +-Inf. Counting the misses is an integer reduction, which
     vectorizes (a float sum or an early exit would not)."""

@@ -12,6 +12,7 @@ from .compile_twice import parallel_and_serial
 from .counter_rng import uniform
 from .normalization import PARALLEL_MIN_ELEMENTS
 from .vector_width import wide_vectors
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
 
 def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
@@ -34,7 +35,7 @@ def _dropout_forward(x, p, scale, seed, counter, mask_out, y_out):
 dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dropout_forward")
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def dropout_backward_kernel(grad_y, mask, scale, grad_x):
     # times 0 rather than 0: NaN and Inf at a dropped position give NaN, as in numpy and PyTorch, so that a
     # non-finite gradient is seen (skip_nonfinite) on every backend

@@ -8,8 +8,10 @@ import math
 
 from numba import njit
 
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
-@njit(cache=True)
+
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def prelu_forward_kernel(x, slope, y):
     shared = slope.shape[0] == 1
     for i in range(x.shape[0]):
@@ -19,7 +21,7 @@ def prelu_forward_kernel(x, slope, y):
             y[i, j] = v if v >= 0 else a * v
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def prelu_backward_kernel(x, slope, grad_y, grad_x, grad_slope, accumulate):
     shared = slope.shape[0] == 1
     if not accumulate:
@@ -35,7 +37,7 @@ def prelu_backward_kernel(x, slope, grad_y, grad_x, grad_slope, accumulate):
                 grad_slope[0 if shared else j] += v * grad_y[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def apl_forward_kernel(x, hinge_slopes, hinge_offsets, y):
     T = y.dtype.type
     for i in range(x.shape[0]):
@@ -47,7 +49,7 @@ def apl_forward_kernel(x, hinge_slopes, hinge_offsets, y):
             y[i, j] = out
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def apl_backward_kernel(x, hinge_slopes, hinge_offsets, grad_y, grad_x, grad_slopes, grad_offsets, accumulate):
     T = grad_x.dtype.type
     if not accumulate:
@@ -80,7 +82,7 @@ def soft_exponential_parts(v, a, T):
     return v, T(1.0), v * v * T(0.5) + T(1.0)
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def soft_exponential_forward_kernel(x, alpha, y):
     T = y.dtype.type
     shared = alpha.shape[0] == 1
@@ -89,7 +91,7 @@ def soft_exponential_forward_kernel(x, alpha, y):
             y[i, j] = soft_exponential_parts(x[i, j], alpha[0] if shared else alpha[j], T)[0]
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def soft_exponential_backward_kernel(x, alpha, grad_y, grad_x, grad_alpha, accumulate):
     T = grad_x.dtype.type
     shared = alpha.shape[0] == 1

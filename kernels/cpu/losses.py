@@ -19,6 +19,7 @@ from .reductions import largest as _largest
 from .reductions import sums_in_float64 as _sums_in_float64
 from .vector_math import exp
 from .vector_width import wide_vectors
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
 WIDE_CLASSES = 64
 
@@ -27,7 +28,7 @@ def wide_rows(classes):
     return True if classes >= WIDE_CLASSES else None
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_out, wide):
     if wide is not None:  # pruned at compile time where wide is None
         wide_vectors()
@@ -60,7 +61,7 @@ def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_ou
     return total * scale
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def mse_kernel(pred, target, scale, grad_out):
     T = grad_out.dtype.type
     total = 0.0
@@ -71,7 +72,7 @@ def mse_kernel(pred, target, scale, grad_out):
     return total * scale
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def bce_with_logits_kernel(logits, targets, scale, grad_out):
     T = grad_out.dtype.type
     total = 0.0

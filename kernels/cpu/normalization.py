@@ -52,6 +52,15 @@ def totals_shape(rows, columns):
 
 
 @njit(inline="always")
+def copy_statistics(source, destination):
+    """destination[:] = source, one element at a time: Numba copies a whole-array assignment between arrays that
+    may overlap through a temporary array, which code compiled without its runtime cannot allocate
+    (``reference_counts.py``). The compiled step saves and restores the running statistics with it."""
+    for i in range(source.size):
+        destination[i] = source[i]
+
+
+@njit(inline="always")
 def _share(chunk, chunks, items):
     """Items first..stop-1 of one of ``chunks`` equal shares."""
     per = (items + chunks - 1) // chunks

@@ -21,12 +21,12 @@ below, where waking the thread pool costs more than the loop (see dense.py).
 """
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from ..bfloat16 import key_offset
 from .bfloat16 import LOW_16, SIXTEEN, narrow, rounding_bits, widen
 from .compile_twice import parallel_and_serial
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
@@ -44,7 +44,7 @@ def _gradient(param, grad, i, grad_scale, weight_decay, l1):
     return g
 
 
-@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, fastmath={"reassoc"}, error_model="numpy")
 def _sum_of_squares(x):
     # Not inlined: fastmath applies to this function alone, the update arithmetic stays exact.
     total = 0.0
@@ -65,19 +65,6 @@ def _segment_sums_of_squares(first, second, piece_bounds, piece_segments, partia
         sums[piece_segments[k], 0] += partials[k, 0]
         if second is not None:
             sums[piece_segments[k], 1] += partials[k, 1]
-
-
-def _piece(array, start, stop):
-    """array[start:stop] inside compiled code, where an absent optional state array (None) stays None."""
-    raise NotImplementedError("compiled code only")
-
-
-@overload(_piece, inline="always")
-def _piece_of_optional(array, start, stop):
-    # None in, None out: the kernel prunes the absent array's branch at compile time
-    if isinstance(array, types.NoneType):
-        return lambda array, start, stop: None
-    return lambda array, start, stop: array[start:stop]
 
 
 def _sgd(param, grad, grad_scale, hyper, piece_bounds, piece_groups):
@@ -127,19 +114,18 @@ def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper, piece
         weight_decay, l1, lr, alpha, eps, momentum = T(row[0]), T(row[1]), T(row[2]), T(row[3]), T(row[4]), T(row[5])
         start, stop = piece_bounds[k], piece_bounds[k + 1]
         p, g, sq = param[start:stop], grad[start:stop], square_avg[start:stop]
-        avg, b = _piece(grad_avg, start, stop), _piece(buffer, start, stop)
         for i in range(p.size):
             gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
             v = alpha * sq[i] + (one - alpha) * gradient * gradient
             sq[i] = v
             if grad_avg is not None:  # tested on the arguments: Numba prunes the branches
-                a = alpha * avg[i] + (one - alpha) * gradient
-                avg[i] = a
+                a = alpha * grad_avg[start + i] + (one - alpha) * gradient
+                grad_avg[start + i] = a
                 v = v - a * a
             step = gradient / (np.sqrt(v) + eps)
             if buffer is not None:
-                step = momentum * b[i] + step
-                b[i] = step
+                step = momentum * buffer[start + i] + step
+                buffer[start + i] = step
             p[i] -= lr * step
 
 
@@ -158,7 +144,6 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, p
         weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps = _adam_scalars(row, param)
         start, stop = piece_bounds[k], piece_bounds[k + 1]
         p, g, m_, v_ = param[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
-        v_max = _piece(max_exp_avg_sq, start, stop)
         for i in range(p.size):
             gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
             m = beta1 * m_[i] + (one - beta1) * gradient
@@ -166,8 +151,8 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, p
             m_[i] = m
             v_[i] = v
             if max_exp_avg_sq is not None:  # tested on the argument: Numba prunes the branch
-                v = max(v_max[i], v)
-                v_max[i] = v
+                v = max(max_exp_avg_sq[start + i], v)
+                max_exp_avg_sq[start + i] = v
             p[i] = p[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
 
 
@@ -215,7 +200,7 @@ def _lamb_direction(param, exp_avg, exp_avg_sq, i, weight_decay, bias_correction
     return (exp_avg[i] / bias_correction1) / (np.sqrt(exp_avg_sq[i] / bias_correction2) + eps) + weight_decay * param[i]
 
 
-@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, fastmath={"reassoc"}, error_model="numpy")
 def _lamb_direction_sum_of_squares(p, m, v, weight_decay, bias_correction1, bias_correction2, eps):
     total = 0.0
     for i in range(p.size):
@@ -276,7 +261,7 @@ lamb_moments_parallel, lamb_moments_serial = parallel_and_serial(_lamb_moments, 
 lamb_apply_parallel, lamb_apply_serial = parallel_and_serial(_lamb_apply, "lamb_apply", error_model="numpy")
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, error_model="numpy")
 def lars_trust_ratios(sums, adapt, grad_scale, hyper, segment_groups, ratios):
     for s in range(ratios.size):
         row = hyper[segment_groups[s]]
@@ -289,7 +274,7 @@ def lars_trust_ratios(sums, adapt, grad_scale, hyper, segment_groups, ratios):
             ratios[s] = 1.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS, error_model="numpy")
 def lamb_trust_ratios(sums, ratios):
     for s in range(ratios.size):
         param_norm = np.sqrt(sums[s, 0])

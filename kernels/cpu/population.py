@@ -15,12 +15,13 @@ import numpy as np
 from numba import njit
 
 from .step_status import BAD_INPUT, BAD_TARGET, DONE, NONFINITE_BATCHNORM, NONFINITE_OUTPUT, SKIPPED
+from .reference_counts import WITHOUT_REFERENCE_COUNTS
 
 # what the population step returns
 RAN, ROWS_MISSING, REFUSED = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def prepare_members(active, optimizer_steps, rows_window, rows_first, update_rows, counters, counted, member_counters,
                     hyper, clipping, skipping, status, losses):
     """Set up every active member's step; False, touching nothing, when a member's step number is outside the
@@ -35,7 +36,11 @@ def prepare_members(active, optimizer_steps, rows_window, rows_first, update_row
         losses[m] = math.nan
         if not active[m]:
             continue
-        update_rows[m] = rows_window[optimizer_steps[m] + 1 - rows_first[m], m]
+        window_row = optimizer_steps[m] + 1 - rows_first[m]
+        # element by element: a whole-row assignment between arrays that may overlap copies through a temporary
+        for group in range(update_rows.shape[1]):
+            for column in range(update_rows.shape[2]):
+                update_rows[m, group, column] = rows_window[window_row, m, group, column]
         for column in range(counted.shape[0]):
             counters[m, counted[column]] = member_counters[m, column] + np.uint64(1)
         hyper[m, 0] = clipping[m]
@@ -44,7 +49,7 @@ def prepare_members(active, optimizer_steps, rows_window, rows_first, update_row
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def record_members(active, status, losses, member_counters, optimizer_steps, skipped_steps, measures_norm,
                    grad_norms, norm_known, diverged):
     """Each active member's counts after its step, as its own compile_step records them; a member whose forward
@@ -88,7 +93,7 @@ def _first_largest(row):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def add_batch_scores(losses, rows, outputs, labels, each, classification, total, correct):
     """``Population.fit``'s running sums after a step of ``rows`` samples: total[m] += the member's loss times
     ``rows`` (0 for a member that did not train) and, for classification, correct[m] += the rows whose largest
@@ -104,7 +109,7 @@ def add_batch_scores(losses, rows, outputs, labels, each, classification, total,
         correct[m] += count
 
 
-@njit(cache=True)
+@njit(cache=True, **WITHOUT_REFERENCE_COUNTS)
 def add_correct(outputs, labels, members, correct):
     """correct[m] += the rows of outputs[m] whose largest output (numpy's argmax) is the label, for each member m
     in ``members`` (a mask); every member's outputs are of the same samples."""

@@ -1,0 +1,69 @@
+"""The kernels of a training step count no references (kernels/cpu/reference_counts.py): compiled without Numba's
+runtime, their machine code makes no call to its reference-counting functions, which took a quarter of a small
+model's step."""
+
+import importlib
+
+import numpy as np
+import pytest
+from numba import njit
+
+import fastdl
+from fastdl import losses, optim
+from fastdl.kernels.cpu.reference_counts import WITHOUT_REFERENCE_COUNTS
+from fastdl.step import compile_step
+
+pytestmark = pytest.mark.skipif(not WITHOUT_REFERENCE_COUNTS, reason="this Numba cannot compile without its runtime")
+
+KERNEL_MODULES = ("activations", "dense", "dropout", "learnable", "losses", "normalization", "optim", "population")
+
+
+def reference_counting_calls(dispatcher):
+    """The lines of the dispatcher's code (compiled in this process: Numba cannot inspect code loaded from its disk
+    cache) that call NRT_incref or NRT_decref."""
+    return [line for ir in dispatcher.inspect_llvm().values() for line in ir.splitlines()
+            if "call" in line and ("@NRT_incref" in line or "@NRT_decref" in line)]
+
+
+def scale_rows(x, factor, out):
+    """What the row helpers do: a view per row, handed to a function that is not inlined."""
+    for i in range(x.shape[0]):
+        _scale_row(x[i], factor, out[i])
+
+
+@njit
+def _scale_row(row, factor, out_row):
+    for j in range(row.shape[0]):
+        out_row[j] = row[j] * factor
+
+
+def test_a_kernel_compiled_without_the_runtime_computes_the_same_and_counts_no_references():
+    counting = njit(scale_rows)
+    not_counting = njit(**WITHOUT_REFERENCE_COUNTS)(scale_rows)
+    x = np.arange(12.0).reshape(3, 4)
+    expected, out = np.zeros_like(x), np.zeros_like(x)
+    counting(x, 2.5, expected)
+    not_counting(x, 2.5, out)
+    np.testing.assert_array_equal(out, x * 2.5)
+    np.testing.assert_array_equal(out, expected)
+    assert reference_counting_calls(counting), "the probe must count references when compiled with the runtime"
+    assert reference_counting_calls(not_counting) == []
+
+
+def test_every_serial_kernel_and_the_generated_steps_are_compiled_without_the_runtime():
+    serial = [getattr(module, name) for module in (importlib.import_module(f"fastdl.kernels.cpu.{name}")
+                                                   for name in KERNEL_MODULES)
+              for name in dir(module) if name.endswith("_serial") and hasattr(getattr(module, name), "targetoptions")]
+    assert len(serial) >= 20
+    for kernel in serial:
+        assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__name__
+
+    model = fastdl.Sequential(fastdl.Dense(6, 16, activation="relu", seed=1),
+                              fastdl.BatchNorm(16, activation="tanh", seed=2), fastdl.Dense(16, 3, seed=3))
+    step = compile_step(model, losses.softmax_cross_entropy, optim.Adam(model.parameters(), lr=1e-2))
+    rng = np.random.default_rng(0)
+    step(rng.standard_normal((8, 6)).astype(np.float32), rng.integers(0, 3, 8))
+    compiled = list(step._kernels.values())
+    assert compiled, "compile_step ran the layer path"
+    for kernel in compiled:
+        assert kernel.targetoptions.get("_nrt") is False
