@@ -97,6 +97,7 @@ def emit_dense(emission, k, layer, h, width, serial):
                   code=code, params=params, seed=np.uint64(layer.seed), z=z, save_z=z is not a, y=y,
                   grad_z=np.empty(out, dtype), grad_x=np.empty((batch, width), dtype),
                   any_activation=any_activation_for(code), parts=parts,
+                  input_grad_block_rows=dense_kernels.input_grad_rows(batch, layer.in_features, layer.out_features),
                   mask=np.empty(out if layer.dropout else (0, 0), np.uint8),
                   scale=dtype.type(1.0 / (1.0 - layer.dropout)))
     variant = _variant(parallel)
@@ -141,7 +142,8 @@ def emit_dense(emission, k, layer, h, width, serial):
     else:
         lines = [f"dense.backward_{variant}({h}, {p}weight, g, {p}z, {activation_output}, {bool(layer.dropout)}, "
                  f"{p}mask, {p}scale, {p}code, {p}params, {p}seed, counters[{k}], {p}grad_z, {p}grad_weight, "
-                 f"{p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}any_activation, {p}parts)"]
+                 f"{p}grad_bias, {grad_x}, {input_grad}, accumulate, {p}any_activation, {p}parts, "
+                 f"{p}input_grad_block_rows)"]
     if k > 0:
         lines += [f"g = {p}grad_x"]
     emission.prepend_backward(lines)
@@ -176,7 +178,7 @@ def _bfloat16_backward(emission, p, k, layer, activation_output, variant, grad_x
         f"dense.backward_{variant}({p}x_bfloat16, {p}weight_bfloat16, {p}grad_z_bfloat16, {p}grad_z_bfloat16, "
         f"{p}grad_z_bfloat16, False, {p}mask, {p}scale, {p}identity_code, {p}identity_params, {p}seed, "
         f"counters[{k}], {p}grad_z, {p}grad_weight, {p}grad_bias, {grad_x}, {input_grad}, accumulate, "
-        f"{p}identity_any, {p}parts)"]
+        f"{p}identity_any, {p}parts, {p}input_grad_block_rows)"]
 
 
 def emit_batchnorm(emission, k, layer, h, width, serial):

@@ -446,3 +446,20 @@ def test_an_optimizer_over_part_of_the_model_trains_that_part_and_one_over_none_
         fastdl.fit(model, losses.softmax_cross_entropy, optimizer, train=data(losses.softmax_cross_entropy, 16, 6, 3,
                                                                                  np.float32), progress=False)
     assert_same_state(snapshot(other, optimizer), before)
+
+
+def test_an_input_gradient_in_row_blocks_keeps_both_paths_bit_identical(cpu, monkeypatch):
+    """Where OpenBLAS's small-matrix kernels make dX = dZ @ W.T run in row blocks (forced here), the compiled step
+    runs the same blocks as the layer path."""
+    from fastdl.kernels.cpu import blas_provider, dense
+
+    monkeypatch.setattr(blas_provider, "SMALL_MATRIX_KERNELS", True)
+    assert dense.input_grad_rows(32, 48, 40) == 21
+
+    def build(dtype):
+        return fastdl.Sequential(fastdl.Dense(6, 48, activation="relu", seed=1, dtype=dtype),
+                                 fastdl.Dense(48, 40, activation="tanh", seed=2, dtype=dtype, dropout=0.2),
+                                 fastdl.Dense(40, 3, seed=3, dtype=dtype))
+
+    run_both(build, losses.softmax_cross_entropy, lambda p: fastdl.optim.Adam(p, lr=1e-2), np.float32,
+             batches=(32, 32, 32))

@@ -430,3 +430,46 @@ def test_dense_dropout_is_the_identity_in_eval(backend):
 def test_dense_dropout_out_of_range_is_a_clear_error(bad):
     with pytest.raises(ValueError, match=r"Dense: dropout must lie in \[0, 1\)"):
         fastdl.Dense(4, 6, dropout=bad)
+
+
+SMALL_BATCH_LAYER = (32, 64, 48)  # rows, fan_in, fan_out: dX 32 x 64, past OpenBLAS's small transposed output
+
+
+def test_the_input_gradient_is_split_into_row_blocks_only_for_openblas_small_matrix_kernels(monkeypatch):
+    from fastdl.kernels.cpu import blas_provider, dense
+
+    monkeypatch.setattr(blas_provider, "SMALL_MATRIX_KERNELS", False)
+    assert dense.input_grad_rows(32, 64, 64) == 32
+    monkeypatch.setattr(blas_provider, "SMALL_MATRIX_KERNELS", True)
+    assert [dense.input_grad_rows(*shape) for shape in [(32, 64, 64), (32, 128, 128), (32, 128, 64), (64, 64, 64)]] \
+        == [16, 8, 8, 16]
+    # one call: an output already small (16 x 64), a narrow layer (10 columns), a larger batch, a product as large
+    # as those split over threads (at any thread count)
+    assert [dense.input_grad_rows(*shape) for shape in [(16, 64, 64), (32, 64, 10), (128, 64, 64), (32, 256, 256)]] \
+        == [16, 32, 128, 32]
+
+
+@pytest.mark.parametrize("block_rows", [16, 5])
+def test_an_input_gradient_in_row_blocks_matches_the_reference_and_leaves_the_rest_unchanged(dtype, block_rows):
+    """dX in BLAS calls of a few rows each (5: the last block shorter) is the reference's to rounding; dZ, dW and
+    the bias gradient are the one-call kernel's bit for bit."""
+    from fastdl.kernels.cpu import dense
+
+    rows, fan_in, fan_out = SMALL_BATCH_LAYER
+    rng = np.random.default_rng(11)
+    x, weight = rng.standard_normal((rows, fan_in)).astype(dtype), rng.standard_normal((fan_in, fan_out)).astype(dtype)
+    z, grad_y = rng.standard_normal((rows, fan_out)).astype(dtype), rng.standard_normal((rows, fan_out)).astype(dtype)
+    code, params = fastdl.activations.resolve("relu").kernel_args(dtype, True)
+    y = np.maximum(z, 0)
+    outputs = []
+    for block in (rows, block_rows):
+        grad_z, grad_x = np.empty_like(z), np.empty_like(x)
+        grad_weight, grad_bias = np.empty_like(weight), np.empty(fan_out, dtype)
+        dense.backward_serial(x, weight, grad_y, z, y, False, np.empty((0, 0), np.uint8), dtype(1.0), code, params,
+                              np.uint64(0), np.uint64(0), grad_z, grad_weight, grad_bias, grad_x, True, False,
+                              dense.any_activation_for(code), 1, block)
+        outputs.append((grad_z, grad_weight, grad_bias, grad_x))
+    (*whole, _), (*blocks, grad_x) = outputs
+    for one_call, in_blocks in zip(whole, blocks):
+        np.testing.assert_array_equal(in_blocks, one_call)
+    assert_close(grad_x, (grad_y * (z > 0)) @ weight.T, dtype, gemm=True)

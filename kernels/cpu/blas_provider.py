@@ -207,6 +207,13 @@ INTEGER_BITS = PROVIDER.integer_bits if AVAILABLE else 64
 # the layers split their GEMMs over fastdl's own parallel loop only where the BLAS can be made single-threaded
 PER_THREAD_CONTROL = AVAILABLE and PROVIDER.set_threads_local is not None
 
+# OpenBLAS's cores with small-matrix GEMM kernels (the *_small_kernel_* files of its kernel/x86_64): a product of a
+# few rows skips packing there, but only up to an output size that depends on the transposition (see
+# dense.input_grad_rows). Its DYNAMIC_ARCH builds name the core in use in their configuration string.
+SMALL_MATRIX_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
+SMALL_MATRIX_KERNELS = (AVAILABLE and PROVIDER.name == "openblas"
+                        and any(core in (PROVIDER.version or "").split() for core in SMALL_MATRIX_CORES))
+
 
 def _register(name, function):
     address = function if isinstance(function, int) else ctypes.cast(function, ctypes.c_void_p).value
