@@ -461,9 +461,9 @@ def _parts(x, weight):
 def input_grad_rows(rows, fan_in, fan_out):
     """How many rows of dX = dZ @ W.T (rows x fan_in) one BLAS call computes in the backward; compiled steps make
     the same choice from the same numbers. OpenBLAS's small-matrix kernels take this transposition only for outputs
-    of at most about a thousand elements, and its general path packs both operands first: on its AVX-512 cores a
-    batch of 32 through 64 -> 64 took 3.0 us in one call and 1.7 in two of 16 rows, 128 -> 128 11.3 and 5.5 in four
-    of 8. Larger batches gain little, narrow outputs (10 columns) and cores without those kernels lose: one call."""
+    of at most about a thousand elements; past that its general path packs both operands first, which costs a small
+    batch about as much as the product itself, so calls of fewer rows each run faster in all. Larger batches gain
+    little, and narrow outputs and cores without those kernels lose: they keep one call (docs/cpu-engine.md)."""
     if (not blas_provider.SMALL_MATRIX_KERNELS or rows * fan_in * fan_out >= PARALLEL_MIN_MULTIPLY_ADDS
             or rows > SMALL_BATCH_ROWS or fan_out < SMALL_MATRIX_MIN_COLUMNS
             or rows * fan_in <= SMALL_TRANSPOSED_OUTPUT):

@@ -3,14 +3,15 @@
 Numba counts the references to every array a compiled function touches, views included: each row a kernel takes
 (``y_out[i]``), each piece of the flat parameter buffer, each array passed on to another kernel adds one to its
 parent's counter and subtracts it again, with atomic instructions. Its pruning pass removes the pairs it can prove
-useless within a block, not those around a call or across a branch, which is where the row helpers sit. One step of
-a 64-64-64-10 model at batch 32 made about 1,700 such calls, a quarter of its time; a population of such models
-pays it per member, with both threads counting on the same stacked buffers.
+useless within a block, not those around a call or across a branch, which is where the row helpers sit: a small
+model's step made well over a thousand such calls, a large share of its time (docs/cpu-engine.md), and a population
+of such models pays it per member, with both threads counting on the same stacked buffers.
 
 A kernel compiled without the runtime (Numba's ``_nrt`` option) emits none of it; it cannot allocate arrays (Numba
 refuses to compile one that does), which these kernels never do, and its arrays stay owned by the caller for the
 call's duration. Arguments from Python are then read without a counter of their own (no allocation per array per
-call either). Parallel kernels keep the runtime: Numba's parallel loops allocate their schedules with it.
+call either). The layers' parallel kernels keep the runtime: they take a view per row of blocks large enough that
+the counting does not show; the population steps, parallel loops over the members' serial steps, run without it.
 """
 
 from numba.core.cpu import CPUTargetOptions
