@@ -14,7 +14,15 @@ call either). The layers' parallel kernels keep the runtime: they take a view pe
 the counting does not show; the population steps, parallel loops over the members' serial steps, run without it.
 """
 
-from numba.core.cpu import CPUTargetOptions
 
-# {} on a Numba without the option: the kernels then count references, as before, and compute the same values
-WITHOUT_REFERENCE_COUNTS = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+def _options():
+    """{"_nrt": False}, or {} on a Numba without the option (an internal module path, which may move): the kernels
+    then count references, as before, and compute the same values."""
+    try:
+        from numba.core.cpu import CPUTargetOptions
+    except ImportError:
+        return {}
+    return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+
+
+WITHOUT_REFERENCE_COUNTS = _options()
