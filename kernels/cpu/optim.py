@@ -114,18 +114,24 @@ def _rmsprop(param, grad, square_avg, grad_avg, buffer, grad_scale, hyper, piece
         weight_decay, l1, lr, alpha, eps, momentum = T(row[0]), T(row[1]), T(row[2]), T(row[3]), T(row[4]), T(row[5])
         start, stop = piece_bounds[k], piece_bounds[k + 1]
         p, g, sq = param[start:stop], grad[start:stop], square_avg[start:stop]
+        # the optional states' pieces, sliced only where present (tested on the arguments: Numba prunes the
+        # branches); indexed from 0 like the others, so the loop keeps no negative-index test and vectorizes
+        if grad_avg is not None:
+            avg = grad_avg[start:stop]
+        if buffer is not None:
+            b = buffer[start:stop]
         for i in range(p.size):
             gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
             v = alpha * sq[i] + (one - alpha) * gradient * gradient
             sq[i] = v
-            if grad_avg is not None:  # tested on the arguments: Numba prunes the branches
-                a = alpha * grad_avg[start + i] + (one - alpha) * gradient
-                grad_avg[start + i] = a
+            if grad_avg is not None:
+                a = alpha * avg[i] + (one - alpha) * gradient
+                avg[i] = a
                 v = v - a * a
             step = gradient / (np.sqrt(v) + eps)
             if buffer is not None:
-                step = momentum * buffer[start + i] + step
-                buffer[start + i] = step
+                step = momentum * b[i] + step
+                b[i] = step
             p[i] -= lr * step
 
 
@@ -144,15 +150,17 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, grad_scale, hyper, p
         weight_decay, l1, decay_factor, beta1, beta2, step_size, bias_correction2_sqrt, eps = _adam_scalars(row, param)
         start, stop = piece_bounds[k], piece_bounds[k + 1]
         p, g, m_, v_ = param[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
+        if max_exp_avg_sq is not None:  # tested on the argument: Numba prunes the branches (see _rmsprop)
+            v_max = max_exp_avg_sq[start:stop]
         for i in range(p.size):
             gradient = _gradient(p, g, i, grad_scale, weight_decay, l1)
             m = beta1 * m_[i] + (one - beta1) * gradient
             v = beta2 * v_[i] + (one - beta2) * gradient * gradient
             m_[i] = m
             v_[i] = v
-            if max_exp_avg_sq is not None:  # tested on the argument: Numba prunes the branch
-                v = max(max_exp_avg_sq[start + i], v)
-                max_exp_avg_sq[start + i] = v
+            if max_exp_avg_sq is not None:
+                v = max(v_max[i], v)
+                v_max[i] = v
             p[i] = p[i] * decay_factor - step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
 
 
