@@ -54,8 +54,7 @@ def _dense(emission, k, layer, h, width):
     # z is not kept (nothing goes backward): the activation's output is the same with or without it
     common = f"{p}bias, {p}code, {p}params, {p}seed, counters[{k}], {p}y, False, {p}y, {p}any_activation, {p}parts"
     # the kernel Dense.forward's backend picks for this shape and activation
-    forward = ("forward_columns" if dense_kernels.by_columns(batch, layer.in_features, layer.out_features, code)
-               else "forward")
+    forward = dense_kernels.forward_kernel_name(batch, layer.in_features, layer.out_features, code)
     if layer.compute_dtype != "bfloat16":
         emission.lines.append(f"dense.{forward}_serial({h}, {p}weight, {common})")
     elif bfloat16_gemm.used_for(batch, layer.in_features, layer.out_features):  # the cpu backend's choice

@@ -126,8 +126,7 @@ def emit_dense(emission, k, layer, h, width, serial):
                              f"{p}any_activation, {p}parts, {p}x_bits, {p}weight_bits)"]
         activation_output = f"{p}y"
     else:
-        kernel = ("forward_columns" if dense_kernels.by_columns(batch, layer.in_features, layer.out_features, code)
-                  else "forward")
+        kernel = dense_kernels.forward_kernel_name(batch, layer.in_features, layer.out_features, code)
         emission.forward += [f"finite = dense.{kernel}_{variant}({source}, {weight}, {common}, {p}y, "
                              f"{p}any_activation, {p}parts)"]
         activation_output = f"{p}y"

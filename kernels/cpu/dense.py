@@ -337,6 +337,8 @@ forward_columns_parallel, forward_columns_serial = parallel_and_serial(_forward_
 dropout_forward_parallel, dropout_forward_serial = parallel_and_serial(_dropout_forward, "dense_dropout_forward",
                                                                        NO_FUSION)
 backward_parallel, backward_serial = parallel_and_serial(_backward, "dense_backward", NO_FUSION)
+_FORWARD_KERNELS = {"forward": (forward_parallel, forward_serial),
+                    "forward_columns": (forward_columns_parallel, forward_columns_serial)}
 
 
 _NO_MASK = np.empty((0, 0), np.uint8)
@@ -479,11 +481,15 @@ def by_columns(rows, fan_in, fan_out, code):
             and fan_out >= 2 * COLUMN_ALIGN * parts)
 
 
+def forward_kernel_name(rows, fan_in, fan_out, code):
+    """``"forward_columns"`` or ``"forward"``: the forward kernels (``dense.<name>_parallel`` and ``_serial``) for
+    this shape and activation code, as the layer path and the generated steps name them."""
+    return "forward_columns" if by_columns(rows, fan_in, fan_out, code) else "forward"
+
+
 def forward_kernels(rows, fan_in, fan_out, code):
     """The (parallel, serial) forward kernels for this shape and activation code."""
-    if by_columns(rows, fan_in, fan_out, code):
-        return forward_columns_parallel, forward_columns_serial
-    return forward_parallel, forward_serial
+    return _FORWARD_KERNELS[forward_kernel_name(rows, fan_in, fan_out, code)]
 
 
 def _contiguous(x):
