@@ -371,6 +371,8 @@ class Dense(_RandomCounter, Module):
     >>> y = layer(np.ones((2, 4), dtype=np.float32))
     """
 
+    _forward_bound_to = None  # the binding whose forward ran last; None after the general path's
+
     def __init__(self, in_features: int, out_features: int, activation: str | Activation = "identity",
                  bias: bool = True, init: str | Callable | None = None, seed: int | None = None,
                  dtype: DType = "float32", dropout: float = 0.0, compute_dtype: str = "float32"):
@@ -461,18 +463,19 @@ class Dense(_RandomCounter, Module):
 
     def _forward_bound(self, binding, x):
         """The float32 forward without dropout through the layer's bound kernel (see _DenseBinding)."""
-        counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
+        training = binding.training  # the layer's mode, as accepts checked
+        counter = self.counter + 1 if training else self.counter  # taken only once the forward succeeded
         finite = binding.forward(x, counter)
         if finite is not True:  # a bool True (the CPU's answer) needs nothing more
             finite_checks.check(finite, self._refuse, x, binding.backend)
         self.counter = counter
-        y = binding.y
-        self._forward_input, self._forward_z, self._forward_y, self._forward_a = x, binding.z, y, y
-        self._forward_operands = (x, binding.weight)
-        self._forward_compute, self._forward_dropout = "float32", False
-        self._forward_training = self._forward_counted = self.training
-        self._forward_bound_to = binding
-        return y
+        if self._forward_bound_to is not binding:  # what the backward reads besides x is the binding's, call after call
+            self._forward_z, self._forward_y, self._forward_a = binding.z, binding.y, binding.y
+            self._forward_operands = None  # read by the bfloat16 backward only
+            self._forward_compute, self._forward_dropout, self._forward_training = "float32", False, training
+            self._forward_bound_to = binding
+        self._forward_input, self._forward_counted = x, training
+        return binding.y
 
     def __getstate__(self):
         """Pickling and ``copy.deepcopy`` leave the bound kernels behind (functions over this layer's arrays); the
@@ -568,19 +571,22 @@ class _DenseBinding:
                                                     layer._workspace("grad_z", y.shape, layer.dtype),
                                                     self.grad_weight, self.grad_bias, self.grad_x)
 
+    # both checks run on every call: written out (no helper calls) for what they cost on small layers
     def accepts(self, layer, x):
+        weight, bias = layer.weight, layer.bias
         return (type(x) is self.array_type and x.shape == self.shape and x.dtype == self.dtype
-                and x.flags.c_contiguous and layer.training is self.training and layer.weight._data is self.weight
-                and layer.weight._grad is self.grad_weight and layer.bias_arrays()[0] is self.bias
+                and x.flags.c_contiguous and layer.training is self.training and weight._data is self.weight
+                and weight._grad is self.grad_weight and (layer._no_bias if bias is None else bias._data) is self.bias
                 and layer.activation is self.activation and layer.seed == self.seed
                 and layer.compute_dtype == "float32" and not (self.training and layer.dropout > 0)
                 and threads.generation == self.generation and get_backend() is self.backend)
 
     def accepts_grad(self, layer, grad_out):
         """Whether the backward of the forward this binding ran can take ``grad_out`` as it is."""
+        weight, bias = layer.weight, layer.bias
         return (type(grad_out) is self.array_type and grad_out.shape == self.y.shape and grad_out.dtype == self.dtype
-                and grad_out.flags.c_contiguous and layer.weight._data is self.weight
-                and layer.weight._grad is self.grad_weight and layer.bias_arrays()[1] is self.grad_bias
+                and grad_out.flags.c_contiguous and weight._data is self.weight and weight._grad is self.grad_weight
+                and (layer._no_bias if bias is None else bias._grad) is self.grad_bias
                 and get_backend() is self.backend)
 
 

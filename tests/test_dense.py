@@ -142,6 +142,33 @@ def test_a_layer_that_ran_follows_changes_to_its_parameters_mode_and_settings(ba
     # above landed where the optimizer reads it
 
 
+DETOURS = {"dropout": lambda layer, on: setattr(layer, "dropout", 0.5 if on else 0.0),
+           "bfloat16": lambda layer, on: layer.set_compute_dtype("bfloat16" if on else "float32")}
+
+
+@pytest.mark.parametrize("detour", DETOURS)
+def test_a_layer_back_from_the_general_path_differentiates_its_last_forward(backend, detour):
+    """A bound forward records what the backward reads besides x (z, y, the mode) only when its binding changes:
+    after a forward through the general path (dropout in training, bfloat16 compute), the next bound forward must
+    record its own again, for the bound backward and for the general one (a strided grad_out) alike."""
+    rng = np.random.default_rng(6)
+    layer = fastdl.Dense(6, 5, activation="tanh", seed=2)
+    for on in (False, True, False):
+        DETOURS[detour](layer, on)
+        layer(backend.asarray(rng.standard_normal((4, 6)).astype(np.float32)))
+        layer.backward(backend.asarray(np.ones((4, 5), np.float32)))
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    grad_out = rng.standard_normal((4, 10)).astype(np.float32)[:, ::2]
+    for grad in (np.ascontiguousarray(grad_out), grad_out):  # the bound backward, then the general one
+        y = fastdl.to_numpy(layer(backend.asarray(x))).copy()
+        grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad))).copy()
+        expected_y, expected_grad_x, grad_weight, _ = reference_dense(
+            x, fastdl.to_numpy(layer.weight.data), fastdl.to_numpy(layer.bias.data), "tanh", grad_out)
+        assert_close(y, expected_y, np.float32, gemm=True)
+        assert_close(grad_x, expected_grad_x, np.float32, gemm=True)
+        assert_close(fastdl.to_numpy(layer.weight.grad), grad_weight, np.float32, gemm=True)
+
+
 def test_an_optimizer_built_between_forward_and_backward_gets_the_gradients(backend):
     layer = fastdl.Dense(6, 5, activation="tanh", dtype="float64", seed=2)
     x, grad_out = np.random.default_rng(5).standard_normal((4, 6)), np.ones((4, 5))

@@ -96,6 +96,35 @@ def test_out_receives_the_gradient(backend):
     assert grad is out
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_into_out_matches_reference(backend, dtype, label_smoothing, reduction):
+    """A call with int64 labels and ``out=`` takes the shortest way to the kernel: the same values."""
+    logits, labels, _, _ = _inputs(dtype)
+    with fastdl.use_backend("numpy"):
+        expected_loss, expected_grad = losses.softmax_cross_entropy(logits, labels, reduction, label_smoothing)
+    out = backend.xp.empty(logits.shape, dtype)
+    loss, grad = losses.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels.astype(np.int64)),
+                                              reduction, label_smoothing, out=out)
+    assert grad is out
+    assert loss == pytest.approx(expected_loss, rel=1e-6 if dtype == np.float32 else 1e-13)
+    assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("labels, logit, message", [
+    ([0, 4, 1], 0.0, r"labels must lie in \[0, 4\) for logits of shape \(3, 4\), got values in \[0, 4\]"),
+    ([0, -1, 1], 0.0, r"labels must lie in \[0, 4\)"),
+    ([0, 1, 2], np.nan, r"logits contains NaN or Inf \(shape \(3, 4\)\)"),
+    ([0, 1, 2], np.inf, r"logits contains NaN or Inf \(shape \(3, 4\)\)"),
+])
+def test_cross_entropy_into_out_refuses_what_the_allocating_call_refuses(backend, labels, logit, message):
+    logits = np.zeros((3, 4), np.float32)
+    logits[1, 2] = logit
+    out = backend.xp.empty((3, 4), np.float32)
+    with pytest.raises(ValueError, match="softmax_cross_entropy: " + message):
+        losses.softmax_cross_entropy(backend.asarray(logits), backend.asarray(np.array(labels, np.int64)), out=out)
+
+
 def test_losses_against_torch(dtype):
     torch = pytest.importorskip("torch")
     logits, labels, target, probabilities = _inputs(dtype)

@@ -53,6 +53,9 @@ def hyperparameter_edits():
 _STEP_RECORDS = frozenset({"steps", "skipped_steps", "last_grad_norm"})
 
 
+_NO_TABLE = (None, None)
+
+
 class ParamGroup(dict):
     """One entry of ``optimizer.param_groups``: ``"params"`` (its Parameters) and the group's hyperparameters,
     which can be read and set between steps; each value is checked when set, as the optimizer's own are."""
@@ -285,6 +288,9 @@ class Optimizer:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name, value):
+        if name in _STEP_RECORDS:  # set by every step: first, and nothing more to do
+            object.__setattr__(self, name, value)
+            return
         if name == "max_grad_norm":
             value = None if value is None else check_number(type(self).__name__, name, value, low=0, low_open=True)
         elif name in self._group_names:
@@ -407,15 +413,17 @@ class Optimizer:
     def hyper_rows(self, name, step):
         """The float64 table (one row per parameter group) the update kernel ``name`` reads at update ``step``;
         the same array every step, rewritten in place."""
-        rows = [self.group_scalars(group, step) for group in self.param_groups]
-        table, layout = self._hyper_tables.get(name, (None, None))
-        if table is None or table.shape != (len(rows), len(rows[0])):
-            table = np.empty((len(rows), len(rows[0])))
+        groups = self.param_groups
+        values = (self.group_scalars(groups[0], step) if len(groups) == 1
+                  else [value for group in groups for value in self.group_scalars(group, step)])
+        table, layout = self._hyper_tables.get(name, _NO_TABLE)
+        if table is None or table.size != len(values) or table.shape[0] != len(groups):
+            table = np.empty((len(groups), len(values) // len(groups)))
             layout = f"{table.size}d"
             self._hyper_tables[name] = table, layout
         # packed straight into the array's memory: several times faster than numpy's assignment from tuples, which
         # matters for small models, where the whole update takes a few microseconds
-        struct.pack_into(layout, table, 0, *(rows[0] if len(rows) == 1 else [value for row in rows for value in row]))
+        struct.pack_into(layout, table, 0, *values)
         return table
 
     def hyperparameters(self):
