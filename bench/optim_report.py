@@ -41,6 +41,11 @@ CASES = {
     "Adam": ((optim.Adam, {}), ("Adam", dict(fused=True)), 28),
     "Adam + clip": ((optim.Adam, dict(max_grad_norm=1.0)), ("Adam", dict(fused=True)), 32),
     "AdamW": ((optim.AdamW, {}), ("AdamW", dict(fused=True)), 28),
+    # the optional states: amsgrad's running maximum (+ read and write), centered RMSprop's gradient average and
+    # its momentum buffer (p, g, square, average, buffer read; all but g written)
+    "Adam amsgrad": ((optim.Adam, dict(amsgrad=True)), ("Adam", dict(amsgrad=True, fused=True)), 36),
+    "RMSprop centered momentum": ((optim.RMSprop, dict(centered=True, momentum=0.9)),
+                                  ("RMSprop", dict(centered=True, momentum=0.9, foreach=True)), 36),
     # two parameter groups, PyTorch's usual split: weight decay on the matrices, none on the vectors (one group
     # where a layout has only one kind)
     "AdamW 2 groups": ((optim.AdamW, {}), ("AdamW", dict(fused=True)), 28),

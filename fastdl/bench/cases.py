@@ -214,6 +214,11 @@ OPTIMIZERS = {
     "Adam": ((optim.Adam, {}), ("Adam", {}), 28),
     "Adam + clip": ((optim.Adam, dict(max_grad_norm=1.0)), ("Adam", {}), 32),  # + the norm pass reading g
     "AdamW": ((optim.AdamW, {}), ("AdamW", {}), 28),
+    # the optional states: amsgrad's running maximum (+ read and write), centered RMSprop's gradient average and
+    # its momentum buffer (p, g, square, average, buffer read; all but g written)
+    "Adam amsgrad": ((optim.Adam, dict(amsgrad=True)), ("Adam", dict(amsgrad=True)), 36),
+    "RMSprop centered momentum": ((optim.RMSprop, dict(centered=True, momentum=0.9)),
+                                  ("RMSprop", dict(centered=True, momentum=0.9)), 36),
     # bfloat16 m and v (2 bytes each) against PyTorch's float32 Adam, the alternative a user has
     "Adam bf16 moments": ((optim.Adam, dict(moments_dtype="bfloat16")), ("Adam", {}), 20),
     "LARS": ((optim.LARS, dict(lr=0.1)), None, 28),  # norm pass reads p, g; step reads p, g, b, writes p, b
