@@ -4,12 +4,14 @@ model's step."""
 
 import importlib
 
+import numba
 import numpy as np
 import pytest
-from numba import njit
+from numba import njit, prange
 
 import fastdl
 from fastdl import losses, optim
+from fastdl.kernels.cpu.compile_twice import parallel_and_serial
 from fastdl.kernels.cpu.reference_counts import WITHOUT_REFERENCE_COUNTS
 from fastdl.step import compile_step
 
@@ -67,3 +69,28 @@ def test_every_serial_kernel_and_the_generated_steps_are_compiled_without_the_ru
     assert compiled, "compile_step ran the layer path"
     for kernel in compiled:
         assert kernel.targetoptions.get("_nrt") is False
+
+
+def sum_of_rows(x):
+    """A parallel loop with a reduction: Numba's lowering of it allocates."""
+    total = 0.0
+    for i in prange(x.shape[0]):
+        total += x[i].sum()
+    return total
+
+
+def calls_sum_of_rows(kernel):
+    def step(x):
+        return kernel(x)
+    return step
+
+
+def test_a_parallel_kernel_compiles_first_inside_a_step_without_the_runtime(monkeypatch, tmp_path):
+    """A generated step (no runtime) that is the first caller of a parallel kernel: the kernel keeps its own runtime
+    rather than the step's options, or it cannot compile (the step then fell back to the layer path, on a cold
+    cache, depending on which call came first)."""
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))  # a cold cache: compiled here, inside the step
+    parallel, serial = parallel_and_serial(sum_of_rows, "sum_of_rows")
+    x = np.arange(12.0).reshape(3, 4)
+    assert njit(**WITHOUT_REFERENCE_COUNTS)(calls_sum_of_rows(parallel))(x) == 66.0
+    assert njit(**WITHOUT_REFERENCE_COUNTS)(calls_sum_of_rows(serial))(x) == 66.0

@@ -15,7 +15,7 @@ from numba import njit
 from numba.core.cpu_options import ParallelOptions
 from numba.np.ufunc import parallel as _numba_parallel
 
-from .reference_counts import WITHOUT_REFERENCE_COUNTS
+from .reference_counts import WITH_REFERENCE_COUNTS, WITHOUT_REFERENCE_COUNTS
 
 # Consecutive prange loops over the same chunks would be fused into one by Numba, which cannot see that the
 # second reads what other threads wrote in the first (block sums, a GEMM's blocks): the passes must stay separate
@@ -34,8 +34,9 @@ def _renamed(body, name):
 
 def parallel_and_serial(body, name, parallel=True, **options):
     """(``name``_parallel, ``name``_serial): ``body`` compiled with ``parallel`` and without, both cached on disk;
-    the serial one without reference counting (``reference_counts.py``)."""
-    return (njit(parallel=parallel, cache=True, **options)(_renamed(body, f"{name}_parallel")),
+    the serial one without reference counting, the parallel one with it whoever calls it first
+    (``reference_counts.py``)."""
+    return (njit(parallel=parallel, cache=True, **WITH_REFERENCE_COUNTS, **options)(_renamed(body, f"{name}_parallel")),
             njit(cache=True, **WITHOUT_REFERENCE_COUNTS, **options)(_renamed(body, f"{name}_serial")))
 
 

@@ -12,17 +12,23 @@ refuses to compile one that does), which these kernels never do, and its arrays 
 call's duration. Arguments from Python are then read without a counter of their own (no allocation per array per
 call either). The layers' parallel kernels keep the runtime: they take a view per row of blocks large enough that
 the counting does not show; the population steps, parallel loops over the members' serial steps, run without it.
+
+Those that keep it say so (WITH_REFERENCE_COUNTS): a kernel's options left open are taken from the compiled function
+that calls it when Numba compiles it there first, and a parallel kernel compiled first inside a generated step (no
+runtime) could not compile its parallel loop (which allocates), so that step fell back to the layer path; which
+call came first decided it.
 """
 
 
-def _options():
-    """{"_nrt": False}, or {} on a Numba without the option (an internal module path, which may move): the kernels
-    then count references, as before, and compute the same values."""
+def _options(runtime):
+    """{"_nrt": runtime}, or {} on a Numba without the option (an internal module path, which may move): the
+    kernels then count references, as before, and compute the same values."""
     try:
         from numba.core.cpu import CPUTargetOptions
     except ImportError:
         return {}
-    return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+    return {"_nrt": runtime} if hasattr(CPUTargetOptions, "_nrt") else {}
 
 
-WITHOUT_REFERENCE_COUNTS = _options()
+WITHOUT_REFERENCE_COUNTS = _options(False)
+WITH_REFERENCE_COUNTS = _options(True)
