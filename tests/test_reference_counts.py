@@ -52,10 +52,21 @@ def test_a_kernel_compiled_without_the_runtime_computes_the_same_and_counts_no_r
     assert reference_counting_calls(not_counting) == []
 
 
+def _kernels(suffix):
+    return [getattr(module, name) for module in (importlib.import_module(f"fastdl.kernels.cpu.{name}")
+                                                 for name in KERNEL_MODULES)
+            for name in dir(module) if name.endswith(suffix) and hasattr(getattr(module, name), "targetoptions")]
+
+
+def test_every_parallel_kernel_keeps_the_runtime_whoever_calls_it_first():
+    parallel = _kernels("_parallel")
+    assert len(parallel) >= 20
+    for kernel in parallel:
+        assert kernel.targetoptions.get("_nrt") is True, kernel.py_func.__name__
+
+
 def test_every_serial_kernel_and_the_generated_steps_are_compiled_without_the_runtime():
-    serial = [getattr(module, name) for module in (importlib.import_module(f"fastdl.kernels.cpu.{name}")
-                                                   for name in KERNEL_MODULES)
-              for name in dir(module) if name.endswith("_serial") and hasattr(getattr(module, name), "targetoptions")]
+    serial = _kernels("_serial")
     assert len(serial) >= 20
     for kernel in serial:
         assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__name__
