@@ -1,4 +1,4 @@
-"""Run a suite: ceilings first, then every case with its contenders taking turns; print, save JSON, plot.
+"""Run a suite: ceilings, every case with its contenders taking turns, the ceilings again; print, save JSON, plot.
 
 For each case the contenders are fastdl on each requested backend, PyTorch (on the CPU, or CUDA when the
 GPU backend is benchmarked) where it is installed, and JAX (jit, on the CPU) for the cases that have a JAX
@@ -162,23 +162,33 @@ def run_suite(suite="quick", backends=None, use_torch=True, progress=sys.stderr,
         raise RuntimeError(f"fastdl bench: no usable backend among {[name for name, _ in statuses]}: {skipped}")
     say = (lambda text: print(text, file=progress, flush=True)) if progress else (lambda text: None)
     say("measuring the ceilings (memory bandwidth, GEMM) ...")
-    measured = {"cpu": ceilings.cpu_ceilings(quick=suite == "quick")}
-    if "gpu" in usable:
-        measured["gpu"] = ceilings.gpu_ceilings(quick=suite == "quick")
+    before = _measure_ceilings(usable, suite)
     cases = case_module.suite(suite)
     rows = []
     started = time.perf_counter()
     for index, case in enumerate(cases, start=1):
         say(f"[{index}/{len(cases)}] {case.name}  ({time.perf_counter() - started:.0f} s)")
-        for row in run_case(case, usable, use_torch, settings, use_jax):
-            ceiling = measured["gpu" if row["backend"] == "gpu" else "cpu"]
-            limit = ceiling["bandwidth_GBps"] if row["unit"] == case_module.BANDWIDTH else ceiling["gemm_GFLOPs"]
-            if row["unit"] == case_module.GEMM and case.compute == "bfloat16":  # where the device has a bf16 GEMM
-                limit = ceiling.get("bfloat16_gemm_GFLOPs", limit)
-            row["of_ceiling"] = row["rate"] / limit
-            rows.append(row)
+        rows += [(case, row) for row in run_case(case, usable, use_torch, settings, use_jax)]
+    seconds = time.perf_counter() - started
+    say("measuring the ceilings again ...")
+    after = _measure_ceilings(usable, suite)
+    measured = {device: ceilings.higher(before[device], after[device]) for device in before}
+    for case, row in rows:
+        ceiling = measured["gpu" if row["backend"] == "gpu" else "cpu"]
+        limit = ceiling["bandwidth_GBps"] if row["unit"] == case_module.BANDWIDTH else ceiling["gemm_GFLOPs"]
+        if row["unit"] == case_module.GEMM and case.compute == "bfloat16":  # where the device has a bf16 GEMM
+            limit = ceiling.get("bfloat16_gemm_GFLOPs", limit)
+        row["of_ceiling"] = row["rate"] / limit
     return {"suite": suite, "machine": machine_description(usable), "skipped_backends": skipped,
-            "ceilings": measured, "seconds": time.perf_counter() - started, "results": rows}
+            "ceilings": measured, "ceilings_measured": {"before": before, "after": after}, "seconds": seconds,
+            "results": [row for _, row in rows]}
+
+
+def _measure_ceilings(usable, suite):
+    measured = {"cpu": ceilings.cpu_ceilings(quick=suite == "quick")}
+    if "gpu" in usable:
+        measured["gpu"] = ceilings.gpu_ceilings(quick=suite == "quick")
+    return measured
 
 
 def _fmt_time(us):
@@ -202,6 +212,12 @@ def format_table(report):
                         if "bfloat16_gemm_GFLOPs" in values else "")
                      + (f", {values['tf32_gemm_GFLOPs']:.0f} GFLOP/s (TF32, fastdl.set_float32_matmul_precision"
                         "('high'))" if "tf32_gemm_GFLOPs" in values else ""))
+        twice = report.get("ceilings_measured")
+        if twice:
+            before, after = twice["before"][device], twice["after"][device]
+            lines.append(f"Each the higher of two measurements, before and after the cases: GEMM "
+                         f"{before['gemm_GFLOPs']:.0f} and {after['gemm_GFLOPs']:.0f} GFLOP/s, bandwidth "
+                         f"{before['bandwidth_GBps']:.1f} and {after['bandwidth_GBps']:.1f} GB/s.")
     for name, reason in report["skipped_backends"].items():
         lines.append(f"Backend {name} not run: {reason}")
     with_jax = any(row.get("jax_us") for row in report["results"])
