@@ -28,7 +28,7 @@ import numpy as np
 
 import fastdl
 from fastdl import losses, optim
-from fastdl.bench.ceilings import cpu_ceilings
+from fastdl.bench.ceilings import cpu_ceilings, higher
 from fastdl.bench.runner import cpu_model
 from fastdl.bench.timing import interleaved_rounds, medians, paired
 
@@ -224,8 +224,10 @@ def main(argv=None):
     rounds, grid_rounds = (3, 1) if arguments.quick else (9, 3)
     report = {"date": datetime.date.today().isoformat(), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
               "threads": fastdl.get_num_threads()[1], "blas": fastdl.blas_info().get("provider"),
-              "ceilings": cpu_ceilings(quick=True), "rounds": rounds, "grid_rounds": grid_rounds}
+              "rounds": rounds, "grid_rounds": grid_rounds}
+    before = cpu_ceilings(quick=True)
     report["population"], report["per_round"] = population_rows(rounds, 0.3 if not arguments.quick else 0.1)
+    report["ceilings"] = higher(before, cpu_ceilings(quick=True))  # as fastdl bench: the higher of before and after
     report["grid"] = grid_rows(grid_rounds)
     text = markdown(report)
     sys.stdout.write(text)
