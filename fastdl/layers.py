@@ -108,6 +108,15 @@ class Module:
         name = getattr(self, "name", None)
         return name if isinstance(name, str) else f"{type(self).__name__}()"
 
+    def __getstate__(self):
+        """Pickling and ``copy.deepcopy`` leave a layer's bound kernels behind (functions over its arrays: Dense's and
+        BatchNorm's bindings); the copy binds its own on its first call."""
+        state = dict(self.__dict__)
+        state.pop("_binding", None)
+        if state.get("_forward_bound_to") is not None:
+            state["_forward_bound_to"] = None
+        return state
+
     def undo_forward(self):
         """Put back the state the last forward changed (random counters, running statistics): a container calls
         it on the layers that ran when a later one refuses the batch, so a refused call changes nothing."""
@@ -476,15 +485,6 @@ class Dense(_RandomCounter, Module):
             self._forward_bound_to = binding
         self._forward_input, self._forward_counted = x, training
         return binding.y
-
-    def __getstate__(self):
-        """Pickling and ``copy.deepcopy`` leave the bound kernels behind (functions over this layer's arrays); the
-        copy binds its own on its first call."""
-        state = dict(self.__dict__)
-        state.pop("_binding", None)
-        if state.get("_forward_bound_to") is not None:
-            state["_forward_bound_to"] = None
-        return state
 
     def _refuse(self, x, backend):
         """NaN or Inf in x shows in the product the kernel read; x itself is scanned only then (a product that

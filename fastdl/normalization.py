@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _checks
 from . import finite_checks
+from . import threads
 from ._typing import DType
 from .activations import resolve
 from .backend import get_backend
@@ -41,6 +42,7 @@ class BatchNorm(_RandomCounter, Module):
     """
 
     state_buffers = ("running_mean", "running_var", "num_batches_tracked")
+    _forward_bound_to = None  # the binding whose forward ran last; None after the general path's
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, activation: str | Activation = "identity", dtype: DType = "float32",
@@ -84,6 +86,14 @@ class BatchNorm(_RandomCounter, Module):
             return self.weight.data, self.bias.data
         return self._weight_constant, self._bias_constant
 
+    def _grad_arrays(self):
+        """(grad_weight, grad_bias) as the backward kernels take them: the parameters' gradients, or two workspaces
+        nobody reads (affine=False)."""
+        if self.affine:
+            return self.weight.grad, self.bias.grad
+        return (self._workspace("unused_grad_weight", (self.num_features,), self.dtype),
+                self._workspace("unused_grad_bias", (self.num_features,), self.dtype))
+
     def _synchronized(self):
         if not (self.sync and self.training):
             return False
@@ -113,6 +123,9 @@ class BatchNorm(_RandomCounter, Module):
         return cached[2:]
 
     def forward(self, x):
+        binding = self.__dict__.get("_binding")
+        if binding is not None and binding.accepts(self, x):  # the checks below passed for this x already
+            return self._forward_bound(binding, x)
         if self.sync and self._synchronized():
             return self._forward_synchronized(x)
         self._forward_sync = False
@@ -126,7 +139,13 @@ class BatchNorm(_RandomCounter, Module):
         if not x.flags.c_contiguous:
             x = backend.xp.ascontiguousarray(x)
         kernels = backend.kernels
-        y, mean, inv_std, workspace, scratch, totals, previous_running = self._batch_buffers(x.shape, backend)
+        buffers = self._batch_buffers(x.shape, backend)
+        if self.training and self.track_running_stats and not self.sync:
+            if binding is None or not binding.accepts(self, x):  # a contiguous copy may fit the binding still
+                binding = self._binding = _BatchNormBinding(self, backend, x, buffers)
+            return self._forward_bound(binding, x)
+        self._binding = None
+        y, mean, inv_std, workspace, scratch, totals, previous_running = buffers
         self._forward_updated_running = None
         counter = self.counter + 1 if self.training else self.counter  # taken only once the forward succeeded
         activation = self.activation.for_kernels(self.dtype, self.training, self.seed, counter)
@@ -150,7 +169,24 @@ class BatchNorm(_RandomCounter, Module):
         self._forward_input, self._forward_y = x, y
         self._forward_batch_statistics, self._forward_training = batch_statistics, self.training
         self._forward_counted = self.training
+        self._forward_bound_to = None
         return y
+
+    def _forward_bound(self, binding, x):
+        """The training forward (batch statistics, running update) through the layer's bound kernel
+        (``_BatchNormBinding``)."""
+        counter = self.counter + 1  # taken only once the forward succeeded
+        self._save_running_statistics(binding.previous_running)
+        finite = binding.forward(x, self.running_factor(), counter)
+        if finite is not True:  # a bool True (the CPU's answer) needs nothing more
+            finite_checks.check(finite, self._refuse, x)
+        self.counter, self._forward_finite = counter, finite
+        if self._forward_bound_to is not binding:  # what the backward reads besides x is the binding's, call after call
+            self._forward_y, self._forward_sync = binding.y, False
+            self._forward_batch_statistics = self._forward_training = True
+            self._forward_bound_to = binding
+        self._forward_input, self._forward_counted = x, True
+        return binding.y
 
     def _refuse(self, x):
         """NaN or Inf in x: the kernel changed no running statistic (nor the count) and left its outputs part-way."""
@@ -209,6 +245,7 @@ class BatchNorm(_RandomCounter, Module):
             self.num_batches_tracked += 1
         self._forward_input, self._forward_y, self._forward_training = x, y, True
         self._forward_sync, self._sync_saved = True, (x_hat, z, inv_std, count)
+        self._forward_bound_to = None
         return y
 
     def _backward_synchronized(self, grad_out, accumulate):
@@ -231,15 +268,17 @@ class BatchNorm(_RandomCounter, Module):
         return grad_x
 
     def backward(self, grad_out, accumulate=False, input_grad=True):
+        binding = self._forward_bound_to
+        if binding is not None:
+            x = self._saved(self.name)
+            if binding.accepts_grad(self, grad_out):
+                binding.backward(x, grad_out, self.counter, bool(accumulate))
+                return binding.grad_x
         if getattr(self, "_forward_sync", False):
             return self._backward_synchronized(grad_out, accumulate)
         x, grad_out, grad_x = self._begin_backward(grad_out, self.dtype)
         weight, bias = self.affine_arrays()
-        if self.affine:
-            grad_weight, grad_bias = self.weight.grad, self.bias.grad
-        else:
-            grad_weight = self._workspace("unused_grad_weight", (self.num_features,), self.dtype)
-            grad_bias = self._workspace("unused_grad_bias", (self.num_features,), self.dtype)
+        grad_weight, grad_bias = self._grad_arrays()
         activation = self.activation.for_kernels(self.dtype, self._forward_training, self.seed, self.counter)
         mean, inv_std, workspace, scratch, totals = self._buffers["batch"][3:8]  # the forward's (same shape)
         get_backend().kernels.batchnorm_backward(
@@ -250,6 +289,58 @@ class BatchNorm(_RandomCounter, Module):
     def __repr__(self):
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"activation={self.activation!r})")
+
+
+class _BatchNormBinding:
+    """A BatchNorm layer's training forward (batch statistics, running update) and its backward, bound (the
+    backend's ``bind_batchnorm_forward_train`` and ``bind_batchnorm_backward``) for one batch shape, as Dense binds
+    its own (``layers._DenseBinding``): a small model's two batch norms cost more in per-call Python than in their
+    kernels. The layer keeps it while everything it was bound to stays what it was: the backend, the input's type,
+    shape and dtype, training mode with running statistics and without ``sync``, the weight, bias, gradient and
+    running-statistic arrays, eps, the activation and seed, the thread count (``fastdl.set_num_threads``). The
+    momentum is read at each call."""
+
+    __slots__ = ("backend", "array_type", "shape", "dtype", "weight", "bias", "grad_weight", "grad_bias", "running",
+                 "eps", "activation", "seed", "generation", "y", "previous_running", "grad_x", "forward", "backward")
+
+    def __init__(self, layer, backend, x, buffers):
+        y, mean, inv_std, workspace, scratch, totals, previous_running = buffers
+        self.backend, self.array_type, self.shape, self.dtype = backend, type(x), x.shape, x.dtype
+        self.weight, self.bias = layer.affine_arrays()
+        self.grad_weight, self.grad_bias = layer._grad_arrays()
+        self.running = (layer.running_mean, layer.running_var, layer.num_batches_tracked)
+        self.eps, self.activation, self.seed = layer.eps, layer.activation, layer.seed
+        self.generation = threads.generation
+        self.y, self.previous_running = y, previous_running
+        self.grad_x = layer._workspace("grad_x", x.shape, layer.dtype)
+        code, params = layer.activation.kernel_args(layer.dtype, True)
+        kernels = backend.kernels
+        self.forward = kernels.bind_batchnorm_forward_train(self.weight, self.bias, layer.eps, *self.running, code,
+                                                            params, layer.seed, mean, inv_std, y, workspace, scratch,
+                                                            totals)
+        self.backward = kernels.bind_batchnorm_backward(y, self.weight, self.bias, mean, inv_std, code, params,
+                                                        layer.seed, self.grad_x, self.grad_weight, self.grad_bias,
+                                                        workspace, scratch, totals)
+
+    # both checks run on every call: written out (no helper calls) for what they cost on small layers
+    def accepts(self, layer, x):
+        affine, running = layer.affine, self.running
+        return (type(x) is self.array_type and x.shape == self.shape and x.dtype == self.dtype
+                and x.flags.c_contiguous and layer.training and layer.track_running_stats and not layer.sync
+                and (layer.weight._data if affine else layer._weight_constant) is self.weight
+                and (layer.bias._data if affine else layer._bias_constant) is self.bias
+                and (not affine or (layer.weight._grad is self.grad_weight and layer.bias._grad is self.grad_bias))
+                and layer.running_mean is running[0] and layer.running_var is running[1]
+                and layer.num_batches_tracked is running[2] and layer.eps == self.eps
+                and layer.activation is self.activation and layer.seed == self.seed
+                and threads.generation == self.generation and get_backend() is self.backend)
+
+    def accepts_grad(self, layer, grad_out):
+        """Whether the backward of the forward this binding ran can take ``grad_out`` as it is."""
+        return (type(grad_out) is self.array_type and grad_out.shape == self.shape and grad_out.dtype == self.dtype
+                and grad_out.flags.c_contiguous
+                and (not layer.affine or (layer.weight._grad is self.grad_weight and layer.bias._grad is self.grad_bias))
+                and get_backend() is self.backend)
 
 
 class Dropout(_RandomCounter, Module):

@@ -113,6 +113,15 @@ _SPECS = {
     "batchnorm_backward": f"x:in grad_y:in y:in weight:in bias:in mean:in inv_std:in {ACTIVATION} training:scalar "
                           "grad_x:out grad_weight:inout grad_bias:inout accumulate:scalar workspace:work "
                           "scratch:work totals:work",
+    # batch norm's training forward and its backward BOUND, as the dense ops above: bind_batchnorm_forward_train's
+    # function is forward(x, running_factor, counter) -> batchnorm_forward_train's finiteness flag (the running
+    # statistics updated); bind_batchnorm_backward's is backward(x, grad_y, counter, accumulate), batchnorm_backward
+    # of a training forward
+    "bind_batchnorm_forward_train": "weight:in bias:in eps:scalar running_mean:inout running_var:inout "
+                                    "num_batches_tracked:inout code:scalar params:in seed:scalar mean_out:out "
+                                    "inv_std_out:out y_out:out workspace:work scratch:work totals:work",
+    "bind_batchnorm_backward": "y:in weight:in bias:in mean:in inv_std:in code:scalar params:in seed:scalar "
+                               "grad_x:out grad_weight:inout grad_bias:inout workspace:work scratch:work totals:work",
     # optimizer updates over one flat buffer (``optim.py``): ``hyper`` holds one row per parameter group, its columns
     # the op's HYPER_COLUMNS (float64; the kernels narrow them to the parameters' dtype); piece k of the buffer
     # covers [piece_bounds[k], piece_bounds[k + 1]) and takes the row piece_groups[k] (pieces never straddle two
@@ -153,6 +162,28 @@ def dense_bindings(dense_forward, dense_backward):
         return backward
 
     return bind_dense_forward, bind_dense_backward
+
+
+def batchnorm_bindings(batchnorm_forward_train, batchnorm_backward):
+    """(bind_batchnorm_forward_train, bind_batchnorm_backward) calling a backend's general batch-norm ops, as
+    ``dense_bindings``."""
+
+    def bind_batchnorm_forward_train(weight, bias, eps, running_mean, running_var, num_batches_tracked, code, params,
+                                     seed, mean_out, inv_std_out, y_out, workspace, scratch, totals):
+        def forward(x, running_factor, counter):
+            return batchnorm_forward_train(x, weight, bias, eps, running_factor, running_mean, running_var,
+                                           num_batches_tracked, ActivationArgs(code, params, seed, counter), mean_out,
+                                           inv_std_out, y_out, workspace, scratch, totals)
+        return forward
+
+    def bind_batchnorm_backward(y, weight, bias, mean, inv_std, code, params, seed, grad_x, grad_weight, grad_bias,
+                                workspace, scratch, totals):
+        def backward(x, grad_y, counter, accumulate):
+            batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, ActivationArgs(code, params, seed, counter),
+                               True, grad_x, grad_weight, grad_bias, accumulate, workspace, scratch, totals)
+        return backward
+
+    return bind_batchnorm_forward_train, bind_batchnorm_backward
 
 
 def _parse(spec):

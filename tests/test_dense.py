@@ -184,8 +184,10 @@ def test_a_model_that_ran_can_be_pickled_and_deep_copied(backend):
     import copy
     import pickle
 
-    model = fastdl.Sequential(fastdl.Dense(6, 5, activation="tanh", seed=0), fastdl.Dense(5, 2, seed=1))
-    x, grad_out = backend.asarray(np.ones((3, 6), np.float32)), backend.asarray(np.ones((3, 2), np.float32))
+    model = fastdl.Sequential(fastdl.Dense(6, 5, activation="tanh", seed=0), fastdl.BatchNorm(5, activation="relu"),
+                              fastdl.Dense(5, 2, seed=1))
+    x = backend.asarray(np.arange(18, dtype=np.float32).reshape(3, 6) / 10)
+    grad_out = backend.asarray(np.ones((3, 2), np.float32))
     expected = fastdl.to_numpy(model(x)).copy()
     for twin in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
         assert_close(fastdl.to_numpy(twin.backward(grad_out)), fastdl.to_numpy(model.backward(grad_out)), np.float32)

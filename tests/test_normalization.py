@@ -89,6 +89,71 @@ def test_batchnorm_one_layer_across_batch_shapes_layouts_and_backends(backend):
             assert_close(grad_x, fresh.backward(grad_out), np.float32, gemm=True)
 
 
+BATCHNORM_CHANGES = {
+    "optimizer": lambda layer, backend: fastdl.optim.SGD(layer.parameters(), lr=0.1),  # moves weight and bias
+    "eval": lambda layer, backend: layer.eval(),
+    "activation": lambda layer, backend: setattr(layer, "activation", fastdl.ActivationSpec("elu", alpha=0.5)),
+    "eps": lambda layer, backend: setattr(layer, "eps", 0.25),
+    "momentum": lambda layer, backend: setattr(layer, "momentum", None),
+    "running": lambda layer, backend: setattr(layer, "running_mean", backend.asarray(np.full(5, 0.5, np.float32))),
+    "weights": lambda layer, backend: layer.weight.data.__setitem__(Ellipsis, backend.asarray(np.full(5, 2.0))),
+    "threads": lambda layer, backend: fastdl.set_num_threads(fastdl.get_num_threads()[1]),
+}
+
+
+@pytest.mark.parametrize("change", BATCHNORM_CHANGES)
+def test_a_batchnorm_that_ran_follows_changes_to_its_arrays_mode_and_settings(backend, change):
+    """The layer keeps its training kernels bound between calls (``_BatchNormBinding``): whatever changes after a
+    call, the next forward and backward are those of a fresh layer with the new settings and state."""
+    rng = np.random.default_rng(7)
+    layer = fastdl.BatchNorm(5, activation="relu", seed=3)
+    for rows in (6, 6, 4):  # bound at 6 rows, reused, bound again at 4
+        layer(backend.asarray(rng.standard_normal((rows, 5)).astype(np.float32)))
+        layer.backward(backend.asarray(np.ones((rows, 5), np.float32)))
+    BATCHNORM_CHANGES[change](layer, backend)
+    x, grad_out = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
+    with fastdl.use_backend("numpy"):
+        fresh = fastdl.BatchNorm(5, eps=layer.eps, momentum=layer.momentum, activation=layer.activation, seed=3)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            getattr(fresh, name)[...] = fastdl.to_numpy(getattr(layer, name))
+        fresh.weight.data[...] = fastdl.to_numpy(layer.weight.data)
+        fresh.bias.data[...] = fastdl.to_numpy(layer.bias.data)
+        fresh.counter = layer.counter
+        fresh.train(layer.training)
+        expected_y = fresh(x).copy()
+        expected_grad_x = fresh.backward(grad_out).copy()
+    y = fastdl.to_numpy(layer(backend.asarray(x))).copy()
+    grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad_out))).copy()
+    assert_close(y, expected_y, np.float32)
+    assert_close(grad_x, expected_grad_x, np.float32)
+    assert_close(fastdl.to_numpy(layer.weight.grad), fresh.weight.grad, np.float32)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert_close(fastdl.to_numpy(getattr(layer, name)), getattr(fresh, name), np.float32)
+
+
+def test_a_batchnorm_back_from_the_general_path_differentiates_its_last_forward(backend):
+    """A bound forward records what the backward reads besides x only when its binding changes: after an eval
+    forward (the general path), the next training forward must record its own again, for the bound backward and for
+    the general one (a strided grad_out) alike."""
+    rng = np.random.default_rng(8)
+    layer = fastdl.BatchNorm(5, activation="tanh", seed=3)
+    for training in (True, False, True):
+        layer.train(training)
+        layer(backend.asarray(rng.standard_normal((6, 5)).astype(np.float32)))
+        layer.backward(backend.asarray(np.ones((6, 5), np.float32)))
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    grad_out = rng.standard_normal((6, 10)).astype(np.float32)[:, ::2]
+    for grad in (np.ascontiguousarray(grad_out), grad_out):  # the bound backward, then the general one
+        with fastdl.use_backend("numpy"):
+            fresh = fastdl.BatchNorm(5, activation="tanh", seed=3)
+            fresh.weight.data[...] = fastdl.to_numpy(layer.weight.data)
+            fresh(x)
+            expected_grad_x = fresh.backward(grad_out).copy()
+        layer(backend.asarray(x))
+        grad_x = fastdl.to_numpy(layer.backward(backend.asarray(grad))).copy()
+        assert_close(grad_x, expected_grad_x, np.float32)
+
+
 def test_batchnorm_statistics_do_not_depend_on_thread_count():
     x = _batch((4096, 128), np.float32, mean=3.0)  # large enough for the parallel kernel
     results = []

@@ -473,3 +473,29 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, tr
     kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, np.uint64(seed), np.uint64(counter),
            bool(training), grad_x, grad_weight, grad_bias, bool(accumulate), workspace, scratch, totals,
            any_activation_for(code))
+
+
+def bind_batchnorm_forward_train(weight, bias, eps, running_mean, running_var, num_batches_tracked, code, params, seed,
+                                 mean_out, inv_std_out, y_out, workspace, scratch, totals):
+    """``batchnorm_forward_train`` bound (kernels/ops.py): the kernel variant, the chunk count and the constant
+    arguments chosen once, so a call is the compiled call alone. x must be C-contiguous, of y_out's shape."""
+    kernel, chunks = _kernel_and_chunks(y_out, forward_train_parallel, forward_train_serial)
+    eps, seed, any_activation = float(eps), np.uint64(seed), any_activation_for(code)
+
+    def forward(x, running_factor, counter):
+        return kernel(x, chunks, weight, bias, eps, float(running_factor), running_mean, running_var,
+                      num_batches_tracked, code, params, seed, np.uint64(counter), mean_out, inv_std_out, y_out,
+                      workspace, scratch, totals, any_activation)
+    return forward
+
+
+def bind_batchnorm_backward(y, weight, bias, mean, inv_std, code, params, seed, grad_x, grad_weight, grad_bias,
+                            workspace, scratch, totals):
+    """``batchnorm_backward`` of a training forward, bound (kernels/ops.py), as ``bind_batchnorm_forward_train``."""
+    kernel, chunks = _kernel_and_chunks(y, backward_parallel, backward_serial)
+    seed, any_activation = np.uint64(seed), any_activation_for(code)
+
+    def backward(x, grad_y, counter, accumulate):
+        kernel(x, chunks, grad_y, y, weight, bias, mean, inv_std, code, params, seed, np.uint64(counter), True, grad_x,
+               grad_weight, grad_bias, accumulate, workspace, scratch, totals, any_activation)
+    return backward

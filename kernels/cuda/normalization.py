@@ -6,6 +6,7 @@ partials per chunk of rows (``launch.workspace``), so it ignores them (the backw
 
 import numpy as np
 
+from ..ops import batchnorm_bindings
 from ..reference.activations import IDENTITY, RELU, SOFTMAX
 from . import launch as launch_limits
 from .flags import device_flag
@@ -116,3 +117,7 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, tr
     _launch(_pass("bn_backward_dx", code), x, _row_stride_grid(rows, cols), COLUMN_BLOCK,
             (x, grad_y, y, weight, bias, mean, inv_std, totals, grad_x, np.int64(rows), np.int64(cols),
              np.int32(bool(training)), *activation))
+
+
+bind_batchnorm_forward_train, bind_batchnorm_backward = batchnorm_bindings(batchnorm_forward_train,
+                                                                                 batchnorm_backward)

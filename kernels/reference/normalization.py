@@ -13,6 +13,7 @@ Inverted dropout keeps an element when its counter-based uniform draw u >= p and
 
 import numpy as np
 
+from ..ops import batchnorm_bindings
 from . import activations
 from .dense import accumulate_into
 
@@ -68,3 +69,7 @@ def batchnorm_backward(x, grad_y, y, weight, bias, mean, inv_std, activation, tr
         grad_x[...] = weight * inv_std / n * (n * grad_z - sum_dz - x_hat * sum_dz_x_hat)
     else:
         grad_x[...] = weight * inv_std * grad_z
+
+
+bind_batchnorm_forward_train, bind_batchnorm_backward = batchnorm_bindings(batchnorm_forward_train,
+                                                                                 batchnorm_backward)
