@@ -28,8 +28,8 @@ from fastdl.bench.runner import cpu_model
 from fastdl.bench.timing import interleaved_rounds, medians, paired
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-MLP_CASES = [([64, 64, 64, 10], 32, False), ([256, 256, 10], 128, False), ([784, 1024, 1024, 10], 256, False),
-             ([784, 1024, 1024, 10], 256, True)]
+MLP_CASES = [([64, 64, 64, 10], 32, False), ([64, 64, 64, 10], 32, True), ([256, 256, 10], 128, False),
+             ([784, 1024, 1024, 10], 256, False), ([784, 1024, 1024, 10], 256, True)]
 GEMM_SHAPES = [(256, 1024, 1024), (256, 784, 1024), (128, 256, 256), (2048, 2048, 2048)]
 SETTINGS = dict(rounds=7, seconds_per_call=0.15, pause=0.2)
 
