@@ -337,9 +337,10 @@ class _BatchNormBinding:
 
     def accepts_grad(self, layer, grad_out):
         """Whether the backward of the forward this binding ran can take ``grad_out`` as it is."""
+        affine = layer.affine
         return (type(grad_out) is self.array_type and grad_out.shape == self.shape and grad_out.dtype == self.dtype
                 and grad_out.flags.c_contiguous
-                and (not layer.affine or (layer.weight._grad is self.grad_weight and layer.bias._grad is self.grad_bias))
+                and (not affine or (layer.weight._grad is self.grad_weight and layer.bias._grad is self.grad_bias))
                 and get_backend() is self.backend)
 
 
