@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import operator
 import os
 import pathlib
+import struct
 import sys
 import warnings
 from typing import NamedTuple
@@ -239,7 +241,7 @@ class CompiledStep:
         # by the number of samples (as the optimizer's grad_scale, inside its kernel)
         samples = self.accumulated_samples + len(x)
         grad_scale = 1.0 / samples if accumulating else 1.0
-        if self._kernel is None or not all(layer.training for layer in self.layers):
+        if self._kernel is None or not all(map(_TRAINING, self.layers)):
             value = self._layer_path(x, y, accumulating, update, grad_scale)
         else:
             value = self._compiled_path(x, y, accumulating, update, grad_scale)
@@ -272,6 +274,14 @@ class CompiledStep:
 
     def _check_input(self, x, y):
         first = self.layers[0]
+        array_type = get_backend().array_type
+        if (type(x) is array_type and type(y) is array_type and x.ndim == 2 and x.dtype == self.dtype
+                and x.shape[1] == first.in_features and x.flags.c_contiguous):  # what the checks below pass as it is
+            if LOSS_KERNELS[self.loss] == "cross_entropy":
+                if y.ndim == 1 and y.shape[0] == x.shape[0] and y.dtype == np.int64:
+                    return x, y
+            elif y.dtype == self.dtype and y.flags.c_contiguous and y.shape == (x.shape[0], self._output_width()):
+                return x, y
         _checks.array(x, "compile_step", "x", ndim=2, dtype=self.dtype, last_dim=first.in_features)
         if LOSS_KERNELS[self.loss] == "cross_entropy":
             _checks.backend_array(y, "compile_step", "y")
@@ -304,12 +314,13 @@ class CompiledStep:
         for index, layer in self._tracking:
             factors[index] = layer.running_factor()
         fused = self._fused is not None
-        hyper[0] = optimizer.max_grad_norm or 0.0
-        hyper[1] = float(optimizer.skip_nonfinite)
-        hyper[2] = float(self.accumulated_batches > 0)  # backward adds to the gradients
-        hyper[3] = 1.0 if accumulating else 0.0  # the loss's gradient: of the sum (1), or of the mean (0)
-        hyper[4] = float(update and fused)  # the compiled step updates
-        hyper[5] = grad_scale
+        # packed straight into the array's memory, as the optimizer's hyperparameter rows (six item assignments
+        # cost several times one call): the clipping threshold, skip_nonfinite, whether backward adds to the
+        # gradients, the loss's gradient (of the sum: 1, of the mean: 0), whether the compiled step updates, the
+        # gradients' scale
+        struct.pack_into("6d", hyper, 0, optimizer.max_grad_norm or 0.0, float(optimizer.skip_nonfinite),
+                         float(self.accumulated_batches > 0), 1.0 if accumulating else 0.0, float(update and fused),
+                         grad_scale)
         if fused and update:  # the update's hyperparameter rows for this step, written into the array the step holds
             optimizer.hyper_rows(self._fused, optimizer.steps + 1)
         try:
@@ -370,6 +381,9 @@ class CompiledStep:
         # clipping threshold, skip_nonfinite and the accumulation flags (see _compiled_path)
         return CallArguments(emission.source(), np.zeros(n, np.uint64), np.full(n, -1.0), np.zeros(6), np.zeros(2),
                              tuple(emission.values), output, tuple(emission.names))
+
+
+_TRAINING = operator.attrgetter("training")
 
 
 def kernel_ran(error):

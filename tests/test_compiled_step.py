@@ -248,9 +248,10 @@ def test_nonfinite_gradients_are_skipped_as_the_optimizer_would(cpu):
         np.testing.assert_array_equal(p.data, old)
 
 
-@pytest.mark.parametrize("bad", ["empty_batch", "nan_x", "wrong_width", "wrong_dtype", "label_range",
-                                 "wrong_target_shape"])
+@pytest.mark.parametrize("bad", ["empty_batch", "nan_x", "wrong_width", "wrong_width_strided", "wrong_dtype",
+                                 "label_range", "wrong_label_count", "wrong_target_shape"])
 def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
+    """Contiguous and strided inputs alike: a contiguous one of the right dtype takes a shorter check."""
     model = mlp(np.float32)
     optimizer = fastdl.optim.Adam(model.parameters())
     loss = losses.mse if bad == "wrong_target_shape" else losses.softmax_cross_entropy
@@ -263,13 +264,17 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(cpu, bad):
     elif bad == "nan_x":
         x[1, 2] = np.nan
     elif bad == "wrong_width":
+        x = np.ascontiguousarray(x[:, :5])
+    elif bad == "wrong_width_strided":
         x = x[:, :5]
     elif bad == "wrong_dtype":
         x = x.astype(np.float64)
     elif bad == "label_range":
         y[3] = 3
+    elif bad == "wrong_label_count":
+        y = y[:5]
     else:
-        y = y[:, :2]
+        y = np.ascontiguousarray(y[:, :2])
     error = TypeError if bad == "wrong_dtype" else ValueError
     with pytest.raises(error, match="compile_step"):
         step(x, y)
