@@ -300,7 +300,7 @@ class Optimizer:
                 group[name] = value
             return
         object.__setattr__(self, name, value)
-        if name not in _STEP_RECORDS and not name.startswith("_"):  # an option (max_grad_norm, nesterov, ...)
+        if not name.startswith("_"):  # an option (max_grad_norm, nesterov, ...); the step records returned above
             _EditCount.advance()
 
     def _check_hyperparameter(self, name, value):

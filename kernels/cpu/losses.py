@@ -51,7 +51,7 @@ def softmax_cross_entropy_kernel(logits, labels, label_smoothing, scale, grad_ou
     total = 0.0
     for i in range(rows):
         row = logits[i]
-        largest = _largest(row)
+        largest = _largest(row)  # narrow rows: again (a few compares), as no array is at hand to keep it in
         out_row = grad_out[i]
         if wide is not None:  # the exponentials of the row, while it sits in L1
             for j in range(classes):
